@@ -1,0 +1,354 @@
+//! Model and MoE configurations (SPEC §1–§5), with presets and validation.
+
+use burn::config::Config;
+use crate::error::ConfigError;
+
+/// The dense Qwen2 architecture (SPEC §1). Field names are those of Hugging Face's
+/// `config.json`, so the file deserialises into this struct as it is.
+#[derive(Config, Debug, PartialEq)]
+pub struct QwenConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Model width `d`.
+    pub hidden_size: usize,
+    /// Width of the SwiGLU FFN.
+    pub intermediate_size: usize,
+    /// Number of decoder layers.
+    pub num_hidden_layers: usize,
+    /// Number of query heads.
+    pub num_attention_heads: usize,
+    /// Number of key/value heads (grouped-query attention).
+    pub num_key_value_heads: usize,
+    /// Rotary base.
+    #[config(default = 10000.0)]
+    pub rope_theta: f64,
+    /// RMSNorm epsilon.
+    #[config(default = 1e-6)]
+    pub rms_norm_eps: f64,
+    /// Whether the LM head reuses the embedding matrix.
+    #[config(default = false)]
+    pub tie_word_embeddings: bool,
+    /// Longest sequence the rotary tables cover.
+    #[config(default = 32768)]
+    pub max_position_embeddings: usize,
+}
+
+impl QwenConfig {
+    /// Qwen1.5-1.8B, the paper's base model (SPEC §1).
+    pub fn qwen1_5_1_8b() -> Self {
+        Self::new(151936, 2048, 5504, 24, 16, 16)
+            .with_rope_theta(1e6)
+            .with_max_position_embeddings(32768)
+    }
+
+    /// Qwen1.5-0.5B.
+    pub fn qwen1_5_0_5b() -> Self {
+        Self::new(151936, 1024, 2816, 24, 16, 16)
+            .with_rope_theta(1e6)
+            .with_tie_word_embeddings(true)
+    }
+
+    /// A tiny model for tests and the demo: 2 layers, width 64, GQA 4/2.
+    pub fn tiny() -> Self {
+        Self::new(512, 64, 128, 2, 4, 2)
+            .with_rope_theta(1e4)
+            .with_max_position_embeddings(2048)
+    }
+
+    /// Size of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads.max(1)
+    }
+
+    /// Rejects configs that cannot build a model; the error names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.num_key_value_heads),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::field(field, value, "must be positive"));
+            }
+        }
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
+            return Err(ConfigError::field(
+                "num_attention_heads",
+                self.num_attention_heads,
+                format!("must divide hidden_size = {}", self.hidden_size),
+            ));
+        }
+        if !self
+            .num_attention_heads
+            .is_multiple_of(self.num_key_value_heads)
+        {
+            return Err(ConfigError::field(
+                "num_key_value_heads",
+                self.num_key_value_heads,
+                format!(
+                    "must divide num_attention_heads = {}",
+                    self.num_attention_heads
+                ),
+            ));
+        }
+        if !self.head_dim().is_multiple_of(2) {
+            return Err(ConfigError::field(
+                "num_attention_heads",
+                self.num_attention_heads,
+                "head_dim = hidden_size / num_attention_heads must be even for rotary embeddings",
+            ));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return Err(ConfigError::field(
+                "rope_theta",
+                self.rope_theta,
+                "must be finite and > 0",
+            ));
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
+            return Err(ConfigError::field(
+                "rms_norm_eps",
+                self.rms_norm_eps,
+                "must be finite and > 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How a segment's tokens are pooled into the vector its router sees (SPEC §3).
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// Mean over the window's real tokens (the paper).
+    Mean,
+    /// Element-wise max over the window's real tokens (the released code).
+    Max,
+}
+
+/// The scale γ applied to each chosen segment expert's output (SPEC §3).
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum GateScale {
+    /// γ = 1 (the paper).
+    One,
+    /// γ = 1/a, `a` the window length (the released code).
+    InverseWindow,
+}
+
+/// How segments are routed to segment experts (SPEC §3, §6).
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum SegmentRouting {
+    /// Expert choice over all `V = B·P` segments of the batch, routed by each window's own
+    /// pooled tokens. Outputs at position `t` can depend on tokens after `t`.
+    Paper,
+    /// Causal: every segment picks its own top experts (no competition between segments),
+    /// routed by the pooled previous window (window 0 by its first token). Outputs at `t`
+    /// depend on no token after `t`. See [`crate::segment_moe`] for the costs.
+    Causal,
+}
+
+/// Token-level MoE (SPEC §2).
+#[derive(Config, Debug, PartialEq)]
+pub struct TokenMoeConfig {
+    /// `N_t`: number of token experts, the shared one included.
+    #[config(default = 6)]
+    pub num_experts: usize,
+    /// `K`: experts per token, the shared one included.
+    #[config(default = 2)]
+    pub top_k: usize,
+    /// Index (in `0..N_t`) of the shared expert among the router's outputs.
+    #[config(default = 0)]
+    pub shared_expert: usize,
+    /// Rows per block of the grouped expert dispatch (a performance knob, no effect on
+    /// results). See [`crate::experts`].
+    #[config(default = 64)]
+    pub dispatch_block: usize,
+}
+
+/// Segment-level MoE (SPEC §3).
+#[derive(Config, Debug, PartialEq)]
+pub struct SegmentMoeConfig {
+    /// `N_s`: number of segment experts.
+    #[config(default = 6)]
+    pub num_experts: usize,
+    /// `a`: window length in tokens.
+    #[config(default = 64)]
+    pub window: usize,
+    /// `c`: capacity factor; each expert takes `clamp(floor(V·c/N_s), 1, V)` segments.
+    /// In causal mode every segment takes `clamp(round(c), 1, N_s)` experts.
+    #[config(default = 1.0)]
+    pub capacity_factor: f64,
+    /// Pooling of a window for routing.
+    #[config(default = "Pooling::Mean")]
+    pub pooling: Pooling,
+    /// Scale γ of the expert outputs.
+    #[config(default = "GateScale::One")]
+    pub gate_scale: GateScale,
+    /// Optional cap on how many experts may take one segment (released code: 4, greedy in
+    /// expert order).
+    #[config(default = "None")]
+    pub max_experts_per_segment: Option<usize>,
+    /// Paper (expert choice) or causal routing.
+    #[config(default = "SegmentRouting::Paper")]
+    pub routing: SegmentRouting,
+}
+
+/// The hybrid MoE: both levels, their fusion, where they go, and the balance loss (SPEC §2–§5).
+#[derive(Config, Debug, PartialEq)]
+pub struct MoeConfig {
+    /// Token-level MoE.
+    pub token: TokenMoeConfig,
+    /// Segment-level MoE.
+    pub segment: SegmentMoeConfig,
+    /// `λ_tok` of the fusion `λ_tok·h_tok + λ_seg·y_seg`.
+    #[config(default = 0.7)]
+    pub lambda_token: f64,
+    /// `λ_seg` of the fusion.
+    #[config(default = 0.3)]
+    pub lambda_segment: f64,
+    /// Indices of the layers whose FFN becomes hybrid; `None` means every layer.
+    #[config(default = "None")]
+    pub hybrid_layers: Option<Vec<usize>>,
+    /// `α`: weight of the load-balance loss in `L = L_NTP + α·L_bal`.
+    #[config(default = 0.01)]
+    pub balance_coef: f64,
+    /// Standard deviation of the (normal, zero-mean) router initialisation (SPEC §5: small).
+    #[config(default = 0.02)]
+    pub router_init_std: f64,
+}
+
+impl MoeConfig {
+    /// The paper's form: SPEC defaults with mean pooling and γ = 1, no per-segment cap.
+    pub fn paper() -> Self {
+        Self::new(TokenMoeConfig::new(), SegmentMoeConfig::new())
+    }
+
+    /// The released Megatron code: max pooling, γ = 1/a, at most 4 experts per segment.
+    pub fn released_code() -> Self {
+        Self::new(
+            TokenMoeConfig::new(),
+            SegmentMoeConfig::new()
+                .with_pooling(Pooling::Max)
+                .with_gate_scale(GateScale::InverseWindow)
+                .with_max_experts_per_segment(Some(4)),
+        )
+    }
+
+    /// A small config for tests and the demo: `N_t = 4, K = 2, N_s = 4, a = 8`.
+    pub fn tiny() -> Self {
+        Self::new(
+            TokenMoeConfig::new().with_num_experts(4).with_dispatch_block(8),
+            SegmentMoeConfig::new().with_num_experts(4).with_window(8),
+        )
+    }
+
+    /// Whether layer `layer` carries the hybrid MoE.
+    pub fn is_hybrid(&self, layer: usize) -> bool {
+        self.hybrid_layers
+            .as_ref()
+            .is_none_or(|layers| layers.contains(&layer))
+    }
+
+    /// Rejects impossible MoE configs; `num_layers` bounds `hybrid_layers`.
+    pub fn validate(&self, num_layers: usize) -> Result<(), ConfigError> {
+        let t = &self.token;
+        if t.num_experts < 2 {
+            return Err(ConfigError::field(
+                "token.num_experts",
+                t.num_experts,
+                "needs the shared expert plus at least one routed expert",
+            ));
+        }
+        if t.top_k < 2 || t.top_k > t.num_experts {
+            return Err(ConfigError::field(
+                "token.top_k",
+                t.top_k,
+                format!(
+                    "K counts the shared expert and must lie in 2..={} (token.num_experts)",
+                    t.num_experts
+                ),
+            ));
+        }
+        if t.shared_expert >= t.num_experts {
+            return Err(ConfigError::field(
+                "token.shared_expert",
+                t.shared_expert,
+                format!("must be < token.num_experts = {}", t.num_experts),
+            ));
+        }
+        if t.dispatch_block == 0 {
+            return Err(ConfigError::field("token.dispatch_block", 0, "must be > 0"));
+        }
+        let s = &self.segment;
+        if s.num_experts == 0 {
+            return Err(ConfigError::field("segment.num_experts", 0, "must be > 0"));
+        }
+        if s.window == 0 {
+            return Err(ConfigError::field("segment.window", 0, "must be > 0"));
+        }
+        if !(s.capacity_factor.is_finite() && s.capacity_factor > 0.0) {
+            return Err(ConfigError::field(
+                "segment.capacity_factor",
+                s.capacity_factor,
+                "must be finite and > 0",
+            ));
+        }
+        if s.max_experts_per_segment == Some(0) {
+            return Err(ConfigError::field(
+                "segment.max_experts_per_segment",
+                0,
+                "must be > 0 when set",
+            ));
+        }
+        for (field, value) in [
+            ("lambda_token", self.lambda_token),
+            ("lambda_segment", self.lambda_segment),
+            ("balance_coef", self.balance_coef),
+            ("router_init_std", self.router_init_std),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(ConfigError::field(field, value, "must be finite and >= 0"));
+            }
+        }
+        if let Some(layers) = &self.hybrid_layers
+            && let Some(bad) = layers.iter().find(|&&l| l >= num_layers)
+        {
+            return Err(ConfigError::field(
+                "hybrid_layers",
+                bad,
+                format!("the model has {num_layers} layers"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A whole MultiPL-MoE model: the dense base plus, optionally, the hybrid MoE.
+#[derive(Config, Debug, PartialEq)]
+pub struct MultiplMoeConfig {
+    /// The dense Qwen2 base.
+    pub model: QwenConfig,
+    /// The hybrid MoE; `None` keeps every FFN dense.
+    #[config(default = "None")]
+    pub moe: Option<MoeConfig>,
+}
+
+impl MultiplMoeConfig {
+    /// Tiny model with the tiny hybrid MoE on every layer.
+    pub fn tiny() -> Self {
+        Self::new(QwenConfig::tiny()).with_moe(Some(MoeConfig::tiny()))
+    }
+
+    /// Validates the base and the MoE config.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.model.validate()?;
+        if let Some(moe) = &self.moe {
+            moe.validate(self.model.num_hidden_layers)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,32 @@
+//! Typed errors of the core crate.
+
+use thiserror::Error;
+
+/// A configuration that cannot describe a valid model.
+///
+/// Every variant names the field at fault so that a user editing a TOML/JSON config file can
+/// find it without reading the source.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum ConfigError {
+    /// A field holds a value outside its valid range.
+    #[error("invalid config field `{field}` = {value}: {reason}")]
+    InvalidField {
+        /// The dotted path of the field, e.g. `moe.segment.window`.
+        field: &'static str,
+        /// The offending value, formatted.
+        value: String,
+        /// Why the value is rejected.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// Shorthand for [`ConfigError::InvalidField`].
+    pub fn field(field: &'static str, value: impl ToString, reason: impl Into<String>) -> Self {
+        Self::InvalidField {
+            field,
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! # multipl-moe-core
+//!
+//! Backend-generic Burn modules of MultiPL-MoE (Wang et al., EMNLP 2025 Findings): the dense
+//! Qwen2 blocks (SPEC §1), the token-level MoE with a shared expert and the new gate
+//! normalisation (SPEC §2), the segment-level expert-choice MoE and its causal variant
+//! (SPEC §3, §6), their fusion and the load-balance loss (SPEC §4).
+//!
+//! Every module is generic over `B: Backend`; this crate never picks a backend.
+
+pub mod attention;
+pub mod balance;
+pub mod config;
+pub mod decoder;
+pub mod error;
+pub mod experts;
+pub mod ffn;
+pub mod hybrid;
+pub mod model;
+pub mod norm;
+pub mod rope;
+pub mod routing;
+pub mod segment_moe;
+pub mod token_moe;
+
+pub use config::{
+    GateScale, MoeConfig, MultiplMoeConfig, Pooling, QwenConfig, SegmentMoeConfig,
+    SegmentRouting, TokenMoeConfig,
+};
+pub use error::ConfigError;
+pub use hybrid::{HybridMoe, HybridMoeConfig, LayerRouting};
+pub use model::{CausalLm, CausalLmOutput};

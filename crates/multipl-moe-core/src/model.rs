@@ -1,0 +1,178 @@
+//! The causal language model: Qwen2 with dense or hybrid FFN slots (SPEC §1, §4).
+
+use burn::module::Module;
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
+use burn::tensor::{Bool, Int, Tensor, backend::Backend};
+
+use crate::attention::{AttentionConfig, KvCache};
+use crate::config::{MultiplMoeConfig, QwenConfig};
+use crate::decoder::{DecoderLayer, FeedForward};
+use crate::error::ConfigError;
+use crate::ffn::SwiGluConfig;
+use crate::hybrid::{HybridMoeConfig, LayerRouting};
+use crate::norm::{RmsNorm, RmsNormConfig};
+use crate::rope::{Rope, RopeConfig};
+
+/// Qwen2 causal LM; parameter names mirror the Hugging Face keys under `model.`.
+#[derive(Module, Debug)]
+pub struct CausalLm<B: Backend> {
+    /// Token embedding `[vocab, d]`.
+    pub embed_tokens: Embedding<B>,
+    /// Decoder layers.
+    pub layers: Vec<DecoderLayer<B>>,
+    /// Final norm.
+    pub norm: RmsNorm<B>,
+    /// LM head `[d, vocab]`; `None` when tied to `embed_tokens`.
+    pub lm_head: Option<Linear<B>>,
+    /// Rotary tables shared by every layer.
+    pub rope: Rope<B>,
+}
+
+/// Output of [`CausalLm::forward`].
+#[derive(Debug, Clone)]
+pub struct CausalLmOutput<B: Backend> {
+    /// Next-token logits `[B, T, vocab]`.
+    pub logits: Tensor<B, 3>,
+    /// Routing of each layer (`None` for dense layers).
+    pub routing: Vec<Option<LayerRouting<B>>>,
+}
+
+impl<B: Backend> CausalLmOutput<B> {
+    /// `L_bal` of the whole model: the **mean** over hybrid layers of each layer's
+    /// [`crate::balance::balance_loss`] (1.0 at perfect balance); `None` for a dense model.
+    /// Each layer's `f·P` product is formed inside the layer before averaging.
+    pub fn balance_loss(&self) -> Option<Tensor<B, 1>> {
+        let losses: Vec<_> = self
+            .routing
+            .iter()
+            .flatten()
+            .map(|r| r.balance_loss.clone())
+            .collect();
+        let n = losses.len();
+        (n > 0).then(|| Tensor::cat(losses, 0).sum().div_scalar(n as f64))
+    }
+}
+
+impl MultiplMoeConfig {
+    /// Builds a randomly initialised model after validating the config.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<CausalLm<B>, ConfigError> {
+        self.validate()?;
+        let m = &self.model;
+        let layers = (0..m.num_hidden_layers)
+            .map(|layer| {
+                let mlp = match &self.moe {
+                    Some(moe) if moe.is_hybrid(layer) => FeedForward::Hybrid(
+                        HybridMoeConfig::new(moe.clone(), m.hidden_size, m.intermediate_size)
+                            .init(device),
+                    ),
+                    _ => FeedForward::Dense(
+                        SwiGluConfig::new(m.hidden_size, m.intermediate_size).init(device),
+                    ),
+                };
+                decoder_layer(m, mlp, device)
+            })
+            .collect();
+        Ok(CausalLm {
+            embed_tokens: EmbeddingConfig::new(m.vocab_size, m.hidden_size)
+                .with_initializer(Initializer::Normal {
+                    mean: 0.0,
+                    std: 0.02,
+                })
+                .init(device),
+            layers,
+            norm: rms_norm(m, device),
+            lm_head: (!m.tie_word_embeddings).then(|| {
+                LinearConfig::new(m.hidden_size, m.vocab_size)
+                    .with_bias(false)
+                    .with_initializer(Initializer::Normal {
+                        mean: 0.0,
+                        std: 0.02,
+                    })
+                    .init(device)
+            }),
+            rope: RopeConfig::new(m.head_dim(), m.max_position_embeddings)
+                .with_theta(m.rope_theta)
+                .init(device),
+        })
+    }
+}
+
+fn rms_norm<B: Backend>(m: &QwenConfig, device: &B::Device) -> RmsNorm<B> {
+    RmsNormConfig::new(m.hidden_size)
+        .with_epsilon(m.rms_norm_eps)
+        .init(device)
+}
+
+/// A decoder layer of `m`'s shape around the given FFN slot.
+pub fn decoder_layer<B: Backend>(
+    m: &QwenConfig,
+    mlp: FeedForward<B>,
+    device: &B::Device,
+) -> DecoderLayer<B> {
+    DecoderLayer {
+        self_attn: AttentionConfig::new(
+            m.hidden_size,
+            m.num_attention_heads,
+            m.num_key_value_heads,
+        )
+        .init(device),
+        mlp,
+        input_layernorm: rms_norm(m, device),
+        post_attention_layernorm: rms_norm(m, device),
+    }
+}
+
+impl<B: Backend> CausalLm<B> {
+    /// Logits and routing for `tokens: [B, T]` from position 0. `padding` (`[B, T]`, `true`
+    /// = padding) hides padded keys from attention and padded tokens from the balance loss.
+    pub fn forward(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        padding: Option<Tensor<B, 2, Bool>>,
+    ) -> CausalLmOutput<B> {
+        self.forward_cached(tokens, padding, None).0
+    }
+
+    /// As [`Self::forward`], after the positions held by `caches` (one per layer); returns the
+    /// grown caches. `padding` covers cached and new positions.
+    pub fn forward_cached(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        padding: Option<Tensor<B, 2, Bool>>,
+        caches: Option<Vec<KvCache<B>>>,
+    ) -> (CausalLmOutput<B>, Vec<KvCache<B>>) {
+        let mut h = self.embed_tokens.forward(tokens);
+        let mut caches = caches.map(|c| c.into_iter().map(Some).collect::<Vec<_>>());
+        let mut routing = Vec::with_capacity(self.layers.len());
+        let mut new_caches = Vec::with_capacity(self.layers.len());
+        for (i, layer) in self.layers.iter().enumerate() {
+            let cache = caches.as_mut().and_then(|c| c.get_mut(i)).and_then(Option::take);
+            let out = layer.forward(h, &self.rope, padding.clone(), cache);
+            h = out.hidden;
+            routing.push(out.routing);
+            new_caches.push(out.cache);
+        }
+        let h = self.norm.forward(h);
+        let logits = match &self.lm_head {
+            Some(head) => head.forward(h),
+            None => {
+                let [b, t, d] = h.dims();
+                let weight = self.embed_tokens.weight.val();
+                h.reshape([b * t, d])
+                    .matmul(weight.transpose())
+                    .reshape([b, t, self.vocab_size()])
+            }
+        };
+        (CausalLmOutput { logits, routing }, new_caches)
+    }
+
+    /// Vocabulary size.
+    pub fn vocab_size(&self) -> usize {
+        self.embed_tokens.weight.dims()[0]
+    }
+
+    /// Model width `d`.
+    pub fn d_model(&self) -> usize {
+        self.embed_tokens.weight.dims()[1]
+    }
+}

@@ -1,0 +1,259 @@
+//! Segment-level MoE: expert choice over windows of `a` tokens (SPEC §3), and the causal
+//! variant (SPEC §6).
+//!
+//! **Paper mode** follows SPEC §3 exactly: windows are pooled (mean or max over their real
+//! tokens), `S = softmax(x̄ W_seg)` over experts, and each expert takes its `r` best segments
+//! among all `V = B·P` segments of the batch; it then runs on every token of those segments.
+//! Segments are numbered `v = b·P + p`, and the chosen tokens are scattered back with the same
+//! numbering, so with `B > 1` every token is served by its own sequence's segment (the
+//! released code flattens the two in different orders). `T` need not be a multiple of `a`.
+//!
+//! **Causal mode** (our design, SPEC §6). Two things leak the future in paper mode: the pooled
+//! window contains tokens after `t`, and expert choice makes segments of one batch compete.
+//! Causal mode removes both:
+//! - window `p > 0` is routed by the pooled window `p − 1`, which lies entirely before any of
+//!   its tokens (as in Lory); window 0 is routed by the sequence's first token;
+//! - each segment picks its own top-`k` experts, `k = clamp(round(c), 1, N_s)` — no capacity,
+//!   no competition — and mixes them with the raw scores `S` and γ, as paper mode does.
+//!
+//! The cost: routing lags by one window; expert load is no longer balanced by construction
+//! (nothing forces the `N_s` experts to share the work, and no auxiliary loss is added at this
+//! level); and work per expert varies, so dispatch uses the grouped path of
+//! [`crate::experts`]. Its reward: the output at `t` depends on no token after `t`, and
+//! generation can route a window as soon as it starts (see issue 5).
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::Linear;
+use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData, activation::softmax, backend::Backend};
+
+use crate::config::{GateScale, Pooling, SegmentMoeConfig, SegmentRouting};
+use crate::experts::{ExpertBank, ExpertBankConfig};
+use crate::routing::{expert_choice, segment_capacity, segment_choice};
+use crate::token_moe::router_init;
+
+/// Configuration of [`SegmentMoe`]: the SPEC §3 fields plus the layer sizes.
+#[derive(Config, Debug)]
+pub struct SegmentMoeLayerConfig {
+    /// Routing hyper-parameters.
+    pub moe: SegmentMoeConfig,
+    /// Model width `d`.
+    pub d_model: usize,
+    /// Expert hidden width `f`.
+    pub d_ff: usize,
+    /// Standard deviation of the router initialisation.
+    #[config(default = 0.02)]
+    pub router_init_std: f64,
+    /// Rows per block of the grouped dispatch (causal mode).
+    #[config(default = 64)]
+    pub dispatch_block: usize,
+}
+
+/// The segment-level MoE layer.
+#[derive(Module, Debug)]
+pub struct SegmentMoe<B: Backend> {
+    /// `W_seg: d -> N_s`, no bias.
+    pub router: Linear<B>,
+    /// The `N_s` segment experts.
+    pub experts: ExpertBank<B>,
+    /// Window length `a`.
+    pub window: usize,
+    /// Capacity factor `c`.
+    pub capacity_factor: f64,
+    /// Pooling for routing.
+    pub pooling: Pooling,
+    /// Gate scale γ.
+    pub gate_scale: GateScale,
+    /// Optional cap on experts per segment (paper mode).
+    pub max_experts_per_segment: Option<usize>,
+    /// Paper or causal routing.
+    pub routing: SegmentRouting,
+    /// Rows per block of the grouped dispatch (causal mode).
+    pub dispatch_block: usize,
+}
+
+/// What the segment router decided for one batch.
+#[derive(Debug, Clone)]
+pub struct SegmentRoutingOutput<B: Backend> {
+    /// `S`, `[V, N_s]`.
+    pub probs: Tensor<B, 2>,
+    /// Gate of expert `i` on segment `v` before γ (`D`, or 0 when not chosen), `[V, N_s]`.
+    pub gates: Tensor<B, 2>,
+    /// Paper mode: `I`, the segments each expert took, `[N_s, r]`; causal mode: the experts
+    /// each segment took, `[V, k]`.
+    pub chosen: Tensor<B, 2, Int>,
+    /// Paper mode: the capacity `r`; causal mode: experts per segment `k`.
+    pub capacity: usize,
+}
+
+impl SegmentMoeLayerConfig {
+    /// Builds the layer with random experts.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> SegmentMoe<B> {
+        SegmentMoe {
+            router: router_init(self.d_model, self.moe.num_experts, self.router_init_std, device),
+            experts: ExpertBankConfig::new(self.moe.num_experts, self.d_model, self.d_ff)
+                .init(device),
+            window: self.moe.window,
+            capacity_factor: self.moe.capacity_factor,
+            pooling: self.moe.pooling,
+            gate_scale: self.moe.gate_scale,
+            max_experts_per_segment: self.moe.max_experts_per_segment,
+            routing: self.moe.routing,
+            dispatch_block: self.dispatch_block,
+        }
+    }
+}
+
+/// Pools `u: [B, T, d]` over windows of `a` tokens (the last one over its real tokens only);
+/// returns `[B, ceil(T/a), d]` (SPEC §3).
+pub fn pool_segments<B: Backend>(u: Tensor<B, 3>, window: usize, pooling: Pooling) -> Tensor<B, 3> {
+    let [b, t, d] = u.dims();
+    let p = t.div_ceil(window);
+    let pad = p * window - t;
+    let device = u.device();
+    match pooling {
+        Pooling::Mean => {
+            let sums = pad_tokens(u, pad, 0.0).reshape([b, p, window, d]).sum_dim(2);
+            let counts: Vec<f32> = (0..p)
+                .map(|i| (t - i * window).min(window) as f32)
+                .collect();
+            let counts = Tensor::<B, 1>::from_data(TensorData::new(counts, [p]), &device);
+            sums.reshape([b, p, d]).div(counts.reshape([1, p, 1]))
+        }
+        Pooling::Max => pad_tokens(u, pad, f32::MIN)
+            .reshape([b, p, window, d])
+            .max_dim(2)
+            .reshape([b, p, d]),
+    }
+}
+
+/// Appends `pad` positions filled with `value` to `u: [B, T, d]`.
+fn pad_tokens<B: Backend>(u: Tensor<B, 3>, pad: usize, value: f32) -> Tensor<B, 3> {
+    if pad == 0 {
+        return u;
+    }
+    let [b, _, d] = u.dims();
+    let fill = Tensor::full([b, pad, d], value, &u.device());
+    Tensor::cat(vec![u, fill], 1)
+}
+
+impl<B: Backend> SegmentMoe<B> {
+    /// `γ` for this layer.
+    pub fn gamma(&self) -> f64 {
+        match self.gate_scale {
+            GateScale::One => 1.0,
+            GateScale::InverseWindow => 1.0 / self.window as f64,
+        }
+    }
+
+    /// `y_seg` for `u: [B, T, d]` (SPEC §3, or the causal mode).
+    pub fn forward(&self, u: Tensor<B, 3>) -> (Tensor<B, 3>, SegmentRoutingOutput<B>) {
+        match self.routing {
+            SegmentRouting::Paper => self.forward_paper(u),
+            SegmentRouting::Causal => self.forward_causal(u),
+        }
+    }
+
+    /// The router vectors of causal mode: window `p` sees pooled window `p − 1`, window 0 its
+    /// sequence's first token. `[B, P, d]`.
+    pub fn causal_route_inputs(&self, u: Tensor<B, 3>) -> Tensor<B, 3> {
+        let first = u.clone().narrow(1, 0, 1);
+        let pooled = pool_segments(u, self.window, self.pooling);
+        let p = pooled.dims()[1];
+        if p == 1 {
+            return first;
+        }
+        Tensor::cat(vec![first, pooled.narrow(1, 0, p - 1)], 1)
+    }
+
+    fn forward_paper(&self, u: Tensor<B, 3>) -> (Tensor<B, 3>, SegmentRoutingOutput<B>) {
+        let [b, t, d] = u.dims();
+        let a = self.window;
+        let p = t.div_ceil(a);
+        let v = b * p;
+        let n_s = self.experts.num_experts();
+        let pooled = pool_segments(u.clone(), a, self.pooling).reshape([v, d]);
+        let probs = softmax(self.router.forward(pooled), 1);
+        let r = segment_capacity(v, self.capacity_factor, n_s);
+        let choice = expert_choice(probs.clone(), r, self.max_experts_per_segment);
+
+        let segments = pad_tokens(u, p * a - t, 0.0).reshape([v, a, d]);
+        let taken = segments
+            .select(0, choice.segments.clone().reshape([n_s * r]))
+            .reshape([n_s, r * a, d]);
+        let scale = choice.weights.clone().mul_scalar(self.gamma()).reshape([n_s, r, 1, 1]);
+        let out = self
+            .experts
+            .forward_stacked(taken)
+            .reshape([n_s, r, a, d])
+            .mul(scale);
+        let mut y = Tensor::<B, 3>::zeros([v, a, d], &out.device());
+        for expert in 0..n_s {
+            // Distinct indices within one expert, so the scatter-add is well defined.
+            let idx = choice.segments.clone().narrow(0, expert, 1).reshape([r]);
+            let values = out.clone().narrow(0, expert, 1).reshape([r, a, d]);
+            y = y.select_assign(0, idx, values, IndexingUpdateOp::Add);
+        }
+        let gates = Tensor::<B, 2>::zeros([n_s, v], &probs.device())
+            .scatter(1, choice.segments.clone(), choice.weights, IndexingUpdateOp::Add)
+            .transpose();
+        let y = y.reshape([b, p * a, d]).narrow(1, 0, t);
+        let routing = SegmentRoutingOutput {
+            probs,
+            gates,
+            chosen: choice.segments,
+            capacity: r,
+        };
+        (y, routing)
+    }
+
+    fn forward_causal(&self, u: Tensor<B, 3>) -> (Tensor<B, 3>, SegmentRoutingOutput<B>) {
+        let [b, t, d] = u.dims();
+        let a = self.window;
+        let p = t.div_ceil(a);
+        let v = b * p;
+        let n_s = self.experts.num_experts();
+        let k = (self.capacity_factor.round() as usize).clamp(1, n_s);
+        let route_in = self.causal_route_inputs(u.clone()).reshape([v, d]);
+        let probs = softmax(self.router.forward(route_in), 1);
+        let (experts, weights) = segment_choice(probs.clone(), k);
+
+        // Every token of segment v goes to v's k experts.
+        let rows = pad_tokens(u, p * a - t, 0.0)
+            .reshape([v * a, 1, d])
+            .expand([v * a, k, d])
+            .reshape([v * a * k, d]);
+        let token_experts = experts
+            .clone()
+            .reshape([v, 1, k])
+            .expand([v, a, k])
+            .reshape([v * a * k]);
+        let token_weights = weights
+            .clone()
+            .mul_scalar(self.gamma())
+            .reshape([v, 1, k, 1])
+            .expand([v, a, k, 1])
+            .reshape([v * a, k, 1]);
+        let y = self
+            .experts
+            .forward_grouped(rows, token_experts, self.dispatch_block)
+            .reshape([v * a, k, d])
+            .mul(token_weights)
+            .sum_dim(1)
+            .reshape([b, p * a, d])
+            .narrow(1, 0, t);
+        let gates = Tensor::<B, 2>::zeros([v, n_s], &probs.device()).scatter(
+            1,
+            experts.clone(),
+            weights,
+            IndexingUpdateOp::Add,
+        );
+        let routing = SegmentRoutingOutput {
+            probs,
+            gates,
+            chosen: experts,
+            capacity: k,
+        };
+        (y, routing)
+    }
+}

@@ -1,0 +1,273 @@
+//! The MoE levels (SPEC §2–§4) against the plain-loop references of `common::reference`.
+
+mod common;
+
+use burn::tensor::{Tensor, backend::Backend};
+use common::reference::{self as r, SegmentWeights, TokenWeights};
+use common::{TOL, TestBackend, assert_close, ints, randn, tensor, values};
+use multipl_moe::core::balance::balance_loss;
+use multipl_moe::core::experts::ExpertBank;
+use multipl_moe::core::ffn::SwiGlu;
+use multipl_moe::core::hybrid::HybridMoeConfig;
+use multipl_moe::core::routing::{expert_choice, segment_capacity, token_gates};
+use multipl_moe::core::segment_moe::{SegmentMoe, SegmentMoeLayerConfig};
+use multipl_moe::core::token_moe::{TokenMoe, TokenMoeLayerConfig};
+use multipl_moe::core::{GateScale, MoeConfig, Pooling, SegmentMoeConfig, TokenMoeConfig};
+
+type B = TestBackend;
+const D: usize = 8;
+const F: usize = 12;
+
+fn bank_experts<Bk: Backend>(bank: &ExpertBank<Bk>) -> Vec<(Vec<f32>, Vec<f32>)> {
+    let e = bank.num_experts();
+    let gu = values(bank.gate_up.val());
+    let dn = values(bank.down.val());
+    let (gs, ds) = (gu.len() / e, dn.len() / e);
+    (0..e)
+        .map(|i| (gu[i * gs..(i + 1) * gs].to_vec(), dn[i * ds..(i + 1) * ds].to_vec()))
+        .collect()
+}
+
+fn dense_expert<Bk: Backend>(ffn: &SwiGlu<Bk>) -> (Vec<f32>, Vec<f32>) {
+    let gate = values(ffn.gate_proj.weight.val());
+    let up = values(ffn.up_proj.weight.val());
+    let f = gate.len() / D;
+    let gate_up = (0..D)
+        .flat_map(|i| gate[i * f..(i + 1) * f].iter().chain(&up[i * f..(i + 1) * f]).copied().collect::<Vec<_>>())
+        .collect();
+    (gate_up, values(ffn.down_proj.weight.val()))
+}
+
+fn token_weights(layer: &TokenMoe<B>) -> TokenWeights {
+    let routed = bank_experts(&layer.experts);
+    let n_t = routed.len() + 1;
+    let mut routed = routed.into_iter();
+    let experts = (0..n_t)
+        .map(|i| if i == layer.shared_index { dense_expert(&layer.shared_expert) } else { routed.next().unwrap() })
+        .collect();
+    TokenWeights {
+        router: values(layer.router.weight.val()),
+        experts,
+        shared: layer.shared_index,
+        k: layer.top_k,
+        d: D,
+        f: F,
+    }
+}
+
+fn segment_weights(layer: &SegmentMoe<B>) -> SegmentWeights {
+    SegmentWeights {
+        router: values(layer.router.weight.val()),
+        experts: bank_experts(&layer.experts),
+        window: layer.window,
+        capacity_factor: layer.capacity_factor,
+        max_pool: layer.pooling == Pooling::Max,
+        gamma: layer.gamma() as f32,
+        cap: layer.max_experts_per_segment,
+        d: D,
+        f: F,
+    }
+}
+
+fn token_layer(n_t: usize, k: usize, shared: usize, block: usize) -> TokenMoe<B> {
+    let cfg = TokenMoeConfig::new().with_num_experts(n_t).with_top_k(k).with_shared_expert(shared).with_dispatch_block(block);
+    TokenMoeLayerConfig::new(cfg, D, F).with_router_init_std(1.0).init(&Default::default())
+}
+
+fn segment_layer(cfg: SegmentMoeConfig) -> SegmentMoe<B> {
+    SegmentMoeLayerConfig::new(cfg, D, F).with_router_init_std(1.0).init(&Default::default())
+}
+
+#[test]
+fn token_gates_sum_to_one_keep_shared_and_pick_distinct_routed_experts() {
+    let device = Default::default();
+    let (n, n_t, k, shared) = (32, 6, 3, 2);
+    let logits = randn(n * n_t, 1, 3.0);
+    let routing = token_gates(tensor::<B, 2>(logits.clone(), [n, n_t], &device), shared, k);
+    let gates = values(routing.gates);
+    let shared_gate = values(routing.shared_gate);
+    let experts = ints(routing.experts);
+    for t in 0..n {
+        let picks = &experts[t * (k - 1)..(t + 1) * (k - 1)];
+        let g = &gates[t * (k - 1)..(t + 1) * (k - 1)];
+        let sum: f32 = g.iter().sum::<f32>() + shared_gate[t];
+        assert!((sum - 1.0).abs() < 1e-5, "token {t}: gates sum to {sum}");
+        assert!(shared_gate[t] > 0.0, "token {t}: shared expert dropped");
+        assert!(picks.iter().all(|&e| e != shared as i64), "token {t}: shared among routed picks");
+        assert!(picks[0] != picks[1], "token {t}: repeated expert");
+        let (_, chosen, ref_gates) = r::token_route(&logits[t * n_t..(t + 1) * n_t], shared, k);
+        let mut got: Vec<(i64, f32)> = picks.iter().copied().zip(g.iter().copied()).collect();
+        got.sort_by_key(|p| p.0);
+        let mut want: Vec<(i64, f32)> = chosen[1..].iter().map(|&c| c as i64).zip(ref_gates[1..].iter().copied()).collect();
+        want.sort_by_key(|p| p.0);
+        for ((ge, gg), (we, wg)) in got.iter().zip(&want) {
+            assert_eq!(ge, we, "token {t}: routed experts");
+            assert!((gg - wg).abs() < TOL, "token {t}: gate {gg} vs {wg}");
+        }
+        assert!((shared_gate[t] - ref_gates[0]).abs() < TOL);
+    }
+}
+
+#[test]
+fn token_moe_matches_plain_loop_reference() {
+    let device = Default::default();
+    // (N_t, K, shared, block): default-like, K = 3, K = N_t (every expert), tiny blocks.
+    for (n_t, k, shared, block) in [(6, 2, 0, 4), (5, 3, 2, 3), (4, 4, 3, 64), (3, 2, 1, 1)] {
+        let layer = token_layer(n_t, k, shared, block);
+        let n = 19;
+        let u = randn(n * D, 7 + n_t as u64, 1.0);
+        let (out, _) = layer.forward(tensor::<B, 2>(u.clone(), [n, D], &device));
+        let expected = r::token_moe(&u, &token_weights(&layer));
+        assert_close(&values(out), &expected, TOL, &format!("token moe N_t={n_t} K={k}"));
+    }
+}
+
+#[test]
+fn segment_capacity_is_clamped() {
+    assert_eq!(segment_capacity(12, 1.0, 6), 2);
+    assert_eq!(segment_capacity(5, 1.0, 6), 1, "floor(5/6) = 0 clamps to 1");
+    assert_eq!(segment_capacity(4, 100.0, 2), 4, "clamps to V");
+    assert_eq!(segment_capacity(10, 0.5, 3), 1);
+}
+
+fn segment_configs() -> Vec<SegmentMoeConfig> {
+    let base = SegmentMoeConfig::new().with_num_experts(4).with_window(4);
+    vec![
+        base.clone(),
+        base.clone().with_pooling(Pooling::Max).with_gate_scale(GateScale::InverseWindow),
+        base.clone().with_capacity_factor(2.5).with_max_experts_per_segment(Some(2)),
+        base.clone().with_capacity_factor(100.0), // r = V: every expert takes every segment
+        base.with_window(3).with_capacity_factor(0.3),
+    ]
+}
+
+#[test]
+fn segment_routing_matches_reference() {
+    let device = Default::default();
+    let (b, t) = (2, 10); // P = 3 windows of 4, the last of 2 tokens
+    for (i, cfg) in segment_configs().into_iter().enumerate() {
+        let layer = segment_layer(cfg);
+        let u = randn(b * t * D, 100 + i as u64, 1.0);
+        let w = segment_weights(&layer);
+        let (s_ref, i_ref, d_ref, r_ref) = r::segment_route(&u, b, t, &w);
+        let (_, routing) = layer.forward(tensor::<B, 3>(u.clone(), [b, t, D], &device));
+        assert_eq!(routing.capacity, r_ref, "config {i}: capacity");
+        let s: Vec<f32> = s_ref.concat();
+        assert_close(&values(routing.probs), &s, TOL, "S");
+        // Compare I and D as per-expert sets (argtopk order among equal picks may differ).
+        let chosen = ints(routing.chosen);
+        let gates = values(routing.gates); // [V, N_s]
+        let n_s = i_ref.len();
+        for e in 0..n_s {
+            let mut got: Vec<i64> = chosen[e * r_ref..(e + 1) * r_ref].to_vec();
+            got.sort();
+            let mut want: Vec<i64> = i_ref[e].iter().map(|&x| x as i64).collect();
+            want.sort();
+            assert_eq!(got, want, "config {i}: I of expert {e}");
+            for (&seg, &dv) in i_ref[e].iter().zip(&d_ref[e]) {
+                let g = gates[seg * n_s + e];
+                assert!((g - dv).abs() < TOL, "config {i}: D[{e}] of segment {seg}: {g} vs {dv}");
+            }
+        }
+    }
+}
+
+#[test]
+fn segment_moe_matches_reference_including_batch_and_partial_window() {
+    let device = Default::default();
+    let (b, t) = (3, 10);
+    for (i, cfg) in segment_configs().into_iter().enumerate() {
+        let layer = segment_layer(cfg);
+        let u = randn(b * t * D, 200 + i as u64, 1.0);
+        let (y, _) = layer.forward(tensor::<B, 3>(u.clone(), [b, t, D], &device));
+        let expected = r::segment_moe(&u, b, t, &segment_weights(&layer));
+        assert_close(&values(y), &expected, TOL, &format!("segment moe config {i}"));
+    }
+}
+
+#[test]
+fn expert_choice_with_cap_never_exceeds_it() {
+    let device = Default::default();
+    let (v, n_s, cap) = (5, 6, 2);
+    let probs = tensor::<B, 2>(randn(v * n_s, 9, 1.0).into_iter().map(|x| x.abs()).collect(), [v, n_s], &device);
+    let choice = expert_choice(probs, 2, Some(cap));
+    let segs = ints(choice.segments);
+    let weights = values(choice.weights);
+    let mut taken = vec![0; v];
+    for (s, w) in segs.iter().zip(&weights) {
+        if *w > 0.0 {
+            taken[*s as usize] += 1;
+        }
+    }
+    assert!(taken.iter().all(|&c| c <= cap), "taken {taken:?}");
+    assert_eq!(taken.iter().sum::<usize>(), 10, "6 experts × 2 picks fit under cap 2 × 5 segments");
+}
+
+#[test]
+fn fused_output_is_lambda_weighted_sum_of_levels() {
+    let device = Default::default();
+    let moe = MoeConfig::new(
+        TokenMoeConfig::new().with_num_experts(4).with_dispatch_block(5),
+        SegmentMoeConfig::new().with_num_experts(3).with_window(4),
+    )
+    .with_router_init_std(1.0);
+    let layer = HybridMoeConfig::new(moe, D, F).init::<B>(&device);
+    let (b, t) = (2, 9);
+    let u = randn(b * t * D, 77, 1.0);
+    let (out, routing) = layer.forward(tensor::<B, 3>(u.clone(), [b, t, D], &device), None);
+    let tok = r::token_moe(&u, &token_weights(&layer.token_moe));
+    let seg = r::segment_moe(&u, b, t, &segment_weights(&layer.segment_moe));
+    let expected: Vec<f32> = tok.iter().zip(&seg).map(|(a, s)| 0.7 * a + 0.3 * s).collect();
+    assert_close(&values(out), &expected, TOL, "fused");
+    let bal = values(routing.balance_loss)[0];
+    assert!(bal.is_finite() && bal >= 0.0);
+}
+
+fn balance_of(probs: Vec<f32>, experts: Vec<i64>, n: usize, n_t: usize, picks: usize, shared: usize) -> f32 {
+    let device = Default::default();
+    let p = tensor::<B, 2>(probs, [n, n_t], &device);
+    let e = Tensor::<B, 2, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(experts, [n, picks]), &device);
+    values(balance_loss(p, e, shared, None))[0]
+}
+
+#[test]
+fn balance_loss_matches_reference_and_its_bounds() {
+    let (n, n_t, k, shared) = (24, 6, 3, 1);
+    let logits = randn(n * n_t, 5, 2.0);
+    let mut routes = Vec::new();
+    let (mut probs, mut experts) = (Vec::new(), Vec::new());
+    for t in 0..n {
+        let (p, chosen, _) = r::token_route(&logits[t * n_t..(t + 1) * n_t], shared, k);
+        probs.extend(&p);
+        experts.extend(chosen[1..].iter().map(|&c| c as i64));
+        routes.push((p, chosen));
+    }
+    let got = balance_of(probs, experts, n, n_t, k - 1, shared);
+    assert!((got - r::balance_loss(&routes, shared)).abs() < TOL, "{got}");
+
+    // Uniform routing: equal probabilities, assignments spread evenly → exactly 1.
+    let (n, n_t) = (10, 6);
+    let uniform = vec![1.0 / n_t as f32; n * n_t];
+    let spread: Vec<i64> = (0..n as i64).map(|t| 1 + t % 5).collect();
+    let l = balance_of(uniform, spread, n, n_t, 1, 0);
+    assert!((l - 1.0).abs() < 1e-5, "uniform routing gives {l}");
+
+    // Collapsed routing: every token on expert 3 with probability → 1 → E_r = 5.
+    let collapsed: Vec<f32> = (0..n).flat_map(|_| (0..n_t).map(|i| if i == 3 { 1.0 } else { 0.0 })).collect();
+    let l = balance_of(collapsed, vec![3; n], n, n_t, 1, 0);
+    assert!((l - 5.0).abs() < 1e-5, "collapsed routing gives {l}");
+}
+
+#[test]
+fn balance_loss_ignores_padding() {
+    let device = Default::default();
+    let (n, n_t) = (4, 3);
+    // Real tokens balanced over experts 1, 2; padding tokens all on expert 1.
+    let probs = vec![0.2, 0.4, 0.4, 0.2, 0.4, 0.4, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0];
+    let experts = vec![1, 2, 1, 1];
+    let mask = tensor::<B, 1>(vec![1.0, 1.0, 0.0, 0.0], [n], &device);
+    let p = tensor::<B, 2>(probs, [n, n_t], &device);
+    let e = Tensor::<B, 2, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(experts, [n, 1]), &device);
+    let l = values(balance_loss(p, e, 0, Some(mask)))[0];
+    assert!((l - 1.0).abs() < 1e-5, "padding counted: {l}");
+}
