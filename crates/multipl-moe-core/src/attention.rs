@@ -131,8 +131,9 @@ impl<B: Backend> Attention<B> {
         let scale = (self.head_dim as f64).powf(-0.5);
         let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
         let device = scores.device();
-        // Query i (absolute position past+i) may see keys 0..=past+i.
-        let causal = Tensor::<B, 2, Bool>::triu_mask([t, s], 1 + past as i64, &device);
+        // Query i (absolute position past+i) may see keys 0..=past+i; `tril_mask` is true
+        // (masked) strictly above that diagonal.
+        let causal = Tensor::<B, 2, Bool>::tril_mask([t, s], past as i64, &device);
         let mut mask = causal.reshape([1, 1, t, s]).expand([b, 1, t, s]);
         if let Some(pad) = padding {
             mask = mask.bool_or(pad.reshape([b, 1, 1, s]).expand([b, 1, t, s]));

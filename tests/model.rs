@@ -1,0 +1,178 @@
+//! Whole-model behaviour: shapes, causality of the segment modes, gradients, configs.
+
+mod common;
+
+use burn::module::{AutodiffModule, Param};
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+use common::{TestAutodiff, TestBackend, values};
+use multipl_moe::core::decoder::FeedForward;
+use multipl_moe::core::{
+    CausalLm, ConfigError, MoeConfig, MultiplMoeConfig, QwenConfig, SegmentMoeConfig,
+    SegmentRouting, TokenMoeConfig,
+};
+
+type B = TestBackend;
+
+fn tokens<Bk: Backend>(rows: &[Vec<i64>], device: &Bk::Device) -> Tensor<Bk, 2, Int> {
+    let t = rows[0].len();
+    Tensor::from_data(TensorData::new(rows.concat(), [rows.len(), t]), device)
+}
+
+fn model<Bk: Backend>(routing: SegmentRouting, device: &Bk::Device) -> CausalLm<Bk> {
+    let mut moe = MoeConfig::tiny().with_router_init_std(0.5);
+    moe.segment.routing = routing;
+    moe.segment.window = 4;
+    Bk::seed(device, 3);
+    MultiplMoeConfig::new(QwenConfig { vocab_size: 97, ..QwenConfig::tiny() })
+        .with_moe(Some(moe))
+        .init(device)
+        .expect("valid config")
+}
+
+fn sequences(perturb_after: Option<usize>) -> Vec<Vec<i64>> {
+    (0..3)
+        .map(|b| {
+            (0..18)
+                .map(|t| match perturb_after {
+                    Some(p) if t > p => ((t * 31 + b * 7 + 5) % 97) as i64,
+                    _ => ((t * 13 + b * 5 + 1) % 97) as i64,
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Max |Δlogit| at positions `<= t` between the original and the perturbed batch.
+fn change_up_to(model: &CausalLm<B>, t: usize) -> f32 {
+    let device = Default::default();
+    let a = values(model.forward(tokens(&sequences(None), &device), None).logits);
+    let b = values(model.forward(tokens(&sequences(Some(t)), &device), None).logits);
+    let (seq, vocab) = (18, 97);
+    let mut worst = 0.0f32;
+    for bi in 0..3 {
+        for pos in 0..=t {
+            for v in 0..vocab {
+                let i = (bi * seq + pos) * vocab + v;
+                worst = worst.max((a[i] - b[i]).abs());
+            }
+        }
+    }
+    worst
+}
+
+#[test]
+fn causal_mode_outputs_do_not_depend_on_later_tokens() {
+    let model = model::<B>(SegmentRouting::Causal, &Default::default());
+    // Cut inside a window (5), at a window end (7) and in the last partial window (16).
+    for t in [0, 5, 7, 16] {
+        let change = change_up_to(&model, t);
+        assert_eq!(change, 0.0, "perturbing tokens after {t} changed outputs at <= {t} by {change}");
+    }
+}
+
+#[test]
+fn paper_mode_leaks_the_future_as_documented() {
+    let model = model::<B>(SegmentRouting::Paper, &Default::default());
+    // Position 5 shares window 4..8 with positions 6, 7: its segment routing sees them.
+    let change = change_up_to(&model, 5);
+    assert!(change > 1e-6, "paper mode showed no dependence on later tokens ({change})");
+}
+
+#[test]
+fn forward_returns_logits_and_routing_of_each_hybrid_layer() {
+    let device = Default::default();
+    let cfg = MultiplMoeConfig::new(QwenConfig::tiny().with_tie_word_embeddings(true))
+        .with_moe(Some(MoeConfig::tiny().with_hybrid_layers(Some(vec![1]))));
+    let model = cfg.init::<B>(&device).unwrap();
+    assert!(model.lm_head.is_none(), "tied head");
+    assert!(matches!(model.layers[0].mlp, FeedForward::Dense(_)));
+    assert!(matches!(model.layers[1].mlp, FeedForward::Hybrid(_)));
+    let out = model.forward(tokens(&sequences(None)[..2], &device), None);
+    assert_eq!(out.logits.dims(), [2, 18, 512]);
+    assert!(out.routing[0].is_none());
+    let routing = out.routing[1].as_ref().expect("hybrid layer routing");
+    assert_eq!(routing.token.probs.dims(), [36, 4]);
+    assert_eq!(routing.token.experts.dims(), [36, 1]);
+    // 2 sequences × ceil(18/8) = 6 segments; r = floor(6·1/4) = 1.
+    assert_eq!(routing.segment.probs.dims(), [6, 4]);
+    assert_eq!(routing.segment.capacity, 1);
+    let bal = values(out.balance_loss().expect("one hybrid layer"))[0];
+    assert!((bal - values(routing.balance_loss.clone())[0]).abs() < 1e-6);
+}
+
+fn grad_norms<const D: usize>(
+    param: &Param<Tensor<TestAutodiff, D>>,
+    grads: &<TestAutodiff as burn::tensor::backend::AutodiffBackend>::Gradients,
+) -> Vec<f32> {
+    let g = param.grad(grads).expect("parameter has a gradient");
+    let e = g.dims()[0];
+    let v = values(g);
+    let per = v.len() / e;
+    (0..e).map(|i| v[i * per..(i + 1) * per].iter().map(|x| x.abs()).sum()).collect()
+}
+
+#[test]
+fn gradients_reach_both_routers_and_every_trained_expert() {
+    for routing in [SegmentRouting::Paper, SegmentRouting::Causal] {
+        let device = Default::default();
+        let model = model::<TestAutodiff>(routing, &device);
+        let batch: Vec<Vec<i64>> = (0..4).map(|b| (0..32).map(|t| ((t * 17 + b * 29) % 97) as i64).collect()).collect();
+        let out = model.forward(tokens(&batch, &device), None);
+        let balance = out.balance_loss().unwrap();
+        let loss = out.logits.powi_scalar(2).mean().add(balance);
+        let grads = loss.backward();
+        for (l, layer) in model.layers.iter().enumerate() {
+            let FeedForward::Hybrid(moe) = &layer.mlp else { panic!("all layers hybrid") };
+            for (name, router) in [("token", &moe.token_moe.router), ("segment", &moe.segment_moe.router)] {
+                let g: f32 = values(router.weight.grad(&grads).expect("router grad")).iter().map(|x| x.abs()).sum();
+                assert!(g > 0.0, "{routing:?} layer {l}: no gradient on the {name} router");
+            }
+            for (name, bank) in [("token", &moe.token_moe.experts), ("segment", &moe.segment_moe.experts)] {
+                for (which, norms) in [("gate_up", grad_norms(&bank.gate_up, &grads)), ("down", grad_norms(&bank.down, &grads))] {
+                    for (e, n) in norms.iter().enumerate() {
+                        assert!(*n > 0.0, "{routing:?} layer {l}: {name} expert {e} {which} got no gradient");
+                    }
+                }
+            }
+        }
+        let _ = model.valid();
+    }
+}
+
+#[test]
+fn validate_names_the_field_at_fault() {
+    let field = |r: Result<(), ConfigError>| match r {
+        Err(ConfigError::InvalidField { field, .. }) => field,
+        Ok(()) => "ok",
+    };
+    let moe = |f: fn(MoeConfig) -> MoeConfig| field(MultiplMoeConfig::new(QwenConfig::tiny()).with_moe(Some(f(MoeConfig::paper()))).validate());
+    assert_eq!(moe(|m| m), "ok");
+    assert_eq!(moe(|m| MoeConfig { token: TokenMoeConfig::new().with_top_k(7), ..m }), "token.top_k");
+    assert_eq!(moe(|m| MoeConfig { token: TokenMoeConfig::new().with_shared_expert(6), ..m }), "token.shared_expert");
+    assert_eq!(moe(|m| MoeConfig { segment: SegmentMoeConfig::new().with_window(0), ..m }), "segment.window");
+    assert_eq!(moe(|m| MoeConfig { segment: SegmentMoeConfig::new().with_capacity_factor(0.0), ..m }), "segment.capacity_factor");
+    assert_eq!(moe(|m| MoeConfig { segment: SegmentMoeConfig::new().with_capacity_factor(-1.0), ..m }), "segment.capacity_factor");
+    assert_eq!(moe(|m| m.with_hybrid_layers(Some(vec![5]))), "hybrid_layers");
+    assert_eq!(field(QwenConfig { num_attention_heads: 3, ..QwenConfig::tiny() }.validate()), "num_attention_heads");
+    assert_eq!(field(QwenConfig { num_key_value_heads: 3, ..QwenConfig::tiny() }.validate()), "num_key_value_heads");
+    let err = MultiplMoeConfig::new(QwenConfig { hidden_size: 0, ..QwenConfig::tiny() }).init::<B>(&Default::default()).unwrap_err();
+    assert!(err.to_string().contains("hidden_size"), "{err}");
+}
+
+#[test]
+fn presets_follow_the_spec() {
+    let paper = MoeConfig::paper();
+    assert_eq!((paper.token.num_experts, paper.token.top_k), (6, 2));
+    assert_eq!((paper.segment.num_experts, paper.segment.window), (6, 64));
+    assert_eq!(paper.segment.pooling, multipl_moe::core::Pooling::Mean);
+    assert_eq!(paper.segment.gate_scale, multipl_moe::core::GateScale::One);
+    let released = MoeConfig::released_code();
+    assert_eq!(released.segment.pooling, multipl_moe::core::Pooling::Max);
+    assert_eq!(released.segment.gate_scale, multipl_moe::core::GateScale::InverseWindow);
+    assert_eq!(released.segment.max_experts_per_segment, Some(4));
+    assert_eq!((released.lambda_token, released.lambda_segment, released.balance_coef), (0.7, 0.3, 0.01));
+    // Configs round-trip through JSON (serde).
+    let json = serde_json::to_string(&MultiplMoeConfig::tiny()).unwrap();
+    let back: MultiplMoeConfig = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, MultiplMoeConfig::tiny());
+}
