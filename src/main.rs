@@ -1,1 +1,10 @@
-fn main() {}
+//! The `multipl-moe` command line: backend chosen by cargo feature, errors as one line.
+
+mod cli;
+
+fn main() {
+    if let Err(err) = cli::run() {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
