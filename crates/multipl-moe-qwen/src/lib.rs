@@ -1,1 +1,18 @@
-//! placeholder
+//! # multipl-moe-qwen
+//!
+//! Makes MultiPL-MoE speak the Hugging Face format in both directions: import of Qwen1.5 /
+//! Qwen2 checkpoints (single file or shards; f32, f16, bf16; tied or untied head), upcycling
+//! of the dense model into the hybrid MoE (SPEC §5), and export of dense or hybrid models
+//! (`docs/FORMAT.md`).
+
+pub mod error;
+pub mod export;
+pub mod hf_config;
+pub mod load;
+pub mod params;
+pub mod tensors;
+
+pub use error::{QwenError, Result};
+pub use export::save_model;
+pub use load::load_model;
+pub use tensors::SaveDtype;
