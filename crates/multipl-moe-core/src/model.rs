@@ -72,7 +72,7 @@ impl MultiplMoeConfig {
                 decoder_layer(m, mlp, device)
             })
             .collect();
-        Ok(CausalLm {
+        let model = CausalLm {
             embed_tokens: EmbeddingConfig::new(m.vocab_size, m.hidden_size)
                 .with_initializer(Initializer::Normal {
                     mean: 0.0,
@@ -93,7 +93,9 @@ impl MultiplMoeConfig {
             rope: RopeConfig::new(m.head_dim(), m.max_position_embeddings)
                 .with_theta(m.rope_theta)
                 .init(device),
-        })
+        };
+        materialize(&model);
+        Ok(model)
     }
 }
 
@@ -175,4 +177,20 @@ impl<B: Backend> CausalLm<B> {
     pub fn d_model(&self) -> usize {
         self.embed_tokens.weight.dims()[1]
     }
+}
+
+/// Forces burn's lazily initialised parameters to take their values now.
+///
+/// burn creates random parameters lazily: a clone of a module whose parameters were never read
+/// draws *its own* random values on first use. Upcycling copies the dense FFN into every
+/// expert and export clones the model, so both (and [`MultiplMoeConfig::init`]) materialise
+/// first, which makes clones identical.
+pub fn materialize<B: Backend, M: Module<B>>(module: &M) {
+    struct Touch;
+    impl<B: Backend> burn::module::ModuleVisitor<B> for Touch {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+            let _ = param.val();
+        }
+    }
+    module.visit(&mut Touch);
 }

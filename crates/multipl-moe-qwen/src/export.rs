@@ -16,6 +16,7 @@ use crate::tensors::{HostTensor, SaveDtype, write_atomic, write_file};
 /// Every parameter of `model` as host tensors in the file layout, by key.
 pub fn model_tensors<B: Backend>(model: &CausalLm<B>) -> Result<BTreeMap<String, HostTensor>> {
     let mut collector = Collector(BTreeMap::new());
+    multipl_moe_core::model::materialize(model);
     let mut model = model.clone();
     walk(&mut model, &mut collector)?;
     Ok(collector.0)

@@ -7,12 +7,16 @@
 
 pub mod error;
 pub mod export;
+pub mod freeze;
 pub mod hf_config;
 pub mod load;
 pub mod params;
 pub mod tensors;
+pub mod upcycle;
 
 pub use error::{QwenError, Result};
 pub use export::save_model;
 pub use load::load_model;
 pub use tensors::SaveDtype;
+pub use freeze::{FreezePolicy, apply_freeze};
+pub use upcycle::{UpcycleOptions, upcycle};

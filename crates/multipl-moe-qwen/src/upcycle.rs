@@ -1,0 +1,114 @@
+//! Upcycling (SPEC §5): every dense FFN of the chosen layers becomes the hybrid MoE, with all
+//! experts of both levels starting as copies of the dense FFN.
+
+use burn::module::Param;
+use burn::tensor::{Distribution, Tensor, backend::Backend};
+use multipl_moe_core::decoder::FeedForward;
+use multipl_moe_core::experts::ExpertBank;
+use multipl_moe_core::hybrid::HybridMoe;
+use multipl_moe_core::segment_moe::SegmentMoe;
+use multipl_moe_core::token_moe::{TokenMoe, router_init};
+use multipl_moe_core::{CausalLm, ConfigError, MoeConfig, MultiplMoeConfig};
+use serde::{Deserialize, Serialize};
+
+/// How to upcycle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpcycleOptions {
+    /// Seed of the router initialisation and the expert noise.
+    pub seed: u64,
+    /// Relative noise: each routed/segment expert weight `w` becomes `w · (1 + ε)`,
+    /// `ε ~ N(0, noise²)`; 0 gives exact copies.
+    pub expert_noise: f64,
+    /// SPEC §6: make the upcycled model compute exactly the dense model at step 0.
+    ///
+    /// With exact copies every token-level output is `FFN(u)` (gates sum to 1), but the
+    /// segment level gives `Σ_i D_i·γ·FFN(u)` over the experts that chose the token's segment,
+    /// so `0.7·FFN + 0.3·D·FFN ≠ FFN`. This option sets `λ_tok = 1` and zeroes the segment
+    /// experts' down projections, so `y_seg = 0` at step 0 while gradients still reach every
+    /// segment expert (through `W_down`) and, once it moves, the segment router; `λ_seg` keeps
+    /// its configured value.
+    pub function_preserving: bool,
+}
+
+impl Default for UpcycleOptions {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            expert_noise: 0.0,
+            function_preserving: false,
+        }
+    }
+}
+
+/// Turns the dense layers of `model` named by `moe.hybrid_layers` into hybrid MoE layers.
+/// Returns the hybrid model and its config.
+pub fn upcycle<B: Backend>(
+    model: CausalLm<B>,
+    config: &MultiplMoeConfig,
+    moe: &MoeConfig,
+    options: &UpcycleOptions,
+) -> Result<(CausalLm<B>, MultiplMoeConfig), ConfigError> {
+    let mut moe = moe.clone();
+    if options.function_preserving {
+        moe.lambda_token = 1.0;
+    }
+    let new_config = MultiplMoeConfig::new(config.model.clone()).with_moe(Some(moe.clone()));
+    new_config.validate()?;
+    multipl_moe_core::model::materialize(&model);
+    let device = model.embed_tokens.weight.device();
+    B::seed(&device, options.seed);
+    let mut model = model;
+    let d = config.model.hidden_size;
+    for (i, layer) in model.layers.iter_mut().enumerate() {
+        if !moe.is_hybrid(i) {
+            continue;
+        }
+        let FeedForward::Dense(dense) = &layer.mlp else {
+            continue;
+        };
+        let token_experts = noisy(ExpertBank::from_dense(dense, moe.token.num_experts - 1), options.expert_noise);
+        let mut segment_experts = noisy(ExpertBank::from_dense(dense, moe.segment.num_experts), options.expert_noise);
+        if options.function_preserving {
+            segment_experts.down = Param::from_tensor(segment_experts.down.val().zeros_like());
+        }
+        let hybrid = HybridMoe {
+            token_moe: TokenMoe {
+                router: router_init(d, moe.token.num_experts, moe.router_init_std, &device),
+                shared_expert: dense.clone(),
+                experts: token_experts,
+                shared_index: moe.token.shared_expert,
+                top_k: moe.token.top_k,
+                dispatch_block: moe.token.dispatch_block,
+            },
+            segment_moe: SegmentMoe {
+                router: router_init(d, moe.segment.num_experts, moe.router_init_std, &device),
+                experts: segment_experts,
+                window: moe.segment.window,
+                capacity_factor: moe.segment.capacity_factor,
+                pooling: moe.segment.pooling,
+                gate_scale: moe.segment.gate_scale,
+                max_experts_per_segment: moe.segment.max_experts_per_segment,
+                routing: moe.segment.routing,
+                dispatch_block: moe.token.dispatch_block,
+            },
+            lambda_token: moe.lambda_token,
+            lambda_segment: moe.lambda_segment,
+        };
+        layer.mlp = FeedForward::Hybrid(hybrid);
+    }
+    Ok((model, new_config))
+}
+
+fn noisy<B: Backend>(bank: ExpertBank<B>, noise: f64) -> ExpertBank<B> {
+    if noise == 0.0 {
+        return bank;
+    }
+    let perturb = |t: Tensor<B, 3>| {
+        let eps = Tensor::random(t.shape(), Distribution::Normal(0.0, noise), &t.device());
+        t.clone().add(t.mul(eps))
+    };
+    ExpertBank {
+        gate_up: Param::from_tensor(perturb(bank.gate_up.val())),
+        down: Param::from_tensor(perturb(bank.down.val())),
+    }
+}
