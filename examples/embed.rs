@@ -51,7 +51,9 @@ fn main() {
     let (vocab, d) = (32, 32);
     let mut model = TinyLm::<TrainBackend>::new(vocab, d, &device);
     let mut optim = AdamWConfig::new().init();
-    let ids: Vec<i64> = (0..4 * 33).map(|i| (i * 5 % 11 + i / 33) % vocab as i64).collect();
+    let ids: Vec<i64> = (0..4 * 33)
+        .map(|i| (i * 5 % 11 + i / 33) % vocab as i64)
+        .collect();
     let tokens = Tensor::<TrainBackend, 2, Int>::from_data(TensorData::new(ids, [4, 33]), &device);
     println!("backend: {NAME}");
     for step in 0..30 {

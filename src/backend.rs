@@ -11,7 +11,10 @@ mod chosen {
     pub const NAME: &str = "cuda";
 }
 
-#[cfg(all(not(feature = "cuda"), any(feature = "wgpu", feature = "metal", feature = "vulkan")))]
+#[cfg(all(
+    not(feature = "cuda"),
+    any(feature = "wgpu", feature = "metal", feature = "vulkan")
+))]
 mod chosen {
     /// The compute backend.
     pub type Backend = burn::backend::Wgpu;
@@ -25,7 +28,12 @@ mod chosen {
     };
 }
 
-#[cfg(not(any(feature = "cuda", feature = "wgpu", feature = "metal", feature = "vulkan")))]
+#[cfg(not(any(
+    feature = "cuda",
+    feature = "wgpu",
+    feature = "metal",
+    feature = "vulkan"
+)))]
 mod chosen {
     /// The compute backend.
     pub type Backend = burn::backend::NdArray;

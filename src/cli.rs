@@ -50,6 +50,7 @@ pub fn run() -> Result<()> {
 /// cuda` on a machine without the NVIDIA driver) instead of a panic backtrace.
 pub fn ensure_backend() -> Result<burn::tensor::Device<Backend>> {
     let device = backend::device();
+    #[allow(clippy::clone_on_copy)] // the device is Copy on ndarray only
     let probe_device = device.clone();
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
@@ -101,7 +102,8 @@ fn forward(
     let ids: Vec<i64> = (0..(batch * seq_len) as i64)
         .map(|i| (i * 7919) % vocab)
         .collect();
-    let tokens = Tensor::<Backend, 2, Int>::from_data(TensorData::new(ids, [batch, seq_len]), &device);
+    let tokens =
+        Tensor::<Backend, 2, Int>::from_data(TensorData::new(ids, [batch, seq_len]), &device);
     let out = model.forward(tokens, None);
     println!("backend: {}", backend::NAME);
     println!("logits: {:?}", out.logits.dims());

@@ -23,10 +23,13 @@ fn model<Bk: Backend>(routing: SegmentRouting, device: &Bk::Device) -> CausalLm<
     moe.segment.routing = routing;
     moe.segment.window = 4;
     Bk::seed(device, 3);
-    MultiplMoeConfig::new(QwenConfig { vocab_size: 97, ..QwenConfig::tiny() })
-        .with_moe(Some(moe))
-        .init(device)
-        .expect("valid config")
+    MultiplMoeConfig::new(QwenConfig {
+        vocab_size: 97,
+        ..QwenConfig::tiny()
+    })
+    .with_moe(Some(moe))
+    .init(device)
+    .expect("valid config")
 }
 
 fn sequences(perturb_after: Option<usize>) -> Vec<Vec<i64>> {
@@ -45,8 +48,16 @@ fn sequences(perturb_after: Option<usize>) -> Vec<Vec<i64>> {
 /// Max |Δlogit| at positions `<= t` between the original and the perturbed batch.
 fn change_up_to(model: &CausalLm<B>, t: usize) -> f32 {
     let device = Default::default();
-    let a = values(model.forward(tokens(&sequences(None), &device), None).logits);
-    let b = values(model.forward(tokens(&sequences(Some(t)), &device), None).logits);
+    let a = values(
+        model
+            .forward(tokens(&sequences(None), &device), None)
+            .logits,
+    );
+    let b = values(
+        model
+            .forward(tokens(&sequences(Some(t)), &device), None)
+            .logits,
+    );
     let (seq, vocab) = (18, 97);
     let mut worst = 0.0f32;
     for bi in 0..3 {
@@ -66,7 +77,10 @@ fn causal_mode_outputs_do_not_depend_on_later_tokens() {
     // Cut inside a window (5), at a window end (7) and in the last partial window (16).
     for t in [0, 5, 7, 16] {
         let change = change_up_to(&model, t);
-        assert_eq!(change, 0.0, "perturbing tokens after {t} changed outputs at <= {t} by {change}");
+        assert_eq!(
+            change, 0.0,
+            "perturbing tokens after {t} changed outputs at <= {t} by {change}"
+        );
     }
 }
 
@@ -75,7 +89,10 @@ fn paper_mode_leaks_the_future_as_documented() {
     let model = model::<B>(SegmentRouting::Paper, &Default::default());
     // Position 5 shares window 4..8 with positions 6, 7: its segment routing sees them.
     let change = change_up_to(&model, 5);
-    assert!(change > 1e-6, "paper mode showed no dependence on later tokens ({change})");
+    assert!(
+        change > 1e-6,
+        "paper mode showed no dependence on later tokens ({change})"
+    );
 }
 
 #[test]
@@ -108,7 +125,9 @@ fn grad_norms<const D: usize>(
     let e = g.dims()[0];
     let v = values(g);
     let per = v.len() / e;
-    (0..e).map(|i| v[i * per..(i + 1) * per].iter().map(|x| x.abs()).sum()).collect()
+    (0..e)
+        .map(|i| v[i * per..(i + 1) * per].iter().map(|x| x.abs()).sum())
+        .collect()
 }
 
 #[test]
@@ -116,21 +135,43 @@ fn gradients_reach_both_routers_and_every_trained_expert() {
     for routing in [SegmentRouting::Paper, SegmentRouting::Causal] {
         let device = Default::default();
         let model = model::<TestAutodiff>(routing, &device);
-        let batch: Vec<Vec<i64>> = (0..4).map(|b| (0..32).map(|t| ((t * 17 + b * 29) % 97) as i64).collect()).collect();
+        let batch: Vec<Vec<i64>> = (0..4)
+            .map(|b| (0..32).map(|t| ((t * 17 + b * 29) % 97) as i64).collect())
+            .collect();
         let out = model.forward(tokens(&batch, &device), None);
         let balance = out.balance_loss().unwrap();
         let loss = out.logits.powi_scalar(2).mean().add(balance);
         let grads = loss.backward();
         for (l, layer) in model.layers.iter().enumerate() {
-            let FeedForward::Hybrid(moe) = &layer.mlp else { panic!("all layers hybrid") };
-            for (name, router) in [("token", &moe.token_moe.router), ("segment", &moe.segment_moe.router)] {
-                let g: f32 = values(router.weight.grad(&grads).expect("router grad")).iter().map(|x| x.abs()).sum();
-                assert!(g > 0.0, "{routing:?} layer {l}: no gradient on the {name} router");
+            let FeedForward::Hybrid(moe) = &layer.mlp else {
+                panic!("all layers hybrid")
+            };
+            for (name, router) in [
+                ("token", &moe.token_moe.router),
+                ("segment", &moe.segment_moe.router),
+            ] {
+                let g: f32 = values(router.weight.grad(&grads).expect("router grad"))
+                    .iter()
+                    .map(|x| x.abs())
+                    .sum();
+                assert!(
+                    g > 0.0,
+                    "{routing:?} layer {l}: no gradient on the {name} router"
+                );
             }
-            for (name, bank) in [("token", &moe.token_moe.experts), ("segment", &moe.segment_moe.experts)] {
-                for (which, norms) in [("gate_up", grad_norms(&bank.gate_up, &grads)), ("down", grad_norms(&bank.down, &grads))] {
+            for (name, bank) in [
+                ("token", &moe.token_moe.experts),
+                ("segment", &moe.segment_moe.experts),
+            ] {
+                for (which, norms) in [
+                    ("gate_up", grad_norms(&bank.gate_up, &grads)),
+                    ("down", grad_norms(&bank.down, &grads)),
+                ] {
                     for (e, n) in norms.iter().enumerate() {
-                        assert!(*n > 0.0, "{routing:?} layer {l}: {name} expert {e} {which} got no gradient");
+                        assert!(
+                            *n > 0.0,
+                            "{routing:?} layer {l}: {name} expert {e} {which} got no gradient"
+                        );
                     }
                 }
             }
@@ -145,17 +186,79 @@ fn validate_names_the_field_at_fault() {
         Err(ConfigError::InvalidField { field, .. }) => field,
         Ok(()) => "ok",
     };
-    let moe = |f: fn(MoeConfig) -> MoeConfig| field(MultiplMoeConfig::new(QwenConfig::tiny()).with_moe(Some(f(MoeConfig::paper()))).validate());
+    let moe = |f: fn(MoeConfig) -> MoeConfig| {
+        field(
+            MultiplMoeConfig::new(QwenConfig::tiny())
+                .with_moe(Some(f(MoeConfig::paper())))
+                .validate(),
+        )
+    };
     assert_eq!(moe(|m| m), "ok");
-    assert_eq!(moe(|m| MoeConfig { token: TokenMoeConfig::new().with_top_k(7), ..m }), "token.top_k");
-    assert_eq!(moe(|m| MoeConfig { token: TokenMoeConfig::new().with_shared_expert(6), ..m }), "token.shared_expert");
-    assert_eq!(moe(|m| MoeConfig { segment: SegmentMoeConfig::new().with_window(0), ..m }), "segment.window");
-    assert_eq!(moe(|m| MoeConfig { segment: SegmentMoeConfig::new().with_capacity_factor(0.0), ..m }), "segment.capacity_factor");
-    assert_eq!(moe(|m| MoeConfig { segment: SegmentMoeConfig::new().with_capacity_factor(-1.0), ..m }), "segment.capacity_factor");
-    assert_eq!(moe(|m| m.with_hybrid_layers(Some(vec![5]))), "hybrid_layers");
-    assert_eq!(field(QwenConfig { num_attention_heads: 3, ..QwenConfig::tiny() }.validate()), "num_attention_heads");
-    assert_eq!(field(QwenConfig { num_key_value_heads: 3, ..QwenConfig::tiny() }.validate()), "num_key_value_heads");
-    let err = MultiplMoeConfig::new(QwenConfig { hidden_size: 0, ..QwenConfig::tiny() }).init::<B>(&Default::default()).unwrap_err();
+    assert_eq!(
+        moe(|m| MoeConfig {
+            token: TokenMoeConfig::new().with_top_k(7),
+            ..m
+        }),
+        "token.top_k"
+    );
+    assert_eq!(
+        moe(|m| MoeConfig {
+            token: TokenMoeConfig::new().with_shared_expert(6),
+            ..m
+        }),
+        "token.shared_expert"
+    );
+    assert_eq!(
+        moe(|m| MoeConfig {
+            segment: SegmentMoeConfig::new().with_window(0),
+            ..m
+        }),
+        "segment.window"
+    );
+    assert_eq!(
+        moe(|m| MoeConfig {
+            segment: SegmentMoeConfig::new().with_capacity_factor(0.0),
+            ..m
+        }),
+        "segment.capacity_factor"
+    );
+    assert_eq!(
+        moe(|m| MoeConfig {
+            segment: SegmentMoeConfig::new().with_capacity_factor(-1.0),
+            ..m
+        }),
+        "segment.capacity_factor"
+    );
+    assert_eq!(
+        moe(|m| m.with_hybrid_layers(Some(vec![5]))),
+        "hybrid_layers"
+    );
+    assert_eq!(
+        field(
+            QwenConfig {
+                num_attention_heads: 3,
+                ..QwenConfig::tiny()
+            }
+            .validate()
+        ),
+        "num_attention_heads"
+    );
+    assert_eq!(
+        field(
+            QwenConfig {
+                num_key_value_heads: 3,
+                ..QwenConfig::tiny()
+            }
+            .validate()
+        ),
+        "num_key_value_heads"
+    );
+    let err = MultiplMoeConfig::new(QwenConfig {
+        hidden_size: 0,
+        ..QwenConfig::tiny()
+    })
+    .init::<B>(&Default::default())
+    .unwrap_err();
     assert!(err.to_string().contains("hidden_size"), "{err}");
 }
 
@@ -168,9 +271,19 @@ fn presets_follow_the_spec() {
     assert_eq!(paper.segment.gate_scale, multipl_moe::core::GateScale::One);
     let released = MoeConfig::released_code();
     assert_eq!(released.segment.pooling, multipl_moe::core::Pooling::Max);
-    assert_eq!(released.segment.gate_scale, multipl_moe::core::GateScale::InverseWindow);
+    assert_eq!(
+        released.segment.gate_scale,
+        multipl_moe::core::GateScale::InverseWindow
+    );
     assert_eq!(released.segment.max_experts_per_segment, Some(4));
-    assert_eq!((released.lambda_token, released.lambda_segment, released.balance_coef), (0.7, 0.3, 0.01));
+    assert_eq!(
+        (
+            released.lambda_token,
+            released.lambda_segment,
+            released.balance_coef
+        ),
+        (0.7, 0.3, 0.01)
+    );
     // Configs round-trip through JSON (serde).
     let json = serde_json::to_string(&MultiplMoeConfig::tiny()).unwrap();
     let back: MultiplMoeConfig = serde_json::from_str(&json).unwrap();

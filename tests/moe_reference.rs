@@ -24,7 +24,12 @@ fn bank_experts<Bk: Backend>(bank: &ExpertBank<Bk>) -> Vec<(Vec<f32>, Vec<f32>)>
     let dn = values(bank.down.val());
     let (gs, ds) = (gu.len() / e, dn.len() / e);
     (0..e)
-        .map(|i| (gu[i * gs..(i + 1) * gs].to_vec(), dn[i * ds..(i + 1) * ds].to_vec()))
+        .map(|i| {
+            (
+                gu[i * gs..(i + 1) * gs].to_vec(),
+                dn[i * ds..(i + 1) * ds].to_vec(),
+            )
+        })
         .collect()
 }
 
@@ -33,7 +38,13 @@ fn dense_expert<Bk: Backend>(ffn: &SwiGlu<Bk>) -> (Vec<f32>, Vec<f32>) {
     let up = values(ffn.up_proj.weight.val());
     let f = gate.len() / D;
     let gate_up = (0..D)
-        .flat_map(|i| gate[i * f..(i + 1) * f].iter().chain(&up[i * f..(i + 1) * f]).copied().collect::<Vec<_>>())
+        .flat_map(|i| {
+            gate[i * f..(i + 1) * f]
+                .iter()
+                .chain(&up[i * f..(i + 1) * f])
+                .copied()
+                .collect::<Vec<_>>()
+        })
         .collect();
     (gate_up, values(ffn.down_proj.weight.val()))
 }
@@ -43,7 +54,13 @@ fn token_weights(layer: &TokenMoe<B>) -> TokenWeights {
     let n_t = routed.len() + 1;
     let mut routed = routed.into_iter();
     let experts = (0..n_t)
-        .map(|i| if i == layer.shared_index { dense_expert(&layer.shared_expert) } else { routed.next().unwrap() })
+        .map(|i| {
+            if i == layer.shared_index {
+                dense_expert(&layer.shared_expert)
+            } else {
+                routed.next().unwrap()
+            }
+        })
         .collect();
     TokenWeights {
         router: values(layer.router.weight.val()),
@@ -70,12 +87,20 @@ fn segment_weights(layer: &SegmentMoe<B>) -> SegmentWeights {
 }
 
 fn token_layer(n_t: usize, k: usize, shared: usize, block: usize) -> TokenMoe<B> {
-    let cfg = TokenMoeConfig::new().with_num_experts(n_t).with_top_k(k).with_shared_expert(shared).with_dispatch_block(block);
-    TokenMoeLayerConfig::new(cfg, D, F).with_router_init_std(1.0).init(&Default::default())
+    let cfg = TokenMoeConfig::new()
+        .with_num_experts(n_t)
+        .with_top_k(k)
+        .with_shared_expert(shared)
+        .with_dispatch_block(block);
+    TokenMoeLayerConfig::new(cfg, D, F)
+        .with_router_init_std(1.0)
+        .init(&Default::default())
 }
 
 fn segment_layer(cfg: SegmentMoeConfig) -> SegmentMoe<B> {
-    SegmentMoeLayerConfig::new(cfg, D, F).with_router_init_std(1.0).init(&Default::default())
+    SegmentMoeLayerConfig::new(cfg, D, F)
+        .with_router_init_std(1.0)
+        .init(&Default::default())
 }
 
 #[test]
@@ -93,12 +118,19 @@ fn token_gates_sum_to_one_keep_shared_and_pick_distinct_routed_experts() {
         let sum: f32 = g.iter().sum::<f32>() + shared_gate[t];
         assert!((sum - 1.0).abs() < 1e-5, "token {t}: gates sum to {sum}");
         assert!(shared_gate[t] > 0.0, "token {t}: shared expert dropped");
-        assert!(picks.iter().all(|&e| e != shared as i64), "token {t}: shared among routed picks");
+        assert!(
+            picks.iter().all(|&e| e != shared as i64),
+            "token {t}: shared among routed picks"
+        );
         assert!(picks[0] != picks[1], "token {t}: repeated expert");
         let (_, chosen, ref_gates) = r::token_route(&logits[t * n_t..(t + 1) * n_t], shared, k);
         let mut got: Vec<(i64, f32)> = picks.iter().copied().zip(g.iter().copied()).collect();
         got.sort_by_key(|p| p.0);
-        let mut want: Vec<(i64, f32)> = chosen[1..].iter().map(|&c| c as i64).zip(ref_gates[1..].iter().copied()).collect();
+        let mut want: Vec<(i64, f32)> = chosen[1..]
+            .iter()
+            .map(|&c| c as i64)
+            .zip(ref_gates[1..].iter().copied())
+            .collect();
         want.sort_by_key(|p| p.0);
         for ((ge, gg), (we, wg)) in got.iter().zip(&want) {
             assert_eq!(ge, we, "token {t}: routed experts");
@@ -118,7 +150,12 @@ fn token_moe_matches_plain_loop_reference() {
         let u = randn(n * D, 7 + n_t as u64, 1.0);
         let (out, _) = layer.forward(tensor::<B, 2>(u.clone(), [n, D], &device));
         let expected = r::token_moe(&u, &token_weights(&layer));
-        assert_close(&values(out), &expected, TOL, &format!("token moe N_t={n_t} K={k}"));
+        assert_close(
+            &values(out),
+            &expected,
+            TOL,
+            &format!("token moe N_t={n_t} K={k}"),
+        );
     }
 }
 
@@ -134,8 +171,12 @@ fn segment_configs() -> Vec<SegmentMoeConfig> {
     let base = SegmentMoeConfig::new().with_num_experts(4).with_window(4);
     vec![
         base.clone(),
-        base.clone().with_pooling(Pooling::Max).with_gate_scale(GateScale::InverseWindow),
-        base.clone().with_capacity_factor(2.5).with_max_experts_per_segment(Some(2)),
+        base.clone()
+            .with_pooling(Pooling::Max)
+            .with_gate_scale(GateScale::InverseWindow),
+        base.clone()
+            .with_capacity_factor(2.5)
+            .with_max_experts_per_segment(Some(2)),
         base.clone().with_capacity_factor(100.0), // r = V: every expert takes every segment
         base.with_window(3).with_capacity_factor(0.3),
     ]
@@ -166,7 +207,10 @@ fn segment_routing_matches_reference() {
             assert_eq!(got, want, "config {i}: I of expert {e}");
             for (&seg, &dv) in i_ref[e].iter().zip(&d_ref[e]) {
                 let g = gates[seg * n_s + e];
-                assert!((g - dv).abs() < TOL, "config {i}: D[{e}] of segment {seg}: {g} vs {dv}");
+                assert!(
+                    (g - dv).abs() < TOL,
+                    "config {i}: D[{e}] of segment {seg}: {g} vs {dv}"
+                );
             }
         }
     }
@@ -181,7 +225,12 @@ fn segment_moe_matches_reference_including_batch_and_partial_window() {
         let u = randn(b * t * D, 200 + i as u64, 1.0);
         let (y, _) = layer.forward(tensor::<B, 3>(u.clone(), [b, t, D], &device));
         let expected = r::segment_moe(&u, b, t, &segment_weights(&layer));
-        assert_close(&values(y), &expected, TOL, &format!("segment moe config {i}"));
+        assert_close(
+            &values(y),
+            &expected,
+            TOL,
+            &format!("segment moe config {i}"),
+        );
     }
 }
 
@@ -189,7 +238,14 @@ fn segment_moe_matches_reference_including_batch_and_partial_window() {
 fn expert_choice_with_cap_never_exceeds_it() {
     let device = Default::default();
     let (v, n_s, cap) = (5, 6, 2);
-    let probs = tensor::<B, 2>(randn(v * n_s, 9, 1.0).into_iter().map(|x| x.abs()).collect(), [v, n_s], &device);
+    let probs = tensor::<B, 2>(
+        randn(v * n_s, 9, 1.0)
+            .into_iter()
+            .map(|x| x.abs())
+            .collect(),
+        [v, n_s],
+        &device,
+    );
     let choice = expert_choice(probs, 2, Some(cap));
     let segs = ints(choice.segments);
     let weights = values(choice.weights);
@@ -200,14 +256,20 @@ fn expert_choice_with_cap_never_exceeds_it() {
         }
     }
     assert!(taken.iter().all(|&c| c <= cap), "taken {taken:?}");
-    assert_eq!(taken.iter().sum::<usize>(), 10, "6 experts × 2 picks fit under cap 2 × 5 segments");
+    assert_eq!(
+        taken.iter().sum::<usize>(),
+        10,
+        "6 experts × 2 picks fit under cap 2 × 5 segments"
+    );
 }
 
 #[test]
 fn fused_output_is_lambda_weighted_sum_of_levels() {
     let device = Default::default();
     let moe = MoeConfig::new(
-        TokenMoeConfig::new().with_num_experts(4).with_dispatch_block(5),
+        TokenMoeConfig::new()
+            .with_num_experts(4)
+            .with_dispatch_block(5),
         SegmentMoeConfig::new().with_num_experts(3).with_window(4),
     )
     .with_router_init_std(1.0);
@@ -217,16 +279,30 @@ fn fused_output_is_lambda_weighted_sum_of_levels() {
     let (out, routing) = layer.forward(tensor::<B, 3>(u.clone(), [b, t, D], &device), None);
     let tok = r::token_moe(&u, &token_weights(&layer.token_moe));
     let seg = r::segment_moe(&u, b, t, &segment_weights(&layer.segment_moe));
-    let expected: Vec<f32> = tok.iter().zip(&seg).map(|(a, s)| 0.7 * a + 0.3 * s).collect();
+    let expected: Vec<f32> = tok
+        .iter()
+        .zip(&seg)
+        .map(|(a, s)| 0.7 * a + 0.3 * s)
+        .collect();
     assert_close(&values(out), &expected, TOL, "fused");
     let bal = values(routing.balance_loss)[0];
     assert!(bal.is_finite() && bal >= 0.0);
 }
 
-fn balance_of(probs: Vec<f32>, experts: Vec<i64>, n: usize, n_t: usize, picks: usize, shared: usize) -> f32 {
+fn balance_of(
+    probs: Vec<f32>,
+    experts: Vec<i64>,
+    n: usize,
+    n_t: usize,
+    picks: usize,
+    shared: usize,
+) -> f32 {
     let device = Default::default();
     let p = tensor::<B, 2>(probs, [n, n_t], &device);
-    let e = Tensor::<B, 2, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(experts, [n, picks]), &device);
+    let e = Tensor::<B, 2, burn::tensor::Int>::from_data(
+        burn::tensor::TensorData::new(experts, [n, picks]),
+        &device,
+    );
     values(balance_loss(p, e, shared, None))[0]
 }
 
@@ -243,7 +319,10 @@ fn balance_loss_matches_reference_and_its_bounds() {
         routes.push((p, chosen));
     }
     let got = balance_of(probs, experts, n, n_t, k - 1, shared);
-    assert!((got - r::balance_loss(&routes, shared)).abs() < TOL, "{got}");
+    assert!(
+        (got - r::balance_loss(&routes, shared)).abs() < TOL,
+        "{got}"
+    );
 
     // Uniform routing: equal probabilities, assignments spread evenly → exactly 1.
     let (n, n_t) = (10, 6);
@@ -253,7 +332,9 @@ fn balance_loss_matches_reference_and_its_bounds() {
     assert!((l - 1.0).abs() < 1e-5, "uniform routing gives {l}");
 
     // Collapsed routing: every token on expert 3 with probability → 1 → E_r = 5.
-    let collapsed: Vec<f32> = (0..n).flat_map(|_| (0..n_t).map(|i| if i == 3 { 1.0 } else { 0.0 })).collect();
+    let collapsed: Vec<f32> = (0..n)
+        .flat_map(|_| (0..n_t).map(|i| if i == 3 { 1.0 } else { 0.0 }))
+        .collect();
     let l = balance_of(collapsed, vec![3; n], n, n_t, 1, 0);
     assert!((l - 5.0).abs() < 1e-5, "collapsed routing gives {l}");
 }
@@ -267,7 +348,10 @@ fn balance_loss_ignores_padding() {
     let experts = vec![1, 2, 1, 1];
     let mask = tensor::<B, 1>(vec![1.0, 1.0, 0.0, 0.0], [n], &device);
     let p = tensor::<B, 2>(probs, [n, n_t], &device);
-    let e = Tensor::<B, 2, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(experts, [n, 1]), &device);
+    let e = Tensor::<B, 2, burn::tensor::Int>::from_data(
+        burn::tensor::TensorData::new(experts, [n, 1]),
+        &device,
+    );
     let l = values(balance_loss(p, e, 0, Some(mask)))[0];
     assert!((l - 1.0).abs() < 1e-5, "padding counted: {l}");
 }

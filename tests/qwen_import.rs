@@ -13,7 +13,9 @@ use safetensors::SafeTensors;
 type B = TestBackend;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
 }
 
 /// (tokens [2, T], transformers logits) of a fixture.
@@ -22,8 +24,18 @@ fn reference(dir: &Path) -> (Vec<i64>, usize, Vec<f32>) {
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let tokens = st.tensor("tokens").unwrap();
     let t = tokens.shape()[1];
-    let ids = tokens.data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect();
-    let logits = st.tensor("logits").unwrap().data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    let ids = tokens
+        .data()
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let logits = st
+        .tensor("logits")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
     (ids, t, logits)
 }
 
@@ -34,7 +46,12 @@ fn check_parity(name: &str) {
     let (ids, t, expected) = reference(&dir);
     let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [2, t]), &device);
     let logits = values(model.forward(tokens, None).logits);
-    assert_close(&logits, &expected, 1e-4, &format!("{name} logits vs transformers"));
+    assert_close(
+        &logits,
+        &expected,
+        1e-4,
+        &format!("{name} logits vs transformers"),
+    );
 }
 
 #[test]
@@ -67,13 +84,28 @@ fn load_err(dir: &Path) -> QwenError {
 }
 
 /// Rewrites the single-file fixture with `edit` applied to its tensors.
-fn rewrite(dir: &Path, edit: impl FnOnce(&mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>)) {
+fn rewrite(
+    dir: &Path,
+    edit: impl FnOnce(&mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>),
+) {
     let path = dir.join("model.safetensors");
     let bytes = std::fs::read(&path).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<_> = st.tensors().into_iter().map(|(k, v)| (k, v.dtype(), v.shape().to_vec(), v.data().to_vec())).collect();
+    let mut tensors: Vec<_> = st
+        .tensors()
+        .into_iter()
+        .map(|(k, v)| (k, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+        .collect();
     edit(&mut tensors);
-    let views: Vec<_> = tensors.iter().map(|(k, dt, s, d)| (k.clone(), safetensors::tensor::TensorView::new(*dt, s.clone(), d).unwrap())).collect();
+    let views: Vec<_> = tensors
+        .iter()
+        .map(|(k, dt, s, d)| {
+            (
+                k.clone(),
+                safetensors::tensor::TensorView::new(*dt, s.clone(), d).unwrap(),
+            )
+        })
+        .collect();
     std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
 }
 
@@ -82,7 +114,10 @@ fn missing_file_is_named() {
     let dir = scratch("qwen2-tied-f32", "nofile");
     std::fs::remove_file(dir.join("model.safetensors")).unwrap();
     let err = load_err(&dir);
-    assert!(matches!(err, QwenError::MissingFile(ref p) if p.ends_with("model.safetensors")), "{err}");
+    assert!(
+        matches!(err, QwenError::MissingFile(ref p) if p.ends_with("model.safetensors")),
+        "{err}"
+    );
     let dir = scratch("qwen2-tied-f32", "noconfig");
     std::fs::remove_file(dir.join("config.json")).unwrap();
     assert!(matches!(load_err(&dir), QwenError::MissingFile(p) if p.ends_with("config.json")));
@@ -93,7 +128,10 @@ fn missing_key_is_named() {
     let dir = scratch("qwen2-tied-f32", "nokey");
     rewrite(&dir, |t| t.retain(|(k, ..)| k != "model.norm.weight"));
     let err = load_err(&dir);
-    assert!(matches!(err, QwenError::MissingKey { ref key, .. } if key == "model.norm.weight"), "{err}");
+    assert!(
+        matches!(err, QwenError::MissingKey { ref key, .. } if key == "model.norm.weight"),
+        "{err}"
+    );
     assert!(err.to_string().contains("model.norm.weight"));
 }
 
@@ -101,13 +139,23 @@ fn missing_key_is_named() {
 fn shape_mismatch_names_key_expected_and_found() {
     let dir = scratch("qwen2-tied-f32", "shape");
     rewrite(&dir, |t| {
-        let e = t.iter_mut().find(|(k, ..)| k == "model.norm.weight").unwrap();
+        let e = t
+            .iter_mut()
+            .find(|(k, ..)| k == "model.norm.weight")
+            .unwrap();
         e.2 = vec![16];
         e.3.truncate(16 * 4);
     });
     match load_err(&dir) {
-        QwenError::ShapeMismatch { key, expected, found } => {
-            assert_eq!((key.as_str(), expected, found), ("model.norm.weight", vec![32], vec![16]));
+        QwenError::ShapeMismatch {
+            key,
+            expected,
+            found,
+        } => {
+            assert_eq!(
+                (key.as_str(), expected, found),
+                ("model.norm.weight", vec![32], vec![16])
+            );
         }
         e => panic!("{e}"),
     }
@@ -117,10 +165,15 @@ fn shape_mismatch_names_key_expected_and_found() {
 fn unsupported_dtype_is_rejected() {
     let dir = scratch("qwen2-tied-f32", "dtype");
     rewrite(&dir, |t| {
-        let e = t.iter_mut().find(|(k, ..)| k == "model.norm.weight").unwrap();
+        let e = t
+            .iter_mut()
+            .find(|(k, ..)| k == "model.norm.weight")
+            .unwrap();
         e.1 = safetensors::Dtype::I32;
     });
-    assert!(matches!(load_err(&dir), QwenError::UnsupportedDtype { key, dtype, .. } if key == "model.norm.weight" && dtype == "I32"));
+    assert!(
+        matches!(load_err(&dir), QwenError::UnsupportedDtype { key, dtype, .. } if key == "model.norm.weight" && dtype == "I32")
+    );
 }
 
 #[test]
@@ -142,23 +195,40 @@ fn truncated_and_corrupt_headers_are_rejected() {
 fn missing_shard_is_named() {
     let dir = scratch("qwen2-gqa-bf16", "shard");
     std::fs::remove_file(dir.join("model-00002-of-00003.safetensors")).unwrap();
-    assert!(matches!(load_err(&dir), QwenError::MissingShard { shard, .. } if shard.ends_with("model-00002-of-00003.safetensors")));
+    assert!(
+        matches!(load_err(&dir), QwenError::MissingShard { shard, .. } if shard.ends_with("model-00002-of-00003.safetensors"))
+    );
 }
 
 #[test]
 fn bad_config_names_the_field() {
     let cases = [
-        (r#"{"hidden_size": 32, "num_attention_heads": 4}"#, "vocab_size"),
+        (
+            r#"{"hidden_size": 32, "num_attention_heads": 4}"#,
+            "vocab_size",
+        ),
         ("not json", "<root>"),
-        (r#"{"vocab_size": 128, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 1, "num_attention_heads": 3}"#, "num_attention_heads"),
-        (r#"{"vocab_size": -1, "hidden_size": 32, "num_attention_heads": 4}"#, "vocab_size"),
+        (
+            r#"{"vocab_size": 128, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 1, "num_attention_heads": 3}"#,
+            "num_attention_heads",
+        ),
+        (
+            r#"{"vocab_size": -1, "hidden_size": 32, "num_attention_heads": 4}"#,
+            "vocab_size",
+        ),
         (r#"{"model_type": "llama", "vocab_size": 1}"#, "model_type"),
-        (r#"{"vocab_size": 128, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 1, "num_attention_heads": 4, "head_dim": 16}"#, "head_dim"),
+        (
+            r#"{"vocab_size": 128, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 1, "num_attention_heads": 4, "head_dim": 16}"#,
+            "head_dim",
+        ),
     ];
     for (i, (json, field)) in cases.into_iter().enumerate() {
         let dir = scratch("qwen2-tied-f32", &format!("cfg{i}"));
         std::fs::write(dir.join("config.json"), json).unwrap();
         let err = load_err(&dir);
-        assert!(err.to_string().contains(field), "case {i}: `{err}` does not name `{field}`");
+        assert!(
+            err.to_string().contains(field),
+            "case {i}: `{err}` does not name `{field}`"
+        );
     }
 }

@@ -24,16 +24,26 @@ pub const TOL: f32 = 1e-5;
 
 /// The tensor's values, row-major.
 pub fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec::<f32>().expect("f32 data")
+    t.into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .expect("f32 data")
 }
 
 /// The int tensor's values, row-major.
 pub fn ints<B: Backend, const D: usize>(t: Tensor<B, D, burn::tensor::Int>) -> Vec<i64> {
-    t.into_data().convert::<i64>().to_vec::<i64>().expect("i64 data")
+    t.into_data()
+        .convert::<i64>()
+        .to_vec::<i64>()
+        .expect("i64 data")
 }
 
 /// A tensor from values.
-pub fn tensor<B: Backend, const D: usize>(v: Vec<f32>, shape: [usize; D], device: &B::Device) -> Tensor<B, D> {
+pub fn tensor<B: Backend, const D: usize>(
+    v: Vec<f32>,
+    shape: [usize; D],
+    device: &B::Device,
+) -> Tensor<B, D> {
     Tensor::from_data(TensorData::new(v, shape), device)
 }
 
@@ -55,6 +65,9 @@ pub fn assert_close(actual: &[f32], expected: &[f32], tol: f32, what: &str) {
     assert_eq!(actual.len(), expected.len(), "{what}: length");
     for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
         let err = (a - e).abs() / e.abs().max(1.0);
-        assert!(err <= tol, "{what}[{i}]: got {a}, expected {e} (rel err {err:e} > {tol:e})");
+        assert!(
+            err <= tol,
+            "{what}[{i}]: got {a}, expected {e} (rel err {err:e} > {tol:e})"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! Plain-loop reference implementations of SPEC §2–§4 on `Vec<f32>`, written independently of
 //! the library's tensor code (no burn, no shared helpers).
+#![allow(clippy::needless_range_loop)] // plain index loops are the point of a reference
 
 /// A matrix `[rows][cols]` row-major, as burn stores `[in, out]` weights.
 pub struct Mat<'a> {
@@ -21,14 +22,28 @@ pub fn vec_mat(x: &[f32], w: &Mat) -> Vec<f32> {
 
 /// SwiGLU expert with weights `gate_up: [d][2f]` (gate then up), `down: [f][d]`.
 pub fn swiglu(x: &[f32], gate_up: &[f32], down: &[f32], d: usize, f: usize) -> Vec<f32> {
-    let h = vec_mat(x, &Mat { data: gate_up, rows: d, cols: 2 * f });
+    let h = vec_mat(
+        x,
+        &Mat {
+            data: gate_up,
+            rows: d,
+            cols: 2 * f,
+        },
+    );
     let act: Vec<f32> = (0..f)
         .map(|j| {
             let g = h[j] as f64;
             (g / (1.0 + (-g).exp()) * h[f + j] as f64) as f32
         })
         .collect();
-    vec_mat(&act, &Mat { data: down, rows: f, cols: d })
+    vec_mat(
+        &act,
+        &Mat {
+            data: down,
+            rows: f,
+            cols: d,
+        },
+    )
 }
 
 /// Softmax of a row.
@@ -62,7 +77,7 @@ pub fn token_route(logits: &[f32], shared: usize, k: usize) -> (Vec<f32>, Vec<us
 
 /// Expert weights of a token MoE, per router index (the shared one included).
 pub struct TokenWeights {
-    pub router: Vec<f32>,            // [d][N_t]
+    pub router: Vec<f32>,                   // [d][N_t]
     pub experts: Vec<(Vec<f32>, Vec<f32>)>, // per router index: (gate_up [d][2f], down [f][d])
     pub shared: usize,
     pub k: usize,
@@ -75,7 +90,14 @@ pub fn token_moe(u: &[f32], w: &TokenWeights) -> Vec<f32> {
     let n_t = w.experts.len();
     let mut out = Vec::new();
     for x in u.chunks(w.d) {
-        let logits = vec_mat(x, &Mat { data: &w.router, rows: w.d, cols: n_t });
+        let logits = vec_mat(
+            x,
+            &Mat {
+                data: &w.router,
+                rows: w.d,
+                cols: n_t,
+            },
+        );
         let (_, chosen, gates) = token_route(&logits, w.shared, w.k);
         let mut acc = vec![0.0f32; w.d];
         for (&e, g) in chosen.iter().zip(gates) {
@@ -91,8 +113,8 @@ pub fn token_moe(u: &[f32], w: &TokenWeights) -> Vec<f32> {
 
 /// Segment-level settings of the reference.
 pub struct SegmentWeights {
-    pub router: Vec<f32>,                     // [d][N_s]
-    pub experts: Vec<(Vec<f32>, Vec<f32>)>,   // per expert
+    pub router: Vec<f32>,                   // [d][N_s]
+    pub experts: Vec<(Vec<f32>, Vec<f32>)>, // per expert
     pub window: usize,
     pub capacity_factor: f64,
     pub max_pool: bool,
@@ -104,7 +126,12 @@ pub struct SegmentWeights {
 
 /// SPEC §3 routing: (S [V][N_s], I [N_s][r], D [N_s][r], r).
 #[allow(clippy::type_complexity)]
-pub fn segment_route(u: &[f32], b: usize, t: usize, w: &SegmentWeights) -> (Vec<Vec<f32>>, Vec<Vec<usize>>, Vec<Vec<f32>>, usize) {
+pub fn segment_route(
+    u: &[f32],
+    b: usize,
+    t: usize,
+    w: &SegmentWeights,
+) -> (Vec<Vec<f32>>, Vec<Vec<usize>>, Vec<Vec<f32>>, usize) {
     let (d, a) = (w.d, w.window);
     let n_s = w.experts.len();
     let p = t.div_ceil(a);
@@ -118,10 +145,21 @@ pub fn segment_route(u: &[f32], b: usize, t: usize, w: &SegmentWeights) -> (Vec<
             for tok in lo..hi {
                 for c in 0..d {
                     let x = u[(bi * t + tok) * d + c];
-                    if w.max_pool { pooled[c] = pooled[c].max(x) } else { pooled[c] += x / (hi - lo) as f32 }
+                    if w.max_pool {
+                        pooled[c] = pooled[c].max(x)
+                    } else {
+                        pooled[c] += x / (hi - lo) as f32
+                    }
                 }
             }
-            s.push(softmax(&vec_mat(&pooled, &Mat { data: &w.router, rows: d, cols: n_s })));
+            s.push(softmax(&vec_mat(
+                &pooled,
+                &Mat {
+                    data: &w.router,
+                    rows: d,
+                    cols: n_s,
+                },
+            )));
         }
     }
     let r = ((v as f64 * w.capacity_factor / n_s as f64).floor() as usize).clamp(1, v);
@@ -129,14 +167,19 @@ pub fn segment_route(u: &[f32], b: usize, t: usize, w: &SegmentWeights) -> (Vec<
     let (mut ii, mut dd) = (Vec::new(), Vec::new());
     for e in 0..n_s {
         let col: Vec<f32> = (0..v)
-            .map(|seg| match w.cap { Some(c) if taken[seg] >= c => -1.0, _ => s[seg][e] })
+            .map(|seg| match w.cap {
+                Some(c) if taken[seg] >= c => -1.0,
+                _ => s[seg][e],
+            })
             .collect();
         let picks = top_k(&col, r);
         let mut ds = Vec::new();
         for &seg in &picks {
             let ok = w.cap.is_none_or(|c| taken[seg] < c);
             ds.push(if ok { s[seg][e] } else { 0.0 });
-            if ok { taken[seg] += 1; }
+            if ok {
+                taken[seg] += 1;
+            }
         }
         ii.push(picks);
         dd.push(ds);
@@ -174,7 +217,10 @@ pub fn balance_loss(routes: &[(Vec<f32>, Vec<usize>)], shared: usize) -> f32 {
     let mut p = vec![0.0f64; n_t];
     let mut picks_total = 0.0;
     for (probs, chosen) in routes {
-        let routed_sum: f64 = (0..n_t).filter(|&i| i != shared).map(|i| probs[i] as f64).sum();
+        let routed_sum: f64 = (0..n_t)
+            .filter(|&i| i != shared)
+            .map(|i| probs[i] as f64)
+            .sum();
         for i in (0..n_t).filter(|&i| i != shared) {
             p[i] += probs[i] as f64 / routed_sum / n;
         }

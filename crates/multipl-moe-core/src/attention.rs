@@ -117,7 +117,10 @@ impl<B: Backend> Attention<B> {
         let k = rope.apply(heads(&self.k_proj, self.num_kv_heads), past);
         let v = heads(&self.v_proj, self.num_kv_heads);
         let (k, v) = match cache {
-            Some(c) => (Tensor::cat(vec![c.keys, k], 2), Tensor::cat(vec![c.values, v], 2)),
+            Some(c) => (
+                Tensor::cat(vec![c.keys, k], 2),
+                Tensor::cat(vec![c.values, v], 2),
+            ),
             None => (k, v),
         };
         let cache = KvCache {

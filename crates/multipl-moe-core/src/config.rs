@@ -1,7 +1,7 @@
 //! Model and MoE configurations (SPEC §1–§5), with presets and validation.
 
-use burn::config::Config;
 use crate::error::ConfigError;
+use burn::config::Config;
 
 /// The dense Qwen2 architecture (SPEC §1). Field names are those of Hugging Face's
 /// `config.json`, so the file deserialises into this struct as it is.
@@ -241,7 +241,9 @@ impl MoeConfig {
     /// A small config for tests and the demo: `N_t = 4, K = 2, N_s = 4, a = 8`.
     pub fn tiny() -> Self {
         Self::new(
-            TokenMoeConfig::new().with_num_experts(4).with_dispatch_block(8),
+            TokenMoeConfig::new()
+                .with_num_experts(4)
+                .with_dispatch_block(8),
             SegmentMoeConfig::new().with_num_experts(4).with_window(8),
         )
     }

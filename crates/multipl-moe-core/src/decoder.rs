@@ -10,6 +10,8 @@ use crate::norm::RmsNorm;
 use crate::rope::Rope;
 
 /// The FFN slot of a layer: the dense SwiGLU or the hybrid MoE.
+// Layers live in a Vec and are never moved in a hot path; boxing would obscure the paths.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum FeedForward<B: Backend> {
     /// The base model's FFN.

@@ -19,8 +19,8 @@
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
-use burn::tensor::{Int, Tensor, activation::silu, backend::Backend};
 use burn::tensor::IndexingUpdateOp;
+use burn::tensor::{Int, Tensor, activation::silu, backend::Backend};
 
 use crate::ffn::SwiGlu;
 

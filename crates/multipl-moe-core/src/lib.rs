@@ -23,8 +23,8 @@ pub mod segment_moe;
 pub mod token_moe;
 
 pub use config::{
-    GateScale, MoeConfig, MultiplMoeConfig, Pooling, QwenConfig, SegmentMoeConfig,
-    SegmentRouting, TokenMoeConfig,
+    GateScale, MoeConfig, MultiplMoeConfig, Pooling, QwenConfig, SegmentMoeConfig, SegmentRouting,
+    TokenMoeConfig,
 };
 pub use error::ConfigError;
 pub use hybrid::{HybridMoe, HybridMoeConfig, LayerRouting};

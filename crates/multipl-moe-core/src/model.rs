@@ -148,7 +148,10 @@ impl<B: Backend> CausalLm<B> {
         let mut routing = Vec::with_capacity(self.layers.len());
         let mut new_caches = Vec::with_capacity(self.layers.len());
         for (i, layer) in self.layers.iter().enumerate() {
-            let cache = caches.as_mut().and_then(|c| c.get_mut(i)).and_then(Option::take);
+            let cache = caches
+                .as_mut()
+                .and_then(|c| c.get_mut(i))
+                .and_then(Option::take);
             let out = layer.forward(h, &self.rope, padding.clone(), cache);
             h = out.hidden;
             routing.push(out.routing);

@@ -36,7 +36,9 @@ impl RopeConfig {
         let mut sin = Vec::with_capacity(self.max_positions * self.head_dim);
         for p in 0..self.max_positions {
             for i in 0..self.head_dim {
-                let inv_freq = self.theta.powf(-2.0 * (i % half) as f64 / self.head_dim as f64);
+                let inv_freq = self
+                    .theta
+                    .powf(-2.0 * (i % half) as f64 / self.head_dim as f64);
                 let angle = p as f64 * inv_freq;
                 cos.push(angle.cos() as f32);
                 sin.push(angle.sin() as f32);

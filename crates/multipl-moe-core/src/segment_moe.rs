@@ -25,7 +25,9 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::Linear;
-use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData, activation::softmax, backend::Backend};
+use burn::tensor::{
+    IndexingUpdateOp, Int, Tensor, TensorData, activation::softmax, backend::Backend,
+};
 
 use crate::config::{GateScale, Pooling, SegmentMoeConfig, SegmentRouting};
 use crate::experts::{ExpertBank, ExpertBankConfig};
@@ -90,7 +92,12 @@ impl SegmentMoeLayerConfig {
     /// Builds the layer with random experts.
     pub fn init<B: Backend>(&self, device: &B::Device) -> SegmentMoe<B> {
         SegmentMoe {
-            router: router_init(self.d_model, self.moe.num_experts, self.router_init_std, device),
+            router: router_init(
+                self.d_model,
+                self.moe.num_experts,
+                self.router_init_std,
+                device,
+            ),
             experts: ExpertBankConfig::new(self.moe.num_experts, self.d_model, self.d_ff)
                 .init(device),
             window: self.moe.window,
@@ -113,7 +120,9 @@ pub fn pool_segments<B: Backend>(u: Tensor<B, 3>, window: usize, pooling: Poolin
     let device = u.device();
     match pooling {
         Pooling::Mean => {
-            let sums = pad_tokens(u, pad, 0.0).reshape([b, p, window, d]).sum_dim(2);
+            let sums = pad_tokens(u, pad, 0.0)
+                .reshape([b, p, window, d])
+                .sum_dim(2);
             let counts: Vec<f32> = (0..p)
                 .map(|i| (t - i * window).min(window) as f32)
                 .collect();
@@ -181,7 +190,11 @@ impl<B: Backend> SegmentMoe<B> {
         let taken = segments
             .select(0, choice.segments.clone().reshape([n_s * r]))
             .reshape([n_s, r * a, d]);
-        let scale = choice.weights.clone().mul_scalar(self.gamma()).reshape([n_s, r, 1, 1]);
+        let scale = choice
+            .weights
+            .clone()
+            .mul_scalar(self.gamma())
+            .reshape([n_s, r, 1, 1]);
         let out = self
             .experts
             .forward_stacked(taken)
@@ -195,7 +208,12 @@ impl<B: Backend> SegmentMoe<B> {
             y = y.select_assign(0, idx, values, IndexingUpdateOp::Add);
         }
         let gates = Tensor::<B, 2>::zeros([n_s, v], &probs.device())
-            .scatter(1, choice.segments.clone(), choice.weights, IndexingUpdateOp::Add)
+            .scatter(
+                1,
+                choice.segments.clone(),
+                choice.weights,
+                IndexingUpdateOp::Add,
+            )
             .transpose();
         let y = y.reshape([b, p * a, d]).narrow(1, 0, t);
         let routing = SegmentRoutingOutput {

@@ -80,7 +80,8 @@ impl<B: Backend> TokenMoe<B> {
             self.top_k,
         );
         let picks = self.top_k - 1;
-        let bank = routed_bank_index(routing.experts.clone(), self.shared_index).reshape([n * picks]);
+        let bank =
+            routed_bank_index(routing.experts.clone(), self.shared_index).reshape([n * picks]);
         let rows = u
             .clone()
             .unsqueeze_dim::<3>(1)

@@ -36,7 +36,10 @@ pub fn save_model<B: Backend>(
         SaveDtype::F32 => "float32",
         SaveDtype::Bf16 => "bfloat16",
     };
-    write_atomic(&dir.join("config.json"), config_json(config, torch_dtype).as_bytes())
+    write_atomic(
+        &dir.join("config.json"),
+        config_json(config, torch_dtype).as_bytes(),
+    )
 }
 
 struct Collector(BTreeMap<String, HostTensor>);
@@ -52,9 +55,18 @@ fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> HostTensor {
 }
 
 impl<B: Backend> ParamVisitor<B> for Collector {
-    fn tensor<const D: usize>(&mut self, key: &str, param: &mut Param<Tensor<B, D>>, layout: Layout) -> Result<()> {
+    fn tensor<const D: usize>(
+        &mut self,
+        key: &str,
+        param: &mut Param<Tensor<B, D>>,
+        layout: Layout,
+    ) -> Result<()> {
         let value = param.val();
-        let value = if layout == Layout::Transposed { value.transpose() } else { value };
+        let value = if layout == Layout::Transposed {
+            value.transpose()
+        } else {
+            value
+        };
         self.0.insert(key.to_string(), host(value));
         Ok(())
     }
@@ -67,9 +79,12 @@ impl<B: Backend> ParamVisitor<B> for Collector {
             let gate = gate_up.clone().narrow(1, 0, f).transpose();
             let up = gate_up.narrow(1, f, f).transpose();
             let down = bank.down.val().narrow(0, i, 1).reshape([f, d]).transpose();
-            self.0.insert(format!("{prefix}.{i}.gate_proj.weight"), host(gate));
-            self.0.insert(format!("{prefix}.{i}.up_proj.weight"), host(up));
-            self.0.insert(format!("{prefix}.{i}.down_proj.weight"), host(down));
+            self.0
+                .insert(format!("{prefix}.{i}.gate_proj.weight"), host(gate));
+            self.0
+                .insert(format!("{prefix}.{i}.up_proj.weight"), host(up));
+            self.0
+                .insert(format!("{prefix}.{i}.down_proj.weight"), host(down));
         }
         Ok(())
     }

@@ -66,7 +66,13 @@ fn set<B: Backend, M: Module<B>>(module: M, train: bool) -> M {
 
 /// Marks each parameter of `model` trainable or frozen according to `policy`.
 pub fn apply_freeze<B: Backend>(model: CausalLm<B>, policy: &FreezePolicy) -> CausalLm<B> {
-    let CausalLm { embed_tokens, layers, norm, lm_head, rope } = model;
+    let CausalLm {
+        embed_tokens,
+        layers,
+        norm,
+        lm_head,
+        rope,
+    } = model;
     let bb = policy.backbone;
     let layers = layers
         .into_iter()
@@ -75,9 +81,12 @@ pub fn apply_freeze<B: Backend>(model: CausalLm<B>, policy: &FreezePolicy) -> Ca
             layer.input_layernorm = set(layer.input_layernorm, bb);
             layer.post_attention_layernorm = set(layer.post_attention_layernorm, bb);
             layer.mlp = match layer.mlp {
-                FeedForward::Dense(ffn) => FeedForward::Dense(set(ffn, policy.shared_and_dense_ffn)),
+                FeedForward::Dense(ffn) => {
+                    FeedForward::Dense(set(ffn, policy.shared_and_dense_ffn))
+                }
                 FeedForward::Hybrid(mut moe) => {
-                    moe.token_moe.shared_expert = set(moe.token_moe.shared_expert, policy.shared_and_dense_ffn);
+                    moe.token_moe.shared_expert =
+                        set(moe.token_moe.shared_expert, policy.shared_and_dense_ffn);
                     moe.token_moe.experts = set(moe.token_moe.experts, policy.routed_experts);
                     moe.token_moe.router = set(moe.token_moe.router, policy.routers);
                     moe.segment_moe.experts = set(moe.segment_moe.experts, policy.segment_experts);

@@ -57,10 +57,16 @@ pub fn parse_config(text: &str, path: &Path) -> Result<MultiplMoeConfig> {
     if let Some(act) = obj.get("hidden_act").and_then(Value::as_str)
         && act != "silu"
     {
-        return Err(bad("hidden_act", format!("`{act}` unsupported, only `silu`")));
+        return Err(bad(
+            "hidden_act",
+            format!("`{act}` unsupported, only `silu`"),
+        ));
     }
     if obj.get("use_sliding_window").and_then(Value::as_bool) == Some(true) {
-        return Err(bad("use_sliding_window", "sliding-window attention is not supported".into()));
+        return Err(bad(
+            "use_sliding_window",
+            "sliding-window attention is not supported".into(),
+        ));
     }
     let heads = required("num_attention_heads")?;
     let hidden = required("hidden_size")?;

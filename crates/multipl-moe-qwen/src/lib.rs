@@ -16,7 +16,7 @@ pub mod upcycle;
 
 pub use error::{QwenError, Result};
 pub use export::save_model;
+pub use freeze::{FreezePolicy, apply_freeze};
 pub use load::load_model;
 pub use tensors::SaveDtype;
-pub use freeze::{FreezePolicy, apply_freeze};
 pub use upcycle::{UpcycleOptions, upcycle};

@@ -15,11 +15,20 @@ use crate::tensors::{HostTensor, TensorStore};
 /// Loads `dir` (`config.json` + `model.safetensors` or shards) onto `device`. f32, f16 and
 /// bf16 weights are converted to the backend's float type. Every parameter must be present
 /// with its exact shape, and every tensor in the files must be used.
-pub fn load_model<B: Backend>(dir: &Path, device: &B::Device) -> Result<(MultiplMoeConfig, CausalLm<B>)> {
+pub fn load_model<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<(MultiplMoeConfig, CausalLm<B>)> {
     let config = read_config(dir)?;
     let mut store = TensorStore::open(dir)?;
     let mut model = config.init::<B>(device)?;
-    walk(&mut model, &mut Loader { store: &mut store, device })?;
+    walk(
+        &mut model,
+        &mut Loader {
+            store: &mut store,
+            device,
+        },
+    )?;
     store.finish()?;
     Ok((config, model))
 }
@@ -36,7 +45,12 @@ impl<B: Backend> Loader<'_, B> {
 }
 
 impl<B: Backend> ParamVisitor<B> for Loader<'_, B> {
-    fn tensor<const D: usize>(&mut self, key: &str, param: &mut Param<Tensor<B, D>>, layout: Layout) -> Result<()> {
+    fn tensor<const D: usize>(
+        &mut self,
+        key: &str,
+        param: &mut Param<Tensor<B, D>>,
+        layout: Layout,
+    ) -> Result<()> {
         let mut shape = param.dims().to_vec();
         if layout == Layout::Transposed {
             shape.reverse();
@@ -53,11 +67,23 @@ impl<B: Backend> ParamVisitor<B> for Loader<'_, B> {
     fn bank(&mut self, prefix: &str, bank: &mut ExpertBank<B>) -> Result<()> {
         let [e, d, f2] = bank.gate_up.dims();
         let f = f2 / 2;
-        let (mut gate_up, mut down) = (Vec::with_capacity(e * d * f2), Vec::with_capacity(e * f * d));
+        let (mut gate_up, mut down) = (
+            Vec::with_capacity(e * d * f2),
+            Vec::with_capacity(e * f * d),
+        );
         for i in 0..e {
-            let gate = self.store.take(&format!("{prefix}.{i}.gate_proj.weight"), &[f, d])?.data;
-            let up = self.store.take(&format!("{prefix}.{i}.up_proj.weight"), &[f, d])?.data;
-            let dn = self.store.take(&format!("{prefix}.{i}.down_proj.weight"), &[d, f])?.data;
+            let gate = self
+                .store
+                .take(&format!("{prefix}.{i}.gate_proj.weight"), &[f, d])?
+                .data;
+            let up = self
+                .store
+                .take(&format!("{prefix}.{i}.up_proj.weight"), &[f, d])?
+                .data;
+            let dn = self
+                .store
+                .take(&format!("{prefix}.{i}.down_proj.weight"), &[d, f])?
+                .data;
             for r in 0..d {
                 gate_up.extend((0..f).map(|c| gate[c * d + r]));
                 gate_up.extend((0..f).map(|c| up[c * d + r]));
@@ -68,11 +94,17 @@ impl<B: Backend> ParamVisitor<B> for Loader<'_, B> {
         }
         bank.gate_up = Param::initialized(
             bank.gate_up.id,
-            self.upload(HostTensor { shape: vec![e, d, f2], data: gate_up }),
+            self.upload(HostTensor {
+                shape: vec![e, d, f2],
+                data: gate_up,
+            }),
         );
         bank.down = Param::initialized(
             bank.down.id,
-            self.upload(HostTensor { shape: vec![e, f, d], data: down }),
+            self.upload(HostTensor {
+                shape: vec![e, f, d],
+                data: down,
+            }),
         );
         Ok(())
     }

@@ -39,22 +39,42 @@ pub trait ParamVisitor<B: Backend> {
 
 /// Visits every parameter of `model` with its safetensors key.
 pub fn walk<B: Backend, V: ParamVisitor<B>>(model: &mut CausalLm<B>, v: &mut V) -> Result<()> {
-    v.tensor("model.embed_tokens.weight", &mut model.embed_tokens.weight, Layout::Same)?;
+    v.tensor(
+        "model.embed_tokens.weight",
+        &mut model.embed_tokens.weight,
+        Layout::Same,
+    )?;
     for (i, layer) in model.layers.iter_mut().enumerate() {
         let p = format!("model.layers.{i}");
         attention(v, &format!("{p}.self_attn"), &mut layer.self_attn)?;
-        norm(v, &format!("{p}.input_layernorm"), &mut layer.input_layernorm)?;
-        norm(v, &format!("{p}.post_attention_layernorm"), &mut layer.post_attention_layernorm)?;
+        norm(
+            v,
+            &format!("{p}.input_layernorm"),
+            &mut layer.input_layernorm,
+        )?;
+        norm(
+            v,
+            &format!("{p}.post_attention_layernorm"),
+            &mut layer.post_attention_layernorm,
+        )?;
         let mlp = format!("{p}.mlp");
         match &mut layer.mlp {
             FeedForward::Dense(ffn) => swiglu(v, &mlp, ffn)?,
             FeedForward::Hybrid(moe) => {
                 let tok = &mut moe.token_moe;
                 swiglu(v, &format!("{mlp}.shared_expert"), &mut tok.shared_expert)?;
-                v.tensor(&format!("{mlp}.token_router.weight"), &mut tok.router.weight, Layout::Transposed)?;
+                v.tensor(
+                    &format!("{mlp}.token_router.weight"),
+                    &mut tok.router.weight,
+                    Layout::Transposed,
+                )?;
                 v.bank(&format!("{mlp}.token_experts"), &mut tok.experts)?;
                 let seg = &mut moe.segment_moe;
-                v.tensor(&format!("{mlp}.segment_router.weight"), &mut seg.router.weight, Layout::Transposed)?;
+                v.tensor(
+                    &format!("{mlp}.segment_router.weight"),
+                    &mut seg.router.weight,
+                    Layout::Transposed,
+                )?;
                 v.bank(&format!("{mlp}.segment_experts"), &mut seg.experts)?;
             }
         }
@@ -76,19 +96,31 @@ fn swiglu<B: Backend, V: ParamVisitor<B>>(v: &mut V, p: &str, f: &mut SwiGlu<B>)
         ("up_proj", &mut f.up_proj),
         ("down_proj", &mut f.down_proj),
     ] {
-        v.tensor(&format!("{p}.{name}.weight"), &mut lin.weight, Layout::Transposed)?;
+        v.tensor(
+            &format!("{p}.{name}.weight"),
+            &mut lin.weight,
+            Layout::Transposed,
+        )?;
     }
     Ok(())
 }
 
-fn attention<B: Backend, V: ParamVisitor<B>>(v: &mut V, p: &str, a: &mut Attention<B>) -> Result<()> {
+fn attention<B: Backend, V: ParamVisitor<B>>(
+    v: &mut V,
+    p: &str,
+    a: &mut Attention<B>,
+) -> Result<()> {
     for (name, lin) in [
         ("q_proj", &mut a.q_proj),
         ("k_proj", &mut a.k_proj),
         ("v_proj", &mut a.v_proj),
         ("o_proj", &mut a.o_proj),
     ] {
-        v.tensor(&format!("{p}.{name}.weight"), &mut lin.weight, Layout::Transposed)?;
+        v.tensor(
+            &format!("{p}.{name}.weight"),
+            &mut lin.weight,
+            Layout::Transposed,
+        )?;
         if let Some(bias) = &mut lin.bias {
             v.tensor(&format!("{p}.{name}.bias"), bias, Layout::Same)?;
         }

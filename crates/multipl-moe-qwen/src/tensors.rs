@@ -61,13 +61,10 @@ impl TensorStore {
 
     /// Takes the tensor `key`, checking its shape.
     pub fn take(&mut self, key: &str, shape: &[usize]) -> Result<HostTensor> {
-        let tensor = self
-            .tensors
-            .get(key)
-            .ok_or_else(|| QwenError::MissingKey {
-                key: key.to_string(),
-                dir: self.dir.clone(),
-            })?;
+        let tensor = self.tensors.get(key).ok_or_else(|| QwenError::MissingKey {
+            key: key.to_string(),
+            dir: self.dir.clone(),
+        })?;
         if tensor.shape != shape {
             return Err(QwenError::ShapeMismatch {
                 key: key.to_string(),
@@ -189,7 +186,11 @@ pub enum SaveDtype {
 
 /// Writes `tensors` to `path` as safetensors, through a temporary file renamed at the end,
 /// so a failure leaves no half-written file.
-pub fn write_file(path: &Path, tensors: &BTreeMap<String, HostTensor>, dtype: SaveDtype) -> Result<()> {
+pub fn write_file(
+    path: &Path,
+    tensors: &BTreeMap<String, HostTensor>,
+    dtype: SaveDtype,
+) -> Result<()> {
     let encoded: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
         .iter()
         .map(|(k, t)| {

@@ -66,8 +66,14 @@ pub fn upcycle<B: Backend>(
         let FeedForward::Dense(dense) = &layer.mlp else {
             continue;
         };
-        let token_experts = noisy(ExpertBank::from_dense(dense, moe.token.num_experts - 1), options.expert_noise);
-        let mut segment_experts = noisy(ExpertBank::from_dense(dense, moe.segment.num_experts), options.expert_noise);
+        let token_experts = noisy(
+            ExpertBank::from_dense(dense, moe.token.num_experts - 1),
+            options.expert_noise,
+        );
+        let mut segment_experts = noisy(
+            ExpertBank::from_dense(dense, moe.segment.num_experts),
+            options.expert_noise,
+        );
         if options.function_preserving {
             segment_experts.down = Param::from_tensor(segment_experts.down.val().zeros_like());
         }
