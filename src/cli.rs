@@ -1,10 +1,103 @@
 //! Subcommands of the `multipl-moe` binary.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Int, Tensor, TensorData};
 use clap::{Parser, Subcommand};
 use multipl_moe::backend::{self, Backend};
 use multipl_moe::core::{MoeConfig, MultiplMoeConfig, QwenConfig, SegmentRouting};
+use multipl_moe::qwen::tensors::{HostTensor, write_file};
+use multipl_moe::qwen::{SaveDtype, UpcycleOptions, load_model, save_model, upcycle};
+
+/// MoE presets selectable on the command line.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Preset {
+    /// SPEC defaults, mean pooling, γ = 1.
+    Paper,
+    /// The released code: max pooling, γ = 1/a, cap 4.
+    ReleasedCode,
+}
+
+fn dtype(bf16: bool) -> SaveDtype {
+    if bf16 {
+        SaveDtype::Bf16
+    } else {
+        SaveDtype::F32
+    }
+}
+
+fn upcycle_cmd(
+    model: &Path,
+    out: &Path,
+    moe: &MoeConfig,
+    opts: &UpcycleOptions,
+    bf16: bool,
+) -> Result<()> {
+    let device = ensure_backend()?;
+    let (cfg, dense) = load_model::<Backend>(model, &device)?;
+    if cfg.moe.is_some() {
+        bail!("{} is already a hybrid model", model.display());
+    }
+    let (hybrid, hcfg) = upcycle(dense, &cfg, moe, opts)?;
+    save_model(&hybrid, &hcfg, out, dtype(bf16))?;
+    let layers = hybrid.layers.len();
+    println!(
+        "upcycled {} ({layers} layers, N_t = {}, K = {}, N_s = {}, a = {}, function_preserving = {}) to {}",
+        model.display(),
+        moe.token.num_experts,
+        moe.token.top_k,
+        moe.segment.num_experts,
+        moe.segment.window,
+        opts.function_preserving,
+        out.display()
+    );
+    Ok(())
+}
+
+fn logits_cmd(model: &Path, tokens: &str, out: &Path) -> Result<()> {
+    let ids = tokens
+        .split(',')
+        .map(|t| {
+            t.trim()
+                .parse::<i64>()
+                .with_context(|| format!("--tokens: `{t}` is not a token id"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let device = ensure_backend()?;
+    let (cfg, m) = load_model::<Backend>(model, &device)?;
+    let vocab = cfg.model.vocab_size;
+    if let Some(bad) = ids.iter().find(|&&i| i < 0 || i as usize >= vocab) {
+        bail!("--tokens: id {bad} is outside the vocabulary (size {vocab})");
+    }
+    let t = ids.len();
+    if t == 0 {
+        bail!("--tokens: no token ids given");
+    }
+    let input = Tensor::<Backend, 2, Int>::from_data(TensorData::new(ids, [1, t]), &device);
+    let logits = m.forward(input, None).logits.reshape([t, vocab]);
+    let data = logits
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?;
+    let mut tensors = BTreeMap::new();
+    tensors.insert(
+        "logits".to_string(),
+        HostTensor {
+            shape: vec![t, vocab],
+            data,
+        },
+    );
+    write_file(out, &tensors, SaveDtype::F32)?;
+    println!(
+        "wrote logits [{t}, {vocab}] of {} to {}",
+        model.display(),
+        out.display()
+    );
+    Ok(())
+}
 
 /// MultiPL-MoE on Burn.
 #[derive(Parser, Debug)]
@@ -16,6 +109,54 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Upcycle a dense Hugging Face Qwen2 model into MultiPL-MoE and export it.
+    Upcycle {
+        /// Hugging Face model directory (config.json + safetensors).
+        #[arg(long)]
+        model: PathBuf,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// MoE preset.
+        #[arg(long, value_enum, default_value_t = Preset::Paper)]
+        preset: Preset,
+        /// Start exactly at the dense model's function (SPEC §6).
+        #[arg(long)]
+        function_preserving: bool,
+        /// Seed of the router initialisation and expert noise.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Relative noise added to the expert copies.
+        #[arg(long, default_value_t = 0.0)]
+        expert_noise: f64,
+        /// Save as bf16 instead of f32.
+        #[arg(long)]
+        bf16: bool,
+    },
+    /// Write the logits of a model for given token ids to a safetensors file.
+    Logits {
+        /// Model directory: a Hugging Face dense model or an exported hybrid model.
+        #[arg(long)]
+        model: PathBuf,
+        /// Comma-separated token ids.
+        #[arg(long)]
+        tokens: String,
+        /// Output file; holds one f32 tensor `logits` of shape [T, vocab].
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Load a model directory and save it again (one file, f32 or bf16).
+    Convert {
+        /// Input model directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Save as bf16 instead of f32.
+        #[arg(long)]
+        bf16: bool,
+    },
     /// Run one forward pass of a randomly initialised hybrid model and print its routing.
     Forward {
         /// Model config (JSON); default: the tiny preset.
@@ -43,6 +184,34 @@ pub fn run() -> Result<()> {
             seq_len,
             causal,
         } => forward(config, batch, seq_len, causal),
+        Command::Upcycle {
+            model,
+            out,
+            preset,
+            function_preserving,
+            seed,
+            expert_noise,
+            bf16,
+        } => {
+            let moe = match preset {
+                Preset::Paper => MoeConfig::paper(),
+                Preset::ReleasedCode => MoeConfig::released_code(),
+            };
+            let opts = UpcycleOptions {
+                seed,
+                expert_noise,
+                function_preserving,
+            };
+            upcycle_cmd(&model, &out, &moe, &opts, bf16)
+        }
+        Command::Logits { model, tokens, out } => logits_cmd(&model, &tokens, &out),
+        Command::Convert { model, out, bf16 } => {
+            let device = ensure_backend()?;
+            let (cfg, m) = load_model::<Backend>(&model, &device)?;
+            save_model(&m, &cfg, &out, dtype(bf16))?;
+            println!("saved {} to {}", model.display(), out.display());
+            Ok(())
+        }
     }
 }
 

@@ -77,9 +77,10 @@ impl<B: Backend> ExpertBank<B> {
             .val()
             .reshape([1, f, d])
             .repeat_dim(0, num_experts);
+        // Detached: the copies are new leaves, not functions of the dense weights.
         Self {
-            gate_up: Param::from_tensor(gate_up),
-            down: Param::from_tensor(down),
+            gate_up: Param::from_tensor(gate_up.detach()),
+            down: Param::from_tensor(down.detach()),
         }
     }
 

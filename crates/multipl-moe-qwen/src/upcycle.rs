@@ -75,7 +75,8 @@ pub fn upcycle<B: Backend>(
             options.expert_noise,
         );
         if options.function_preserving {
-            segment_experts.down = Param::from_tensor(segment_experts.down.val().zeros_like());
+            segment_experts.down =
+                Param::from_tensor(segment_experts.down.val().zeros_like().detach());
         }
         let hybrid = HybridMoe {
             token_moe: TokenMoe {
@@ -111,7 +112,7 @@ fn noisy<B: Backend>(bank: ExpertBank<B>, noise: f64) -> ExpertBank<B> {
     }
     let perturb = |t: Tensor<B, 3>| {
         let eps = Tensor::random(t.shape(), Distribution::Normal(0.0, noise), &t.device());
-        t.clone().add(t.mul(eps))
+        t.clone().add(t.mul(eps)).detach()
     };
     ExpertBank {
         gate_up: Param::from_tensor(perturb(bank.gate_up.val())),
