@@ -52,6 +52,8 @@ pub struct TokenRouting<B: Backend> {
     pub gates: Tensor<B, 2>,
     /// The shared expert's gate `s_shared / Norm`, `[N, 1]`.
     pub shared_gate: Tensor<B, 2>,
+    /// Router column of the shared expert.
+    pub shared_expert: usize,
 }
 
 /// SPEC §2: softmax over all experts, top-(K−1) among the routed ones, then divide the K kept
@@ -77,6 +79,7 @@ pub fn token_gates<B: Backend>(
     TokenRouting {
         gates: kept.div(norm.clone()),
         shared_gate: shared.div(norm),
+        shared_expert,
         experts,
         probs,
     }

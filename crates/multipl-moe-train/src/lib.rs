@@ -1,1 +1,20 @@
-//! placeholder
+//! # multipl-moe-train
+//!
+//! Trains MultiPL-MoE with burn-train: `L = CE + α·L_bal` (SPEC §4) in a `TrainStep`, AdamW
+//! with weight decay and gradient clipping, linear warm-up + cosine decay, gradient
+//! accumulation, the SPEC §5 freeze, the TUI dashboard (plain lines off a terminal), and the
+//! data pipeline: source trees, JSONL or the embedded corpus, tokenized, split by whole
+//! documents, packed with EOS separators and mixed by language.
+
+pub mod corpus;
+pub mod data;
+pub mod error;
+pub mod generator;
+pub mod lm;
+pub mod metrics;
+pub mod schedule;
+pub mod tokenizer;
+pub mod trainer;
+
+pub use error::{Result, TrainError};
+pub use trainer::{TrainConfig, train};

@@ -1,0 +1,66 @@
+//! Typed errors of the training crate.
+
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+/// Why training could not start or continue.
+#[derive(Debug, Error)]
+pub enum TrainError {
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A data file is malformed.
+    #[error("{}: {reason}", path.display())]
+    Data {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The tokenizer could not be loaded, trained or applied.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// The training config is invalid.
+    #[error("invalid training config field `{field}`: {reason}")]
+    Config {
+        /// The field at fault.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// Not enough data for the requested split or sequence length.
+    #[error("not enough data: {0}")]
+    NotEnoughData(String),
+    /// The loss became NaN or infinite.
+    #[error("non-finite loss {loss} at step {step}; the last good checkpoint is kept in {}", dir.display())]
+    NonFiniteLoss {
+        /// The loss value.
+        loss: f64,
+        /// The optimizer step.
+        step: usize,
+        /// The checkpoint directory.
+        dir: PathBuf,
+    },
+    /// Model import/export failed.
+    #[error(transparent)]
+    Qwen(#[from] multipl_moe_qwen::QwenError),
+    /// The model config is invalid.
+    #[error(transparent)]
+    ModelConfig(#[from] multipl_moe_core::ConfigError),
+}
+
+impl TrainError {
+    /// Wraps an I/O error with its path.
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io { path: path.to_path_buf(), source }
+    }
+}
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, TrainError>;
