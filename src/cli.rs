@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Int, Tensor, TensorData};
 use clap::{Parser, Subcommand};
-use multipl_moe::backend::{self, Backend};
+use multipl_moe::backend::{self, Backend, TrainBackend};
 use multipl_moe::core::{MoeConfig, MultiplMoeConfig, QwenConfig, SegmentRouting};
 use multipl_moe::qwen::tensors::{HostTensor, write_file};
 use multipl_moe::qwen::{SaveDtype, UpcycleOptions, load_model, save_model, upcycle};
@@ -103,12 +103,39 @@ fn logits_cmd(model: &Path, tokens: &str, out: &Path) -> Result<()> {
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
+    /// What to do; without a subcommand, runs `demo`.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The main job: pre-train a tiny dense model, fine-tune it densely, upcycle it to
+    /// MultiPL-MoE and train that, then compare validation loss per language.
+    Demo {
+        /// Output directory for checkpoints, models and the report.
+        #[arg(long, default_value = "runs/demo")]
+        out: PathBuf,
+    },
+    /// Train on a corpus with a config file (TOML or JSON), optionally upcycling a Hugging
+    /// Face checkpoint.
+    Train {
+        /// Run config (TOML or JSON); see `RunConfig`.
+        #[arg(long)]
+        config: PathBuf,
+        /// Source tree or JSONL file.
+        #[arg(long)]
+        data: PathBuf,
+        /// Hugging Face dense model directory to upcycle (with its tokenizer.json).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Resume from the last checkpoint in `out`.
+        #[arg(long)]
+        resume: bool,
+    },
     /// Upcycle a dense Hugging Face Qwen2 model into MultiPL-MoE and export it.
     Upcycle {
         /// Hugging Face model directory (config.json + safetensors).
@@ -177,7 +204,23 @@ enum Command {
 /// Parses the command line and runs the subcommand.
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
-    match cli.command {
+    let command = cli.command.unwrap_or(Command::Demo { out: PathBuf::from("runs/demo") });
+    match command {
+        Command::Demo { out } => {
+            let device = ensure_backend()?;
+            println!("backend: {}", backend::NAME);
+            multipl_moe::train::pipeline::run_demo::<TrainBackend>(
+                &multipl_moe::train::pipeline::DemoConfig::tiny(),
+                &out,
+                &device,
+            )?;
+            Ok(())
+        }
+        Command::Train { config, data, model, out, resume } => {
+            let device = ensure_backend()?;
+            multipl_moe::train::run::run_training::<TrainBackend>(&config, &data, model.as_deref(), &out, resume, &device)?;
+            Ok(())
+        }
         Command::Forward {
             config,
             batch,

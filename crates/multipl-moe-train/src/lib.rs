@@ -9,9 +9,12 @@
 pub mod corpus;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod generator;
 pub mod lm;
 pub mod metrics;
+pub mod pipeline;
+pub mod run;
 pub mod schedule;
 pub mod tokenizer;
 pub mod trainer;

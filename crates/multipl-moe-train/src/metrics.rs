@@ -243,7 +243,7 @@ pub struct TokensPerSecond {
 
 impl Default for TokensPerSecond {
     fn default() -> Self {
-        Self { name: Arc::new("Tokens/s".into()), last: None, state: NumericMetricState::default() }
+        Self { name: Arc::new("Tokens per second".into()), last: None, state: NumericMetricState::default() }
     }
 }
 
@@ -285,13 +285,14 @@ impl Numeric for TokensPerSecond {
 /// every metric's value; used when stdout is not a terminal.
 pub struct PlainRenderer {
     every: usize,
+    names: Vec<(String, String)>,
     latest: Vec<(String, String)>,
 }
 
 impl PlainRenderer {
     /// A renderer printing every `every` iterations.
     pub fn new(every: usize) -> Self {
-        Self { every: every.max(1), latest: Vec::new() }
+        Self { every: every.max(1), names: Vec::new(), latest: Vec::new() }
     }
 
     fn record(&mut self, state: MetricState) {
@@ -299,7 +300,11 @@ impl PlainRenderer {
             MetricState::Generic(e) | MetricState::Numeric(e, _) => e,
         };
         let key = format!("{:?}", entry.metric_id);
-        let text = entry.serialized_entry.formatted;
+        let name = self.names.iter().find(|(k, _)| *k == key).map_or("?", |(_, n)| n.as_str());
+        // Keep the running (epoch) value: "epoch X - batch Y" -> "X".
+        let formatted = entry.serialized_entry.formatted;
+        let value = formatted.trim().strip_prefix("epoch ").and_then(|r| r.split(" - ").next()).unwrap_or(formatted.trim());
+        let text = format!("{name} {value}");
         match self.latest.iter_mut().find(|(k, _)| *k == key) {
             Some(slot) => slot.1 = text,
             None => self.latest.push((key, text)),
@@ -350,5 +355,7 @@ impl MetricsRendererEvaluation for PlainRenderer {
 impl MetricsRenderer for PlainRenderer {
     fn manual_close(&mut self) {}
 
-    fn register_metric(&mut self, _: burn::train::metric::MetricDefinition) {}
+    fn register_metric(&mut self, definition: burn::train::metric::MetricDefinition) {
+        self.names.push((format!("{:?}", definition.metric_id), definition.name));
+    }
 }
