@@ -1,5 +1,5 @@
 //! The demo that reproduces the paper's claim in miniature (README command 1):
-//! (a) pre-train a small dense model on the high-resource languages, (b) fine-tune a copy
+//! (a) pre-train a small dense model mostly on the high-resource languages, (b) fine-tune a copy
 //! densely on the low-resource mix, (c) upcycle the pre-trained model to MultiPL-MoE and train
 //! it on the same mix with the SPEC §5 freeze; then compare validation loss per language.
 
@@ -42,6 +42,10 @@ pub struct DemoConfig {
     pub finetune_sequences: usize,
     /// Share of low-resource data in the fine-tuning mix (the rest is replay).
     pub low_resource_share: f64,
+    /// Share of low-resource data in pre-training: small, as for a general code LLM that has
+    /// seen little Rust/Go/Ruby (0 would leave their token embeddings untrained, and the
+    /// SPEC §5 freeze keeps embeddings frozen).
+    pub pretrain_low_resource_share: f64,
 }
 
 impl DemoConfig {
@@ -58,8 +62,9 @@ impl DemoConfig {
             pretrain: TrainConfig { lr: 3e-3, epochs: 1, ..TrainConfig::tiny() },
             pretrain_sequences: 6400,
             finetune: TrainConfig { lr: 2e-3, warmup_steps: 10, epochs: 1, ..TrainConfig::tiny() },
-            finetune_sequences: 3200,
+            finetune_sequences: 4800,
             low_resource_share: 0.7,
+            pretrain_low_resource_share: 0.1,
         }
     }
 }
@@ -132,8 +137,12 @@ pub fn run_demo<B: AutodiffBackend>(cfg: &DemoConfig, out: &Path, device: &B::De
     B::seed(device, 11);
     let dense0 = model_cfg.init::<B>(device)?;
 
-    log("(a) pre-training the dense model on python/java/cpp");
-    let pre = Mix::high_resource().sample(&train_packed, cfg.pretrain_sequences, 3)?;
+    log(&format!(
+        "(a) pre-training the dense model, {:.0}% python/java/cpp, {:.0}% rust/go/ruby",
+        100.0 * (1.0 - cfg.pretrain_low_resource_share),
+        100.0 * cfg.pretrain_low_resource_share
+    ));
+    let pre = Mix::low_resource(cfg.pretrain_low_resource_share).sample(&train_packed, cfg.pretrain_sequences, 3)?;
     let pretrain_cfg = TrainConfig { freeze: FreezePolicy::all(), ..cfg.pretrain.clone() };
     let dense = train(dense0, 0.0, pre, valid_high, &pretrain_cfg, &out.join("stage-a-pretrain"), None)?;
 
