@@ -16,7 +16,10 @@ use multipl_moe::core::{MoeConfig, Pooling};
 type A = TrainBackend;
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Median seconds of `iters` runs of `f` (after one warm-up run).
@@ -41,30 +44,45 @@ fn sync<B: Backend, const D: usize>(t: Tensor<B, D>) {
 fn naive_token_level<B: Backend>(layer: &HybridMoe<B>, u: Tensor<B, 2>) -> Tensor<B, 2> {
     let tok = &layer.token_moe;
     let [n, d] = u.dims();
-    let routing = multipl_moe::core::routing::token_gates(tok.router.forward(u.clone()), tok.shared_index, tok.top_k);
+    let routing = multipl_moe::core::routing::token_gates(
+        tok.router.forward(u.clone()),
+        tok.shared_index,
+        tok.top_k,
+    );
     let experts: Vec<i64> = routing.experts.clone().into_data().iter::<i64>().collect();
     let picks = tok.top_k - 1;
-    let mut out = tok.shared_expert.forward(u.clone()).mul(routing.shared_gate.clone());
+    let mut out = tok
+        .shared_expert
+        .forward(u.clone())
+        .mul(routing.shared_gate.clone());
     let bank: &ExpertBank<B> = &tok.experts;
     for e in 0..bank.num_experts() {
         let router_id = (e + usize::from(e >= tok.shared_index)) as i64;
         let (rows, slots): (Vec<i64>, Vec<i64>) = experts
             .iter()
             .enumerate()
-            .filter(|(_, &x)| x == router_id)
+            .filter(|(_, x)| **x == router_id)
             .map(|(i, _)| ((i / picks) as i64, i as i64))
             .unzip();
         if rows.is_empty() {
             continue;
         }
         let device = u.device();
-        let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(rows.clone(), [rows.len()]), &device);
+        let idx =
+            Tensor::<B, 1, Int>::from_data(TensorData::new(rows.clone(), [rows.len()]), &device);
         let slot = Tensor::<B, 1, Int>::from_data(TensorData::new(slots, [rows.len()]), &device);
         let x = u.clone().select(0, idx.clone()).unsqueeze_dim::<3>(0);
-        let y = ExpertBank { gate_up: burn::module::Param::from_tensor(bank.gate_up.val().narrow(0, e, 1)), down: burn::module::Param::from_tensor(bank.down.val().narrow(0, e, 1)) }
-            .forward_stacked(x)
-            .reshape([rows.len(), d]);
-        let g = routing.gates.clone().reshape([n * picks, 1]).select(0, slot);
+        let y = ExpertBank {
+            gate_up: burn::module::Param::from_tensor(bank.gate_up.val().narrow(0, e, 1)),
+            down: burn::module::Param::from_tensor(bank.down.val().narrow(0, e, 1)),
+        }
+        .forward_stacked(x)
+        .reshape([rows.len(), d]);
+        let g = routing
+            .gates
+            .clone()
+            .reshape([n * picks, 1])
+            .select(0, slot);
         out = out.select_assign(0, idx, y.mul(g), burn::tensor::IndexingUpdateOp::Add);
     }
     out
@@ -72,7 +90,11 @@ fn naive_token_level<B: Backend>(layer: &HybridMoe<B>, u: Tensor<B, 2>) -> Tenso
 
 fn main() {
     let device = Default::default();
-    let (d, ff, n) = (env("MOE_BENCH_D", 1024), env("MOE_BENCH_FF", 2816), env("MOE_BENCH_TOKENS", 2048));
+    let (d, ff, n) = (
+        env("MOE_BENCH_D", 1024),
+        env("MOE_BENCH_FF", 2816),
+        env("MOE_BENCH_TOKENS", 2048),
+    );
     let iters = env("MOE_BENCH_ITERS", 3);
     let (b, t) = (4, n / 4);
     let mut moe = MoeConfig::paper();
@@ -80,9 +102,11 @@ fn main() {
     let layer = HybridMoeConfig::new(moe.clone(), d, ff).init::<A>(&device);
     let k = moe.token.top_k as f64 + moe.segment.capacity_factor;
     let dense = SwiGluConfig::new(d, ff).init::<A>(&device);
-    let u = Tensor::<A, 3>::random([b, t, d], Distribution::Normal(0.0, 1.0), &device).require_grad();
+    let u =
+        Tensor::<A, 3>::random([b, t, d], Distribution::Normal(0.0, 1.0), &device).require_grad();
     let dense_rows = (k as usize) * n;
-    let x_dense = Tensor::<A, 2>::random([dense_rows, d], Distribution::Normal(0.0, 1.0), &device).require_grad();
+    let x_dense = Tensor::<A, 2>::random([dense_rows, d], Distribution::Normal(0.0, 1.0), &device)
+        .require_grad();
 
     let hybrid_s = time(iters, || {
         let (out, routing) = layer.forward(u.clone(), None);
@@ -95,7 +119,9 @@ fn main() {
         let g = out.sum().backward();
         drop(g);
     });
-    let hybrid_fwd = time(iters, || sync(layer.valid().forward(u.clone().inner(), None).0));
+    let hybrid_fwd = time(iters, || {
+        sync(layer.valid().forward(u.clone().inner(), None).0)
+    });
     let naive_tok = time(iters, || {
         let out = naive_token_level(&layer, u.clone().reshape([n, d]));
         let g = out.sum().backward();
@@ -107,12 +133,31 @@ fn main() {
         drop(g);
     });
     let tps = |s: f64| n as f64 / s;
-    println!("backend: {NAME}; d = {d}, ffn = {ff}, tokens = {b}x{t}, N_t = 6, K = 2, N_s = 6, a = 64, c = 1; median of {iters}");
+    println!(
+        "backend: {NAME}; d = {d}, ffn = {ff}, tokens = {b}x{t}, N_t = 6, K = 2, N_s = 6, a = 64, c = 1; median of {iters}"
+    );
     println!("| what (forward + backward unless noted) | seconds | tokens/s | ratio |");
     println!("|---|---:|---:|---:|");
-    println!("| dense SwiGLU on (K + c) x tokens = {dense_rows} rows | {dense_s:.3} | {:.0} | 1.00 |", tps(dense_s));
-    println!("| hybrid MoE layer (ours) | {hybrid_s:.3} | {:.0} | {:.2} |", tps(hybrid_s), hybrid_s / dense_s);
-    println!("| hybrid MoE layer, forward only | {hybrid_fwd:.3} | {:.0} | - |", tps(hybrid_fwd));
-    println!("| token level, grouped dispatch (ours) | {grouped_tok:.3} | {:.0} | - |", tps(grouped_tok));
-    println!("| token level, naive per-expert loop (host sync) | {naive_tok:.3} | {:.0} | {:.2} vs grouped |", tps(naive_tok), naive_tok / grouped_tok);
+    println!(
+        "| dense SwiGLU on (K + c) x tokens = {dense_rows} rows | {dense_s:.3} | {:.0} | 1.00 |",
+        tps(dense_s)
+    );
+    println!(
+        "| hybrid MoE layer (ours) | {hybrid_s:.3} | {:.0} | {:.2} |",
+        tps(hybrid_s),
+        hybrid_s / dense_s
+    );
+    println!(
+        "| hybrid MoE layer, forward only | {hybrid_fwd:.3} | {:.0} | - |",
+        tps(hybrid_fwd)
+    );
+    println!(
+        "| token level, grouped dispatch (ours) | {grouped_tok:.3} | {:.0} | - |",
+        tps(grouped_tok)
+    );
+    println!(
+        "| token level, naive per-expert loop (host sync) | {naive_tok:.3} | {:.0} | {:.2} vs grouped |",
+        tps(naive_tok),
+        naive_tok / grouped_tok
+    );
 }

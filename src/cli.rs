@@ -204,7 +204,9 @@ enum Command {
 /// Parses the command line and runs the subcommand.
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
-    let command = cli.command.unwrap_or(Command::Demo { out: PathBuf::from("runs/demo") });
+    let command = cli.command.unwrap_or(Command::Demo {
+        out: PathBuf::from("runs/demo"),
+    });
     match command {
         Command::Demo { out } => {
             let device = ensure_backend()?;
@@ -216,9 +218,22 @@ pub fn run() -> Result<()> {
             )?;
             Ok(())
         }
-        Command::Train { config, data, model, out, resume } => {
+        Command::Train {
+            config,
+            data,
+            model,
+            out,
+            resume,
+        } => {
             let device = ensure_backend()?;
-            multipl_moe::train::run::run_training::<TrainBackend>(&config, &data, model.as_deref(), &out, resume, &device)?;
+            multipl_moe::train::run::run_training::<TrainBackend>(
+                &config,
+                &data,
+                model.as_deref(),
+                &out,
+                resume,
+                &device,
+            )?;
             Ok(())
         }
         Command::Forward {

@@ -4,7 +4,7 @@
 mod common;
 
 use burn::module::{AutodiffModule, Param};
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{AdamWConfig, Optimizer};
 use burn::tensor::{Int, Tensor, TensorData};
 use burn::train::TrainStep;
 use common::{TestAutodiff, TestBackend};
@@ -20,7 +20,10 @@ use multipl_moe::train::{TrainConfig, TrainError, train};
 type A = TestAutodiff;
 
 fn tiny_cfg() -> MultiplMoeConfig {
-    MultiplMoeConfig::new(QwenConfig { vocab_size: 64, ..QwenConfig::tiny() })
+    MultiplMoeConfig::new(QwenConfig {
+        vocab_size: 64,
+        ..QwenConfig::tiny()
+    })
 }
 
 fn sequences(n: usize, t: usize) -> Vec<multipl_moe::train::data::Sequence> {
@@ -35,7 +38,16 @@ fn sequences(n: usize, t: usize) -> Vec<multipl_moe::train::data::Sequence> {
 #[test]
 fn a_few_steps_reduce_the_loss_on_a_fixed_batch() {
     let device = Default::default();
-    let (model, _) = upcycle(tiny_cfg().init::<A>(&device).unwrap(), &tiny_cfg(), &MoeConfig::tiny(), &UpcycleOptions { expert_noise: 0.01, ..Default::default() }).unwrap();
+    let (model, _) = upcycle(
+        tiny_cfg().init::<A>(&device).unwrap(),
+        &tiny_cfg(),
+        &MoeConfig::tiny(),
+        &UpcycleOptions {
+            expert_noise: 0.01,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let mut lm = LanguageModel::new(model, 0.01);
     let ids: Vec<i64> = (0..4 * 24).map(|i| (i * 5 % 17 + 1) as i64).collect();
     let batch = || LmBatch::<A> {
@@ -55,15 +67,41 @@ fn a_few_steps_reduce_the_loss_on_a_fixed_batch() {
 #[test]
 fn learner_keeps_frozen_parameters_unchanged() {
     let device = Default::default();
-    let (model, _) = upcycle(tiny_cfg().init::<A>(&device).unwrap(), &tiny_cfg(), &MoeConfig::tiny().with_router_init_std(0.5), &UpcycleOptions { expert_noise: 0.01, ..Default::default() }).unwrap();
+    let (model, _) = upcycle(
+        tiny_cfg().init::<A>(&device).unwrap(),
+        &tiny_cfg(),
+        &MoeConfig::tiny().with_router_init_std(0.5),
+        &UpcycleOptions {
+            expert_noise: 0.01,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let before = model_tensors(&model.valid()).unwrap();
     let dir = std::env::temp_dir().join(format!("multipl-moe-learner-{}", std::process::id()));
-    let cfg = TrainConfig { batch_size: 4, seq_len: 16, warmup_steps: 1, freeze: FreezePolicy::paper(), ..TrainConfig::tiny() };
-    let trained = train(model, 0.01, sequences(16, 16), sequences(4, 16), &cfg, &dir, None).unwrap();
+    let cfg = TrainConfig {
+        batch_size: 4,
+        seq_len: 16,
+        warmup_steps: 1,
+        freeze: FreezePolicy::paper(),
+        ..TrainConfig::tiny()
+    };
+    let trained = train(
+        model,
+        0.01,
+        sequences(16, 16),
+        sequences(4, 16),
+        &cfg,
+        &dir,
+        None,
+    )
+    .unwrap();
     let after = model_tensors(&trained).unwrap();
     let mut moved = 0;
     for (key, t) in &before {
-        let trainable = key.contains("token_experts") || key.contains("segment_experts") || key.contains("router");
+        let trainable = key.contains("token_experts")
+            || key.contains("segment_experts")
+            || key.contains("router");
         if trainable {
             moved += usize::from(t.data != after[key].data);
         } else {
@@ -78,13 +116,36 @@ fn learner_keeps_frozen_parameters_unchanged() {
 fn non_finite_loss_stops_training_with_a_clear_error() {
     let device = Default::default();
     let mut model = tiny_cfg().init::<A>(&device).unwrap();
-    let w = model.norm.weight.val().mul_scalar(f32::NAN);
+    let w = model.norm.weight.val().mul_scalar(f32::NAN).detach();
     model.norm.weight = Param::from_tensor(w);
     let dir = std::env::temp_dir().join(format!("multipl-moe-nan-{}", std::process::id()));
-    let cfg = TrainConfig { batch_size: 4, seq_len: 16, ..TrainConfig::tiny() };
-    let err = train(model, 0.0, sequences(8, 16), sequences(4, 16), &cfg, &dir, None).unwrap_err();
+    let cfg = TrainConfig {
+        batch_size: 4,
+        seq_len: 16,
+        ..TrainConfig::tiny()
+    };
+    let err = train(
+        model,
+        0.0,
+        sequences(8, 16),
+        sequences(4, 16),
+        &cfg,
+        &dir,
+        None,
+    )
+    .unwrap_err();
     assert!(matches!(err, TrainError::NonFiniteLoss { .. }), "{err}");
     assert!(err.to_string().contains("non-finite loss"));
+    match err {
+        TrainError::NonFiniteLoss { step, .. } => {
+            assert_eq!(step, 0, "stopped at the first bad step")
+        }
+        _ => unreachable!(),
+    }
+    assert!(
+        !dir.join("checkpoint").join("model-1.mpk").exists(),
+        "no checkpoint of the bad epoch"
+    );
 }
 
 #[test]
@@ -93,7 +154,10 @@ fn warmup_then_cosine() {
     assert!((s.at(0) - 0.1).abs() < 1e-12);
     assert!((s.at(9) - 1.0).abs() < 1e-12);
     assert!((s.at(10) - 1.0).abs() < 1e-12);
-    assert!((s.at(60) - 0.55).abs() < 1e-12, "half-way: mean of peak and floor");
+    assert!(
+        (s.at(60) - 0.55).abs() < 1e-12,
+        "half-way: mean of peak and floor"
+    );
     assert!((s.at(110) - 0.1).abs() < 1e-12);
     assert!(s.at(30) > s.at(31));
 }
@@ -101,12 +165,27 @@ fn warmup_then_cosine() {
 #[test]
 fn packing_separates_documents_with_eos_and_keeps_languages_apart() {
     let docs = vec![
-        TokenizedDocument { language: Language::Rust, ids: vec![1, 2, 3] },
-        TokenizedDocument { language: Language::Go, ids: vec![7, 8] },
-        TokenizedDocument { language: Language::Rust, ids: vec![4, 5] },
+        TokenizedDocument {
+            language: Language::Rust,
+            ids: vec![1, 2, 3],
+        },
+        TokenizedDocument {
+            language: Language::Go,
+            ids: vec![7, 8],
+        },
+        TokenizedDocument {
+            language: Language::Rust,
+            ids: vec![4, 5],
+        },
     ];
     let packed = pack(&docs, 3, 0);
-    assert_eq!(packed[&Language::Rust].iter().map(|s| s.tokens.clone()).collect::<Vec<_>>(), vec![vec![1, 2, 3], vec![0, 4, 5]]);
+    assert_eq!(
+        packed[&Language::Rust]
+            .iter()
+            .map(|s| s.tokens.clone())
+            .collect::<Vec<_>>(),
+        vec![vec![1, 2, 3], vec![0, 4, 5]]
+    );
     assert_eq!(packed[&Language::Go][0].tokens, vec![7, 8, 0]);
     assert!(packed.values().flatten().all(|s| s.tokens.len() == 3));
 }
@@ -118,7 +197,10 @@ fn split_is_deterministic_and_holds_out_whole_documents() {
     let (train_b, valid_b) = split_documents(&corpus.documents, 0.2, 5);
     assert_eq!((&train_a, &valid_a), (&train_b, &valid_b));
     assert_eq!(train_a.len() + valid_a.len(), corpus.documents.len());
-    assert!(valid_a.iter().all(|d| !train_a.contains(d)), "a validation document is also in training");
+    assert!(
+        valid_a.iter().all(|d| !train_a.contains(d)),
+        "a validation document is also in training"
+    );
     for lang in Language::ALL {
         assert_eq!(valid_a.iter().filter(|d| d.language == lang).count(), 4);
     }
@@ -128,7 +210,13 @@ fn split_is_deterministic_and_holds_out_whole_documents() {
 
 #[test]
 fn mix_follows_the_requested_shares() {
-    let docs: Vec<TokenizedDocument> = Language::ALL.iter().map(|&l| TokenizedDocument { language: l, ids: (0..100).collect() }).collect();
+    let docs: Vec<TokenizedDocument> = Language::ALL
+        .iter()
+        .map(|&l| TokenizedDocument {
+            language: l,
+            ids: (0..100).collect(),
+        })
+        .collect();
     let packed = pack(&docs, 10, 0);
     let seqs = Mix::low_resource(0.75).sample(&packed, 120, 1).unwrap();
     let low = seqs.iter().filter(|s| s.language.is_low_resource()).count();
@@ -160,7 +248,13 @@ fn embedded_corpus_is_deterministic_small_and_real_code() {
     assert_eq!(a.documents, embedded(50).documents);
     let bytes: usize = a.documents.iter().map(|d| d.text.len()).sum();
     assert!(bytes < 2 << 20, "{bytes} bytes");
-    let of = |l: Language| a.documents.iter().find(|d| d.language == l).map(|d| d.text.clone()).unwrap();
+    let of = |l: Language| {
+        a.documents
+            .iter()
+            .find(|d| d.language == l)
+            .map(|d| d.text.clone())
+            .unwrap()
+    };
     assert!(of(Language::Rust).contains("fn "));
     assert!(of(Language::Go).contains("func "));
     assert!(of(Language::Ruby).contains("end\n"));

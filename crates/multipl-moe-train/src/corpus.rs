@@ -124,8 +124,13 @@ pub fn read_tree(dir: &Path) -> Result<Corpus> {
             corpus.skipped += 1;
             continue;
         };
-        match std::fs::read(&path).ok().and_then(|b| String::from_utf8(b).ok()) {
-            Some(text) if !text.contains('\0') => corpus.documents.push(Document { language, text }),
+        match std::fs::read(&path)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+        {
+            Some(text) if !text.contains('\0') => {
+                corpus.documents.push(Document { language, text })
+            }
             _ => corpus.skipped += 1,
         }
     }
@@ -142,13 +147,20 @@ pub fn read_jsonl(path: &Path) -> Result<Corpus> {
     }
     let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
     let mut corpus = Corpus::default();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let parsed: Line = serde_json::from_str(line).map_err(|e| TrainError::Data {
             path: path.to_path_buf(),
             reason: format!("line {}: {e}", i + 1),
         })?;
         match parsed.language.as_deref().and_then(Language::from_name) {
-            Some(language) => corpus.documents.push(Document { language, text: parsed.content }),
+            Some(language) => corpus.documents.push(Document {
+                language,
+                text: parsed.content,
+            }),
             None => corpus.skipped += 1,
         }
     }
@@ -172,10 +184,16 @@ pub fn embedded(per_language: usize) -> Corpus {
     for (li, &language) in Language::ALL.iter().enumerate() {
         for i in 0..per_language {
             let mut rng = Rng(0x5EED ^ ((li as u64) << 32) ^ i as u64);
-            documents.push(Document { language, text: crate::generator::document(language, &mut rng) });
+            documents.push(Document {
+                language,
+                text: crate::generator::document(language, &mut rng),
+            });
         }
     }
-    Corpus { documents, skipped: 0 }
+    Corpus {
+        documents,
+        skipped: 0,
+    }
 }
 
 /// A small deterministic PRNG (splitmix64).
@@ -198,7 +216,7 @@ impl Rng {
     }
 
     /// A random element.
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len())]
     }
 }

@@ -32,7 +32,12 @@ pub struct Sequence {
 /// Tokenizes every document.
 pub fn tokenize(docs: &[Document], tokenizer: &TextTokenizer) -> Result<Vec<TokenizedDocument>> {
     docs.iter()
-        .map(|d| Ok(TokenizedDocument { language: d.language, ids: tokenizer.encode(&d.text)? }))
+        .map(|d| {
+            Ok(TokenizedDocument {
+                language: d.language,
+                ids: tokenizer.encode(&d.text)?,
+            })
+        })
         .collect()
 }
 
@@ -48,16 +53,28 @@ pub fn shuffled(n: usize, seed: u64) -> Vec<usize> {
 
 /// Splits documents into (train, valid), holding out `valid_fraction` of each language's
 /// documents — whole documents, chosen by a seeded shuffle, at least one per language.
-pub fn split_documents<T: Clone + HasLanguage>(docs: &[T], valid_fraction: f64, seed: u64) -> (Vec<T>, Vec<T>) {
+pub fn split_documents<T: Clone + HasLanguage>(
+    docs: &[T],
+    valid_fraction: f64,
+    seed: u64,
+) -> (Vec<T>, Vec<T>) {
     let (mut train, mut valid) = (Vec::new(), Vec::new());
     for lang in Language::ALL {
         let of_lang: Vec<&T> = docs.iter().filter(|d| d.language() == lang).collect();
         if of_lang.is_empty() {
             continue;
         }
-        let n_valid = ((of_lang.len() as f64 * valid_fraction).round() as usize).clamp(1, of_lang.len());
-        for (rank, i) in shuffled(of_lang.len(), seed ^ lang as u64).into_iter().enumerate() {
-            if rank < n_valid { valid.push(of_lang[i].clone()) } else { train.push(of_lang[i].clone()) }
+        let n_valid =
+            ((of_lang.len() as f64 * valid_fraction).round() as usize).clamp(1, of_lang.len());
+        for (rank, i) in shuffled(of_lang.len(), seed ^ lang as u64)
+            .into_iter()
+            .enumerate()
+        {
+            if rank < n_valid {
+                valid.push(of_lang[i].clone())
+            } else {
+                train.push(of_lang[i].clone())
+            }
         }
     }
     (train, valid)
@@ -83,7 +100,11 @@ impl HasLanguage for TokenizedDocument {
 
 /// Packs each language's documents, in order, into sequences of `seq_len` tokens, with `eos`
 /// after every document; the tail shorter than `seq_len` is dropped.
-pub fn pack(docs: &[TokenizedDocument], seq_len: usize, eos: u32) -> BTreeMap<Language, Vec<Sequence>> {
+pub fn pack(
+    docs: &[TokenizedDocument],
+    seq_len: usize,
+    eos: u32,
+) -> BTreeMap<Language, Vec<Sequence>> {
     let mut out = BTreeMap::new();
     for lang in Language::ALL {
         let mut stream = Vec::new();
@@ -93,7 +114,10 @@ pub fn pack(docs: &[TokenizedDocument], seq_len: usize, eos: u32) -> BTreeMap<La
         }
         let seqs: Vec<Sequence> = stream
             .chunks_exact(seq_len)
-            .map(|c| Sequence { tokens: c.to_vec(), language: lang })
+            .map(|c| Sequence {
+                tokens: c.to_vec(),
+                language: lang,
+            })
             .collect();
         if !seqs.is_empty() {
             out.insert(lang, seqs);
@@ -112,7 +136,13 @@ pub struct Mix {
 impl Mix {
     /// Only the high-resource languages, evenly (pre-training of the demo's base model).
     pub fn high_resource() -> Self {
-        Self { weights: Language::ALL.iter().filter(|l| !l.is_low_resource()).map(|&l| (l, 1.0)).collect() }
+        Self {
+            weights: Language::ALL
+                .iter()
+                .filter(|l| !l.is_low_resource())
+                .map(|&l| (l, 1.0))
+                .collect(),
+        }
     }
 
     /// `low_share` of the data from the low-resource languages, the rest replayed from the
@@ -120,7 +150,16 @@ impl Mix {
     pub fn low_resource(low_share: f64) -> Self {
         let weights = Language::ALL
             .iter()
-            .map(|&l| (l, if l.is_low_resource() { low_share / 3.0 } else { (1.0 - low_share) / 3.0 }))
+            .map(|&l| {
+                (
+                    l,
+                    if l.is_low_resource() {
+                        low_share / 3.0
+                    } else {
+                        (1.0 - low_share) / 3.0
+                    },
+                )
+            })
             .filter(|(_, w)| *w > 0.0)
             .collect();
         Self { weights }
@@ -128,16 +167,27 @@ impl Mix {
 
     /// Draws `total` sequences following the mix (cycling through a language's sequences if it
     /// has fewer than its share), shuffled with `seed`.
-    pub fn sample(&self, by_lang: &BTreeMap<Language, Vec<Sequence>>, total: usize, seed: u64) -> Result<Vec<Sequence>> {
+    pub fn sample(
+        &self,
+        by_lang: &BTreeMap<Language, Vec<Sequence>>,
+        total: usize,
+        seed: u64,
+    ) -> Result<Vec<Sequence>> {
         let sum: f64 = self.weights.iter().map(|(_, w)| w).sum();
         if sum <= 0.0 {
-            return Err(TrainError::Config { field: "mix", reason: "weights sum to 0".into() });
+            return Err(TrainError::Config {
+                field: "mix",
+                reason: "weights sum to 0".into(),
+            });
         }
         let mut out = Vec::with_capacity(total);
         for (lang, w) in &self.weights {
             let n = (total as f64 * w / sum).round() as usize;
             let seqs = by_lang.get(lang).filter(|s| !s.is_empty()).ok_or_else(|| {
-                TrainError::NotEnoughData(format!("no {} sequence for a mix that asks for it", lang.name()))
+                TrainError::NotEnoughData(format!(
+                    "no {} sequence for a mix that asks for it",
+                    lang.name()
+                ))
             })?;
             let order = shuffled(seqs.len(), seed ^ (*lang as u64) << 8);
             out.extend((0..n).map(|i| seqs[order[i % seqs.len()]].clone()));
@@ -163,7 +213,10 @@ pub struct LmBatcher;
 impl<B: Backend> Batcher<B, Sequence, LmBatch<B>> for LmBatcher {
     fn batch(&self, items: Vec<Sequence>, device: &B::Device) -> LmBatch<B> {
         let t = items.first().map_or(0, |s| s.tokens.len());
-        let ids: Vec<i64> = items.iter().flat_map(|s| s.tokens.iter().map(|&x| x as i64)).collect();
+        let ids: Vec<i64> = items
+            .iter()
+            .flat_map(|s| s.tokens.iter().map(|&x| x as i64))
+            .collect();
         LmBatch {
             tokens: Tensor::from_data(TensorData::new(ids, [items.len(), t]), device),
             languages: items.iter().map(|s| s.language).collect(),

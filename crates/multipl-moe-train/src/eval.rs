@@ -23,12 +23,18 @@ pub fn loss_per_language<B: Backend>(
     for chunk in sequences.chunks(batch_size.max(1)) {
         let batch = LmBatcher.batch(chunk.to_vec(), device);
         let out = lm.forward_loss(batch);
-        let per_seq = out.per_sequence_ce.into_data().iter::<f64>().collect::<Vec<_>>();
+        let per_seq = out
+            .per_sequence_ce
+            .into_data()
+            .iter::<f64>()
+            .collect::<Vec<_>>();
         for (lang, ce) in out.languages.iter().zip(per_seq) {
             let e = sums.entry(*lang).or_insert((0.0, 0));
             e.0 += ce;
             e.1 += 1;
         }
     }
-    sums.into_iter().map(|(l, (s, n))| (l, s / n as f64)).collect()
+    sums.into_iter()
+        .map(|(l, (s, n))| (l, s / n as f64))
+        .collect()
 }

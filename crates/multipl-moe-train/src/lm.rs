@@ -1,8 +1,8 @@
 //! The training wrapper: `L = CE + α·L_bal` (SPEC §4) as burn-train `TrainStep` /
 //! `InferenceStep`.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use burn::module::Module;
 use burn::tensor::activation::log_softmax;
@@ -14,14 +14,46 @@ use multipl_moe_core::CausalLm;
 use crate::data::LmBatch;
 use crate::metrics::{LmOutput, RoutingStats};
 
-/// Set when a step produced a non-finite loss; the trainer then stops and reports it.
-#[derive(Debug, Clone, Default)]
-pub struct NonFiniteFlag(pub Arc<AtomicBool>);
+/// Watches the training loss: on a non-finite value it records `(loss, step)` and stops
+/// burn-train's loop through its interrupter, before the epoch's checkpoint is written.
+#[derive(Clone, Default)]
+pub struct NonFiniteGuard {
+    steps: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Option<(f64, usize)>>>,
+    interrupter: Option<burn::train::Interrupter>,
+}
 
-impl NonFiniteFlag {
-    /// Whether a non-finite loss was seen.
-    pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+impl std::fmt::Debug for NonFiniteGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NonFiniteGuard({:?})", self.seen())
+    }
+}
+
+impl NonFiniteGuard {
+    /// A guard that stops `interrupter` on a non-finite loss.
+    pub fn new(interrupter: burn::train::Interrupter) -> Self {
+        Self {
+            interrupter: Some(interrupter),
+            ..Self::default()
+        }
+    }
+
+    /// `(loss, step)` of the first non-finite loss, if any.
+    pub fn seen(&self) -> Option<(f64, usize)> {
+        self.seen.lock().ok().and_then(|s| *s)
+    }
+
+    fn observe(&self, loss: f64) {
+        let step = self.steps.fetch_add(1, Ordering::SeqCst);
+        if loss.is_finite() {
+            return;
+        }
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.get_or_insert((loss, step));
+        }
+        if let Some(i) = &self.interrupter {
+            i.stop(Some(&format!("non-finite loss {loss} at step {step}")));
+        }
     }
 }
 
@@ -34,15 +66,20 @@ pub struct LanguageModel<B: Backend> {
     pub balance_coef: f64,
     /// Token id excluded from the loss (padding), if any.
     pub pad_id: Option<u32>,
-    /// Raised on a non-finite loss.
+    /// Stops training on a non-finite loss.
     #[module(skip)]
-    pub non_finite: NonFiniteFlag,
+    pub non_finite: NonFiniteGuard,
 }
 
 impl<B: Backend> LanguageModel<B> {
     /// Wraps `lm` with `α = balance_coef`.
     pub fn new(lm: CausalLm<B>, balance_coef: f64) -> Self {
-        Self { lm, balance_coef, pad_id: None, non_finite: NonFiniteFlag::default() }
+        Self {
+            lm,
+            balance_coef,
+            pad_id: None,
+            non_finite: NonFiniteGuard::default(),
+        }
     }
 
     /// Loss and metrics of a batch. Position `t` predicts token `t+1`; targets equal to
@@ -55,20 +92,38 @@ impl<B: Backend> LanguageModel<B> {
         let out = self.lm.forward(inputs, padding);
         let balance_loss = out.balance_loss();
         let logp = log_softmax(out.logits, 2);
-        let nll = logp.gather(2, targets.clone().unsqueeze_dim(2)).reshape([b, t - 1]).neg();
+        let nll = logp
+            .gather(2, targets.clone().unsqueeze_dim(2))
+            .reshape([b, t - 1])
+            .neg();
         let mask = match self.pad_id {
             Some(p) => targets.not_equal_elem(p as i64).float(),
             None => nll.ones_like(),
         };
-        let per_seq = nll.mul(mask.clone()).sum_dim(1).div(mask.clone().sum_dim(1).clamp_min(1.0)).reshape([b]);
+        let per_seq = nll
+            .mul(mask.clone())
+            .sum_dim(1)
+            .div(mask.clone().sum_dim(1).clamp_min(1.0))
+            .reshape([b]);
         let ce = per_seq.clone().mean();
         let (loss, balance) = match balance_loss {
-            Some(bal) => (ce.clone().add(bal.clone().mul_scalar(self.balance_coef)), Some(bal)),
+            Some(bal) => (
+                ce.clone().add(bal.clone().mul_scalar(self.balance_coef)),
+                Some(bal),
+            ),
             None => (ce.clone(), None),
         };
         let stats = RoutingStats::from_routing(&out.routing);
         let tokens = mask.sum().into_scalar();
-        LmOutput::new(loss, ce, balance, per_seq, batch.languages, stats, num_f64(tokens))
+        LmOutput::new(
+            loss,
+            ce,
+            balance,
+            per_seq,
+            batch.languages,
+            stats,
+            num_f64(tokens),
+        )
     }
 }
 
@@ -82,9 +137,7 @@ impl<B: AutodiffBackend> TrainStep for LanguageModel<B> {
 
     fn step(&self, batch: LmBatch<B>) -> TrainOutput<LmOutput<B>> {
         let out = self.forward_loss(batch);
-        if !out.loss_value().is_finite() {
-            self.non_finite.0.store(true, Ordering::SeqCst);
-        }
+        self.non_finite.observe(out.loss_value());
         let grads = out.loss.backward();
         TrainOutput::new(self, grads, out)
     }

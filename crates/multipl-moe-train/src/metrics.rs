@@ -38,7 +38,11 @@ fn load_stats(counts: &[f64]) -> (f64, f64) {
         return (1.0, 0.0);
     }
     let max = counts.iter().cloned().fold(0.0, f64::max) / total;
-    let h: f64 = counts.iter().filter(|&&c| c > 0.0).map(|&c| -(c / total) * (c / total).ln()).sum();
+    let h: f64 = counts
+        .iter()
+        .filter(|&&c| c > 0.0)
+        .map(|&c| -(c / total) * (c / total).ln())
+        .sum();
     (max, h / (counts.len() as f64).ln())
 }
 
@@ -57,11 +61,23 @@ impl RoutingStats {
                 tok[e as usize] += 1.0;
             }
             let shared = r.token.shared_expert;
-            let routed: Vec<f64> = tok.iter().enumerate().filter(|(i, _)| *i != shared).map(|(_, c)| *c).collect();
+            let routed: Vec<f64> = tok
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != shared)
+                .map(|(_, c)| *c)
+                .collect();
             let (m, h) = load_stats(&routed);
             let [_, n_s] = r.segment.gates.dims();
             let mut seg = vec![0.0; n_s];
-            for (i, g) in r.segment.gates.clone().into_data().iter::<f32>().enumerate() {
+            for (i, g) in r
+                .segment
+                .gates
+                .clone()
+                .into_data()
+                .iter::<f32>()
+                .enumerate()
+            {
                 if g > 0.0 {
                     seg[i % n_s] += 1.0;
                 }
@@ -112,7 +128,15 @@ impl<B: Backend> LmOutput<B> {
         stats: RoutingStats,
         tokens: f64,
     ) -> Self {
-        Self { loss, ce, balance, per_sequence_ce, languages, stats, tokens }
+        Self {
+            loss,
+            ce,
+            balance,
+            per_sequence_ce,
+            languages,
+            stats,
+            tokens,
+        }
     }
 
     /// The loss as a number.
@@ -178,10 +202,21 @@ impl Stat {
 impl<B: Backend> Adaptor<StatInput> for LmOutput<B> {
     fn adapt(&self) -> StatInput {
         let ce = self.ce.clone().into_scalar().to_f64();
-        let bal = self.balance.as_ref().map_or(0.0, |b| b.clone().into_scalar().to_f64());
+        let bal = self
+            .balance
+            .as_ref()
+            .map_or(0.0, |b| b.clone().into_scalar().to_f64());
         let s = self.stats;
         StatInput {
-            values: [ce, bal, ce.exp(), s.token_max_load, s.token_entropy, s.segment_max_load, s.segment_entropy],
+            values: [
+                ce,
+                bal,
+                ce.exp(),
+                s.token_max_load,
+                s.token_entropy,
+                s.segment_max_load,
+                s.segment_entropy,
+            ],
             tokens: self.tokens,
         }
     }
@@ -198,7 +233,11 @@ pub struct StatMetric {
 impl StatMetric {
     /// A metric for `stat`.
     pub fn new(stat: Stat) -> Self {
-        Self { stat, name: Arc::new(stat.name().to_string()), state: NumericMetricState::default() }
+        Self {
+            stat,
+            name: Arc::new(stat.name().to_string()),
+            state: NumericMetricState::default(),
+        }
     }
 }
 
@@ -207,7 +246,8 @@ impl Metric for StatMetric {
 
     fn update(&mut self, input: &StatInput, _: &MetricMetadata) -> SerializedEntry {
         let v = input.values[self.stat as usize];
-        self.state.update(v, 1, FormatOptions::new(self.name.clone()).precision(4))
+        self.state
+            .update(v, 1, FormatOptions::new(self.name.clone()).precision(4))
     }
 
     fn clear(&mut self) {
@@ -219,7 +259,11 @@ impl Metric for StatMetric {
     }
 
     fn attributes(&self) -> MetricAttributes {
-        NumericAttributes { unit: None, higher_is_better: matches!(self.stat, Stat::TokenEntropy | Stat::SegmentEntropy) }.into()
+        NumericAttributes {
+            unit: None,
+            higher_is_better: matches!(self.stat, Stat::TokenEntropy | Stat::SegmentEntropy),
+        }
+        .into()
     }
 }
 
@@ -243,7 +287,11 @@ pub struct TokensPerSecond {
 
 impl Default for TokensPerSecond {
     fn default() -> Self {
-        Self { name: Arc::new("Tokens per second".into()), last: None, state: NumericMetricState::default() }
+        Self {
+            name: Arc::new("Tokens per second".into()),
+            last: None,
+            state: NumericMetricState::default(),
+        }
     }
 }
 
@@ -252,9 +300,12 @@ impl Metric for TokensPerSecond {
 
     fn update(&mut self, input: &StatInput, _: &MetricMetadata) -> SerializedEntry {
         let now = Instant::now();
-        let rate = self.last.map_or(0.0, |t| input.tokens / now.duration_since(t).as_secs_f64().max(1e-9));
+        let rate = self.last.map_or(0.0, |t| {
+            input.tokens / now.duration_since(t).as_secs_f64().max(1e-9)
+        });
         self.last = Some(now);
-        self.state.update(rate, 1, FormatOptions::new(self.name.clone()).precision(0))
+        self.state
+            .update(rate, 1, FormatOptions::new(self.name.clone()).precision(0))
     }
 
     fn clear(&mut self) {
@@ -267,7 +318,11 @@ impl Metric for TokensPerSecond {
     }
 
     fn attributes(&self) -> MetricAttributes {
-        NumericAttributes { unit: Some("tok/s".into()), higher_is_better: true }.into()
+        NumericAttributes {
+            unit: Some("tok/s".into()),
+            higher_is_better: true,
+        }
+        .into()
     }
 }
 
@@ -292,7 +347,11 @@ pub struct PlainRenderer {
 impl PlainRenderer {
     /// A renderer printing every `every` iterations.
     pub fn new(every: usize) -> Self {
-        Self { every: every.max(1), names: Vec::new(), latest: Vec::new() }
+        Self {
+            every: every.max(1),
+            names: Vec::new(),
+            latest: Vec::new(),
+        }
     }
 
     fn record(&mut self, state: MetricState) {
@@ -300,10 +359,18 @@ impl PlainRenderer {
             MetricState::Generic(e) | MetricState::Numeric(e, _) => e,
         };
         let key = format!("{:?}", entry.metric_id);
-        let name = self.names.iter().find(|(k, _)| *k == key).map_or("?", |(_, n)| n.as_str());
+        let name = self
+            .names
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or("?", |(_, n)| n.as_str());
         // Keep the running (epoch) value: "epoch X - batch Y" -> "X".
         let formatted = entry.serialized_entry.formatted;
-        let value = formatted.trim().strip_prefix("epoch ").and_then(|r| r.split(" - ").next()).unwrap_or(formatted.trim());
+        let value = formatted
+            .trim()
+            .strip_prefix("epoch ")
+            .and_then(|r| r.split(" - ").next())
+            .unwrap_or(formatted.trim());
         let text = format!("{name} {value}");
         match self.latest.iter_mut().find(|(k, _)| *k == key) {
             Some(slot) => slot.1 = text,
@@ -333,13 +400,16 @@ impl MetricsRendererTraining for PlainRenderer {
     }
 
     fn render_train(&mut self, item: TrainingProgress, _: Vec<ProgressType>) {
-        if item.iteration.unwrap_or(0) % self.every == 0 {
+        if item.iteration.unwrap_or(0).is_multiple_of(self.every) {
             self.line("train", &item);
         }
     }
 
     fn render_valid(&mut self, item: TrainingProgress, _: Vec<ProgressType>) {
-        let done = item.progress.as_ref().is_some_and(|p| p.items_processed >= p.items_total);
+        let done = item
+            .progress
+            .as_ref()
+            .is_some_and(|p| p.items_processed >= p.items_total);
         if done {
             self.line("valid", &item);
         }
@@ -356,6 +426,7 @@ impl MetricsRenderer for PlainRenderer {
     fn manual_close(&mut self) {}
 
     fn register_metric(&mut self, definition: burn::train::metric::MetricDefinition) {
-        self.names.push((format!("{:?}", definition.metric_id), definition.name));
+        self.names
+            .push((format!("{:?}", definition.metric_id), definition.name));
     }
 }

@@ -59,9 +59,18 @@ impl DemoConfig {
             valid_fraction: 0.1,
             model: QwenConfig::new(512, 128, 256, 3, 4, 2).with_max_position_embeddings(256),
             moe,
-            pretrain: TrainConfig { lr: 3e-3, epochs: 1, ..TrainConfig::tiny() },
+            pretrain: TrainConfig {
+                lr: 3e-3,
+                epochs: 1,
+                ..TrainConfig::tiny()
+            },
             pretrain_sequences: 6400,
-            finetune: TrainConfig { lr: 2e-3, warmup_steps: 10, epochs: 1, ..TrainConfig::tiny() },
+            finetune: TrainConfig {
+                lr: 2e-3,
+                warmup_steps: 10,
+                epochs: 1,
+                ..TrainConfig::tiny()
+            },
             finetune_sequences: 4800,
             low_resource_share: 0.7,
             pretrain_low_resource_share: 0.1,
@@ -83,17 +92,33 @@ pub struct DemoReport {
 impl DemoReport {
     /// The table of validation losses, plus a verdict on the paper's direction.
     pub fn table(&self) -> String {
-        let mut s = format!("{:<10}{:>10}{:>10}{:>13}\n", "language", "dense", "dense-FT", "MultiPL-MoE");
+        let mut s = format!(
+            "{:<10}{:>10}{:>10}{:>13}\n",
+            "language", "dense", "dense-FT", "MultiPL-MoE"
+        );
         for lang in Language::ALL {
             let g = |m: &BTreeMap<Language, f64>| m.get(&lang).copied().unwrap_or(f64::NAN);
             let tag = if lang.is_low_resource() { " (low)" } else { "" };
-            s += &format!("{:<10}{:>10.4}{:>10.4}{:>13.4}{tag}\n", lang.name(), g(&self.dense), g(&self.dense_ft), g(&self.moe));
+            s += &format!(
+                "{:<10}{:>10.4}{:>10.4}{:>13.4}{tag}\n",
+                lang.name(),
+                g(&self.dense),
+                g(&self.dense_ft),
+                g(&self.moe)
+            );
         }
         let mean = |m: &BTreeMap<Language, f64>, low: bool| {
-            let v: Vec<f64> = m.iter().filter(|(l, _)| l.is_low_resource() == low).map(|(_, v)| *v).collect();
+            let v: Vec<f64> = m
+                .iter()
+                .filter(|(l, _)| l.is_low_resource() == low)
+                .map(|(_, v)| *v)
+                .collect();
             v.iter().sum::<f64>() / v.len().max(1) as f64
         };
-        let (low_gain, low_gain_ft) = (mean(&self.dense, true) - mean(&self.moe, true), mean(&self.dense, true) - mean(&self.dense_ft, true));
+        let (low_gain, low_gain_ft) = (
+            mean(&self.dense, true) - mean(&self.moe, true),
+            mean(&self.dense, true) - mean(&self.dense_ft, true),
+        );
         let (high_moe, high_ft) = (mean(&self.moe, false), mean(&self.dense_ft, false));
         s += &format!(
             "low-resource loss drop vs dense: MultiPL-MoE {low_gain:+.4}, dense-FT {low_gain_ft:+.4}\n\
@@ -116,15 +141,28 @@ fn log(msg: &str) {
 
 /// Runs the three stages, prints the table and saves the three models (and the tokenizer)
 /// under `out` in the export format.
-pub fn run_demo<B: AutodiffBackend>(cfg: &DemoConfig, out: &Path, device: &B::Device) -> Result<DemoReport> {
+pub fn run_demo<B: AutodiffBackend>(
+    cfg: &DemoConfig,
+    out: &Path,
+    device: &B::Device,
+) -> Result<DemoReport> {
     let corpus = embedded(cfg.documents_per_language);
-    let (train_docs, valid_docs): (Vec<Document>, Vec<Document>) = split_documents(&corpus.documents, cfg.valid_fraction, 7);
-    log(&format!("corpus: {} documents ({} train, {} valid), 6 languages", corpus.documents.len(), train_docs.len(), valid_docs.len()));
+    let (train_docs, valid_docs): (Vec<Document>, Vec<Document>) =
+        split_documents(&corpus.documents, cfg.valid_fraction, 7);
+    log(&format!(
+        "corpus: {} documents ({} train, {} valid), 6 languages",
+        corpus.documents.len(),
+        train_docs.len(),
+        valid_docs.len()
+    ));
     let texts: Vec<String> = train_docs.iter().map(|d| d.text.clone()).collect();
     let tokenizer = TextTokenizer::train(&texts, cfg.vocab_size)?;
     std::fs::create_dir_all(out).map_err(|e| crate::TrainError::io(out, e))?;
     tokenizer.save(&out.join("tokenizer.json"))?;
-    log(&format!("tokenizer: byte-level BPE, {} tokens", tokenizer.vocab_size()));
+    log(&format!(
+        "tokenizer: byte-level BPE, {} tokens",
+        tokenizer.vocab_size()
+    ));
 
     let seq = cfg.pretrain.seq_len;
     let train_packed = pack(&tokenize(&train_docs, &tokenizer)?, seq, tokenizer.eos());
@@ -133,7 +171,10 @@ pub fn run_demo<B: AutodiffBackend>(cfg: &DemoConfig, out: &Path, device: &B::De
     let valid_high = Mix::high_resource().sample(&valid_packed, 64, 1)?;
     let valid_mix = Mix::low_resource(cfg.low_resource_share).sample(&valid_packed, 64, 2)?;
 
-    let model_cfg = MultiplMoeConfig::new(QwenConfig { vocab_size: tokenizer.vocab_size(), ..cfg.model.clone() });
+    let model_cfg = MultiplMoeConfig::new(QwenConfig {
+        vocab_size: tokenizer.vocab_size(),
+        ..cfg.model.clone()
+    });
     B::seed(device, 11);
     let dense0 = model_cfg.init::<B>(device)?;
 
@@ -142,30 +183,87 @@ pub fn run_demo<B: AutodiffBackend>(cfg: &DemoConfig, out: &Path, device: &B::De
         100.0 * (1.0 - cfg.pretrain_low_resource_share),
         100.0 * cfg.pretrain_low_resource_share
     ));
-    let pre = Mix::low_resource(cfg.pretrain_low_resource_share).sample(&train_packed, cfg.pretrain_sequences, 3)?;
-    let pretrain_cfg = TrainConfig { freeze: FreezePolicy::all(), ..cfg.pretrain.clone() };
-    let dense = train(dense0, 0.0, pre, valid_high, &pretrain_cfg, &out.join("stage-a-pretrain"), None)?;
+    let pre = Mix::low_resource(cfg.pretrain_low_resource_share).sample(
+        &train_packed,
+        cfg.pretrain_sequences,
+        3,
+    )?;
+    let pretrain_cfg = TrainConfig {
+        freeze: FreezePolicy::all(),
+        ..cfg.pretrain.clone()
+    };
+    let dense = train(
+        dense0,
+        0.0,
+        pre,
+        valid_high,
+        &pretrain_cfg,
+        &out.join("stage-a-pretrain"),
+        None,
+    )?;
 
-    let mix = Mix::low_resource(cfg.low_resource_share).sample(&train_packed, cfg.finetune_sequences, 4)?;
+    let mix = Mix::low_resource(cfg.low_resource_share).sample(
+        &train_packed,
+        cfg.finetune_sequences,
+        4,
+    )?;
     log("(b) dense fine-tuning on the low-resource mix (baseline)");
-    let ft_cfg = TrainConfig { freeze: FreezePolicy::all(), ..cfg.finetune.clone() };
-    let dense_ft = train(CausalLm::<B>::from_inner(dense.clone()), 0.0, mix.clone(), valid_mix.clone(), &ft_cfg, &out.join("stage-b-dense-ft"), None)?;
+    let ft_cfg = TrainConfig {
+        freeze: FreezePolicy::all(),
+        ..cfg.finetune.clone()
+    };
+    let dense_ft = train(
+        CausalLm::<B>::from_inner(dense.clone()),
+        0.0,
+        mix.clone(),
+        valid_mix.clone(),
+        &ft_cfg,
+        &out.join("stage-b-dense-ft"),
+        None,
+    )?;
 
     log("(c) upcycling to MultiPL-MoE and training with the SPEC §5 freeze");
-    let (hybrid, hybrid_cfg) = upcycle(CausalLm::<B>::from_inner(dense.clone()), &model_cfg, &cfg.moe, &UpcycleOptions::default())?;
-    let moe_cfg = TrainConfig { freeze: FreezePolicy::paper(), ..cfg.finetune.clone() };
-    let moe = train(hybrid, cfg.moe.balance_coef, mix, valid_mix, &moe_cfg, &out.join("stage-c-multipl-moe"), None)?;
+    let (hybrid, hybrid_cfg) = upcycle(
+        CausalLm::<B>::from_inner(dense.clone()),
+        &model_cfg,
+        &cfg.moe,
+        &UpcycleOptions::default(),
+    )?;
+    let moe_cfg = TrainConfig {
+        freeze: FreezePolicy::paper(),
+        ..cfg.finetune.clone()
+    };
+    let moe = train(
+        hybrid,
+        cfg.moe.balance_coef,
+        mix,
+        valid_mix,
+        &moe_cfg,
+        &out.join("stage-c-multipl-moe"),
+        None,
+    )?;
 
     log("evaluating validation loss per language");
     let inner_device = device.clone();
     let eval = |m: &CausalLm<B::InnerBackend>| loss_per_language(m, &valid_all, 16, &inner_device);
-    let report = DemoReport { dense: eval(&dense), dense_ft: eval(&dense_ft), moe: eval(&moe) };
+    let report = DemoReport {
+        dense: eval(&dense),
+        dense_ft: eval(&dense_ft),
+        moe: eval(&moe),
+    };
     println!("\n{}", report.table());
     save_model(&dense, &model_cfg, &out.join("dense"), SaveDtype::F32)?;
     save_model(&dense_ft, &model_cfg, &out.join("dense-ft"), SaveDtype::F32)?;
     save_model(&moe, &hybrid_cfg, &out.join("multipl-moe"), SaveDtype::F32)?;
     let report_path = out.join("report.json");
-    std::fs::write(&report_path, serde_json::to_string_pretty(&report).unwrap_or_default()).map_err(|e| crate::TrainError::io(&report_path, e))?;
-    log(&format!("saved dense, dense-ft and multipl-moe models, tokenizer.json and report.json under {}", out.display()));
+    std::fs::write(
+        &report_path,
+        serde_json::to_string_pretty(&report).unwrap_or_default(),
+    )
+    .map_err(|e| crate::TrainError::io(&report_path, e))?;
+    log(&format!(
+        "saved dense, dense-ft and multipl-moe models, tokenizer.json and report.json under {}",
+        out.display()
+    ));
     Ok(report)
 }

@@ -54,7 +54,10 @@ impl RunConfig {
     /// Reads a `.toml` or `.json` file.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-        let bad = |reason: String| TrainError::Data { path: path.to_path_buf(), reason };
+        let bad = |reason: String| TrainError::Data {
+            path: path.to_path_buf(),
+            reason,
+        };
         if path.extension().and_then(|e| e.to_str()) == Some("toml") {
             toml::from_str(&text).map_err(|e| bad(e.to_string()))
         } else {
@@ -84,17 +87,28 @@ pub fn run_training<B: AutodiffBackend>(
     let cfg = RunConfig::from_file(config)?;
     cfg.train.validate()?;
     let corpus = read_path(data)?;
-    println!("data: {} documents, {} files skipped (binary, unreadable or unknown language)", corpus.documents.len(), corpus.skipped);
-    let (train_docs, valid_docs) = split_documents(&corpus.documents, cfg.valid_fraction, cfg.train.seed);
+    println!(
+        "data: {} documents, {} files skipped (binary, unreadable or unknown language)",
+        corpus.documents.len(),
+        corpus.skipped
+    );
+    let (train_docs, valid_docs) =
+        split_documents(&corpus.documents, cfg.valid_fraction, cfg.train.seed);
 
-    let tokenizer_path = cfg.tokenizer.clone().or_else(|| model_dir.map(|d| d.join("tokenizer.json")));
+    let tokenizer_path = cfg
+        .tokenizer
+        .clone()
+        .or_else(|| model_dir.map(|d| d.join("tokenizer.json")));
     let (model_cfg, model) = match model_dir {
         Some(dir) => {
             let (c, m) = load_model::<B>(dir, device)?;
             (c, m)
         }
         None => {
-            let base = cfg.model.clone().ok_or(TrainError::Config { field: "model", reason: "needed when no --model is given".into() })?;
+            let base = cfg.model.clone().ok_or(TrainError::Config {
+                field: "model",
+                reason: "needed when no --model is given".into(),
+            })?;
             let c = MultiplMoeConfig::new(base);
             let m = c.init::<B>(device)?;
             (c, m)
@@ -108,7 +122,14 @@ pub fn run_training<B: AutodiffBackend>(
         }
     };
     if tokenizer.vocab_size() > model_cfg.model.vocab_size {
-        return Err(TrainError::Config { field: "tokenizer", reason: format!("{} tokens > model vocab_size {}", tokenizer.vocab_size(), model_cfg.model.vocab_size) });
+        return Err(TrainError::Config {
+            field: "tokenizer",
+            reason: format!(
+                "{} tokens > model vocab_size {}",
+                tokenizer.vocab_size(),
+                model_cfg.model.vocab_size
+            ),
+        });
     }
     let (model, model_cfg, alpha) = match (&cfg.moe, &model_cfg.moe) {
         (Some(moe), None) => {
@@ -125,13 +146,28 @@ pub fn run_training<B: AutodiffBackend>(
     let valid_packed = pack(&tokenize(&valid_docs, &tokenizer)?, seq, tokenizer.eos());
     let mix = Mix::low_resource(cfg.low_resource_share);
     let available: usize = train_packed.values().map(Vec::len).sum();
-    let train_seqs = mix.sample(&train_packed, cfg.sequences.unwrap_or(available), cfg.train.seed)?;
+    let train_seqs = mix.sample(
+        &train_packed,
+        cfg.sequences.unwrap_or(available),
+        cfg.train.seed,
+    )?;
     let valid_seqs: Vec<_> = valid_packed.values().flatten().cloned().collect();
     let resume_from = if resume { last_checkpoint(out) } else { None };
     if resume && resume_from.is_none() {
-        println!("no checkpoint under {}; starting from scratch", out.display());
+        println!(
+            "no checkpoint under {}; starting from scratch",
+            out.display()
+        );
     }
-    let trained = train(model, alpha, train_seqs, valid_seqs, &cfg.train, out, resume_from)?;
+    let trained = train(
+        model,
+        alpha,
+        train_seqs,
+        valid_seqs,
+        &cfg.train,
+        out,
+        resume_from,
+    )?;
     save_model(&trained, &model_cfg, &out.join("model"), SaveDtype::F32)?;
     tokenizer.save(&out.join("model").join("tokenizer.json"))?;
     println!("saved the trained model to {}", out.join("model").display());

@@ -23,7 +23,13 @@ pub struct WarmupCosine {
 impl WarmupCosine {
     /// A schedule at step 0.
     pub fn new(peak: f64, floor: f64, warmup: usize, total: usize) -> Self {
-        Self { peak, floor, warmup, total: total.max(1), step: 0 }
+        Self {
+            peak,
+            floor,
+            warmup,
+            total: total.max(1),
+            step: 0,
+        }
     }
 
     /// The learning rate at step `s`.
@@ -36,7 +42,8 @@ impl WarmupCosine {
         }
         let span = (self.total - self.warmup).max(1) as f64;
         let progress = (s - self.warmup) as f64 / span;
-        self.floor + (self.peak - self.floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+        self.floor
+            + (self.peak - self.floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
     }
 }
 

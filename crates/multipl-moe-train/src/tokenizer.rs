@@ -22,7 +22,12 @@ pub struct TextTokenizer {
 
 impl std::fmt::Debug for TextTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TextTokenizer(vocab = {}, eos = {})", self.vocab_size(), self.eos)
+        write!(
+            f,
+            "TextTokenizer(vocab = {}, eos = {})",
+            self.vocab_size(),
+            self.eos
+        )
     }
 }
 
@@ -33,7 +38,8 @@ fn tok_err(e: impl std::fmt::Display) -> TrainError {
 impl TextTokenizer {
     /// Loads a `tokenizer.json` (e.g. Qwen's byte-level BPE). It must know `<|endoftext|>`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let inner = Tokenizer::from_file(path).map_err(|e| TrainError::Tokenizer(format!("{}: {e}", path.display())))?;
+        let inner = Tokenizer::from_file(path)
+            .map_err(|e| TrainError::Tokenizer(format!("{}: {e}", path.display())))?;
         Self::new(inner)
     }
 
@@ -53,20 +59,33 @@ impl TextTokenizer {
             .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
             .special_tokens(vec![AddedToken::from(EOS, true)])
             .build();
-        let mut tokenizer = TokenizerBuilder::<BPE, tokenizers::NormalizerWrapper, ByteLevel, tokenizers::PostProcessorWrapper, ByteLevel>::new()
-            .with_model(BPE::default())
-            .with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)))
-            .with_decoder(Some(ByteLevel::default()))
-            .build()
+        let mut tokenizer = TokenizerBuilder::<
+            BPE,
+            tokenizers::NormalizerWrapper,
+            ByteLevel,
+            tokenizers::PostProcessorWrapper,
+            ByteLevel,
+        >::new()
+        .with_model(BPE::default())
+        .with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)))
+        .with_decoder(Some(ByteLevel::default()))
+        .build()
+        .map_err(tok_err)?;
+        tokenizer
+            .train(&mut trainer, texts.iter())
             .map_err(tok_err)?;
-        tokenizer.train(&mut trainer, texts.iter()).map_err(tok_err)?;
         let json = tokenizer.to_string(false).map_err(tok_err)?;
         Self::new(Tokenizer::from_str(&json).map_err(tok_err)?)
     }
 
     /// Token ids of `text` (no special tokens added).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        Ok(self.inner.encode(text, false).map_err(tok_err)?.get_ids().to_vec())
+        Ok(self
+            .inner
+            .encode(text, false)
+            .map_err(tok_err)?
+            .get_ids()
+            .to_vec())
     }
 
     /// Text of `ids`.

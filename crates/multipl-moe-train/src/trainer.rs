@@ -10,14 +10,14 @@ use burn::optim::AdamWConfig;
 use burn::record::CompactRecorder;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::metric::{LearningRateMetric, LossMetric};
-use burn::train::{Learner, SupervisedTraining};
+use burn::train::{Interrupter, Learner, SupervisedTraining};
 use multipl_moe_core::CausalLm;
 use multipl_moe_qwen::{FreezePolicy, apply_freeze};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{LmBatcher, Sequence};
 use crate::error::{Result, TrainError};
-use crate::lm::LanguageModel;
+use crate::lm::{LanguageModel, NonFiniteGuard};
 use crate::metrics::{PlainRenderer, Stat, StatMetric, TokensPerSecond};
 use crate::schedule::WarmupCosine;
 
@@ -87,7 +87,12 @@ impl TrainConfig {
 
     /// Rejects settings that cannot train; the error names the field.
     pub fn validate(&self) -> Result<()> {
-        let bad = |field, reason: &str| Err(TrainError::Config { field, reason: reason.into() });
+        let bad = |field, reason: &str| {
+            Err(TrainError::Config {
+                field,
+                reason: reason.into(),
+            })
+        };
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad("lr", "must be > 0");
         }
@@ -130,8 +135,10 @@ pub fn train<B: AutodiffBackend>(
     }
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
     let steps = cfg.epochs * train.len() / (cfg.batch_size * cfg.grad_accumulation);
-    let model = LanguageModel::new(apply_freeze(model, &cfg.freeze), balance_coef);
-    let flag = model.non_finite.clone();
+    let interrupter = Interrupter::new();
+    let mut model = LanguageModel::new(apply_freeze(model, &cfg.freeze), balance_coef);
+    model.non_finite = NonFiniteGuard::new(interrupter.clone());
+    let guard = model.non_finite.clone();
 
     let dl_train = DataLoaderBuilder::new(LmBatcher)
         .batch_size(cfg.batch_size)
@@ -164,7 +171,8 @@ pub fn train<B: AutodiffBackend>(
         .metric_train_numeric(StatMetric::new(Stat::SegmentEntropy))
         .with_file_checkpointer(CompactRecorder::new())
         .grads_accumulation(cfg.grad_accumulation)
-        .num_epochs(cfg.epochs);
+        .num_epochs(cfg.epochs)
+        .with_interrupter(interrupter);
     if let Some(epoch) = resume {
         training = training.checkpoint(epoch);
     }
@@ -172,8 +180,12 @@ pub fn train<B: AutodiffBackend>(
         training = training.renderer(PlainRenderer::new(10));
     }
     let result = training.launch(learner);
-    if flag.is_set() {
-        return Err(TrainError::NonFiniteLoss { loss: f64::NAN, step: 0, dir: dir.join("checkpoint") });
+    if let Some((loss, step)) = guard.seen() {
+        return Err(TrainError::NonFiniteLoss {
+            loss,
+            step,
+            dir: dir.join("checkpoint"),
+        });
     }
     Ok(result.model.lm)
 }
