@@ -1,8 +1,10 @@
 //! Forward + backward of one hybrid MoE layer vs the dense work it does and a naive
 //! per-expert loop (issue 6). Run: `cargo bench --bench moe_layer` (ndarray by default;
 //! `--features wgpu` for wgpu). Environment: `MOE_BENCH_TOKENS` (default 2048 = 4×512),
-//! `MOE_BENCH_ITERS` (default 3), `MOE_BENCH_D`, `MOE_BENCH_FF`.
+//! `MOE_BENCH_ITERS` (default 3), `MOE_BENCH_D`, `MOE_BENCH_FF`, and `MOE_BENCH_DUMP=FILE` to
+//! write the layer's weights, input and output for `bench/torch_moe_layer.py`.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
@@ -12,6 +14,8 @@ use multipl_moe::core::experts::ExpertBank;
 use multipl_moe::core::ffn::SwiGluConfig;
 use multipl_moe::core::hybrid::{HybridMoe, HybridMoeConfig};
 use multipl_moe::core::{MoeConfig, Pooling};
+use multipl_moe::qwen::SaveDtype;
+use multipl_moe::qwen::tensors::{HostTensor, write_file};
 
 type A = TrainBackend;
 
@@ -88,6 +92,69 @@ fn naive_token_level<B: Backend>(layer: &HybridMoe<B>, u: Tensor<B, 2>) -> Tenso
     out
 }
 
+fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> HostTensor {
+    let shape = t.dims().to_vec();
+    let data = t
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .unwrap_or_default();
+    HostTensor { shape, data }
+}
+
+/// Writes the layer's weights, an input and our output for bench/torch_moe_layer.py.
+fn dump(layer: &HybridMoe<A>, u: &Tensor<A, 3>, path: &std::path::Path) {
+    let (out, _) = layer.valid().forward(u.clone().inner(), None);
+    let tok = &layer.token_moe;
+    let seg = &layer.segment_moe;
+    let mut m = BTreeMap::new();
+    m.insert("u".to_string(), host(u.clone().inner()));
+    m.insert("out".to_string(), host(out));
+    m.insert(
+        "token_router".to_string(),
+        host(tok.router.weight.val().inner()),
+    );
+    m.insert(
+        "shared_gate".to_string(),
+        host(tok.shared_expert.gate_proj.weight.val().inner()),
+    );
+    m.insert(
+        "shared_up".to_string(),
+        host(tok.shared_expert.up_proj.weight.val().inner()),
+    );
+    m.insert(
+        "shared_down".to_string(),
+        host(tok.shared_expert.down_proj.weight.val().inner()),
+    );
+    m.insert(
+        "token_gate_up".to_string(),
+        host(tok.experts.gate_up.val().inner()),
+    );
+    m.insert(
+        "token_down".to_string(),
+        host(tok.experts.down.val().inner()),
+    );
+    m.insert(
+        "segment_router".to_string(),
+        host(seg.router.weight.val().inner()),
+    );
+    m.insert(
+        "segment_gate_up".to_string(),
+        host(seg.experts.gate_up.val().inner()),
+    );
+    m.insert(
+        "segment_down".to_string(),
+        host(seg.experts.down.val().inner()),
+    );
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    match write_file(path, &m, SaveDtype::F32) {
+        Ok(()) => println!("wrote weights, input and output to {}", path.display()),
+        Err(e) => eprintln!("could not write {}: {e}", path.display()),
+    }
+}
+
 fn main() {
     let device = Default::default();
     let (d, ff, n) = (
@@ -108,6 +175,9 @@ fn main() {
     let x_dense = Tensor::<A, 2>::random([dense_rows, d], Distribution::Normal(0.0, 1.0), &device)
         .require_grad();
 
+    if let Ok(path) = std::env::var("MOE_BENCH_DUMP") {
+        dump(&layer, &u, std::path::Path::new(&path));
+    }
     let hybrid_s = time(iters, || {
         let (out, routing) = layer.forward(u.clone(), None);
         let loss = out.sum().add(routing.balance_loss);
