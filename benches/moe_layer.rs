@@ -1,7 +1,8 @@
 //! Forward + backward of one hybrid MoE layer vs the dense work it does and a naive
 //! per-expert loop (issue 6). Run: `cargo bench --bench moe_layer` (ndarray by default;
 //! `--features wgpu` for wgpu). Environment: `MOE_BENCH_TOKENS` (default 2048 = 4×512),
-//! `MOE_BENCH_ITERS` (default 3), `MOE_BENCH_D`, `MOE_BENCH_FF`, and `MOE_BENCH_DUMP=FILE` to
+//! `MOE_BENCH_ITERS` (default 3), `MOE_BENCH_D`, `MOE_BENCH_FF`, `MOE_BENCH_BLOCK` (the grouped
+//! dispatch's block rows), and `MOE_BENCH_DUMP=FILE` to
 //! write the layer's weights, input and output for `bench/torch_moe_layer.py`.
 
 use std::collections::BTreeMap;
@@ -15,7 +16,8 @@ use multipl_moe::core::ffn::SwiGluConfig;
 use multipl_moe::core::hybrid::{HybridMoe, HybridMoeConfig};
 use multipl_moe::core::{MoeConfig, Pooling};
 use multipl_moe::qwen::SaveDtype;
-use multipl_moe::qwen::tensors::{HostTensor, write_file};
+use multipl_moe::qwen::export::host;
+use multipl_moe::qwen::tensors::write_file;
 
 type A = TrainBackend;
 
@@ -76,12 +78,12 @@ fn naive_token_level<B: Backend>(layer: &HybridMoe<B>, u: Tensor<B, 2>) -> Tenso
             Tensor::<B, 1, Int>::from_data(TensorData::new(rows.clone(), [rows.len()]), &device);
         let slot = Tensor::<B, 1, Int>::from_data(TensorData::new(slots, [rows.len()]), &device);
         let x = u.clone().select(0, idx.clone()).unsqueeze_dim::<3>(0);
-        let y = ExpertBank {
-            gate_up: burn::module::Param::from_tensor(bank.gate_up.val().narrow(0, e, 1)),
-            down: burn::module::Param::from_tensor(bank.down.val().narrow(0, e, 1)),
-        }
-        .forward_stacked(x)
-        .reshape([rows.len(), d]);
+        let gate_up = bank.gate_up.val().narrow(0, e, 1);
+        let down = bank.down.val().narrow(0, e, 1);
+        let f = down.dims()[1];
+        let h = x.matmul(gate_up);
+        let act = burn::tensor::activation::silu(h.clone().narrow(2, 0, f)).mul(h.narrow(2, f, f));
+        let y = act.matmul(down).reshape([rows.len(), d]);
         let g = routing
             .gates
             .clone()
@@ -90,16 +92,6 @@ fn naive_token_level<B: Backend>(layer: &HybridMoe<B>, u: Tensor<B, 2>) -> Tenso
         out = out.select_assign(0, idx, y.mul(g), burn::tensor::IndexingUpdateOp::Add);
     }
     out
-}
-
-fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> HostTensor {
-    let shape = t.dims().to_vec();
-    let data = t
-        .into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .unwrap_or_default();
-    HostTensor { shape, data }
 }
 
 /// Writes the layer's weights, an input and our output for bench/torch_moe_layer.py.
@@ -165,6 +157,7 @@ fn main() {
     let iters = env("MOE_BENCH_ITERS", 3);
     let (b, t) = (4, n / 4);
     let mut moe = MoeConfig::paper();
+    moe.token.dispatch_block = env("MOE_BENCH_BLOCK", moe.token.dispatch_block);
     moe.segment.pooling = Pooling::Mean;
     let layer = HybridMoeConfig::new(moe.clone(), d, ff).init::<A>(&device);
     let k = moe.token.top_k as f64 + moe.segment.capacity_factor;
@@ -204,7 +197,8 @@ fn main() {
     });
     let tps = |s: f64| n as f64 / s;
     println!(
-        "backend: {NAME}; d = {d}, ffn = {ff}, tokens = {b}x{t}, N_t = 6, K = 2, N_s = 6, a = 64, c = 1; median of {iters}"
+        "backend: {NAME}; d = {d}, ffn = {ff}, tokens = {b}x{t}, N_t = 6, K = 2, N_s = 6, a = 64, c = 1, dispatch_block = {}; median of {iters}",
+        moe.token.dispatch_block
     );
     println!("| what (forward + backward unless noted) | seconds | tokens/s | ratio |");
     println!("|---|---:|---:|---:|");

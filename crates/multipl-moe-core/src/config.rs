@@ -164,8 +164,9 @@ pub struct TokenMoeConfig {
     #[config(default = 0)]
     pub shared_expert: usize,
     /// Rows per block of the grouped expert dispatch (a performance knob, no effect on
-    /// results). See [`crate::experts`].
-    #[config(default = 64)]
+    /// results): larger blocks gather fewer weight copies but pad more rows. See
+    /// [`crate::experts`] and BENCHMARKS.md (256 beat 64 by 1.27× at the paper's shape).
+    #[config(default = 256)]
     pub dispatch_block: usize,
 }
 

@@ -44,7 +44,8 @@ pub fn save_model<B: Backend>(
 
 struct Collector(BTreeMap<String, HostTensor>);
 
-fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> HostTensor {
+/// Reads a tensor back to the host as f32 (export and tooling only, never in a forward pass).
+pub fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> HostTensor {
     let shape = t.dims().to_vec();
     let data = t
         .into_data()
