@@ -103,6 +103,8 @@ pub fn upcycle<B: Backend>(
         };
         layer.mlp = FeedForward::Hybrid(hybrid);
     }
+    // Draw the lazily initialised routers now, so that clones of the result are identical.
+    multipl_moe_core::model::materialize(&model);
     Ok((model, new_config))
 }
 
