@@ -5,10 +5,7 @@ use burn::module::Param;
 use burn::tensor::{Distribution, Tensor, backend::Backend};
 use multipl_moe_core::decoder::FeedForward;
 use multipl_moe_core::experts::ExpertBank;
-use multipl_moe_core::hybrid::HybridMoe;
-use multipl_moe_core::segment_moe::SegmentMoe;
-use multipl_moe_core::token_moe::{TokenMoe, router_init};
-use multipl_moe_core::{CausalLm, ConfigError, MoeConfig, MultiplMoeConfig};
+use multipl_moe_core::{CausalLm, ConfigError, HybridMoeConfig, MoeConfig, MultiplMoeConfig};
 use serde::{Deserialize, Serialize};
 
 /// How to upcycle.
@@ -78,29 +75,13 @@ pub fn upcycle<B: Backend>(
             segment_experts.down =
                 Param::from_tensor(segment_experts.down.val().zeros_like().detach());
         }
-        let hybrid = HybridMoe {
-            token_moe: TokenMoe {
-                router: router_init(d, moe.token.num_experts, moe.router_init_std, &device),
-                shared_expert: dense.clone(),
-                experts: token_experts,
-                shared_index: moe.token.shared_expert,
-                top_k: moe.token.top_k,
-                dispatch_block: moe.token.dispatch_block,
-            },
-            segment_moe: SegmentMoe {
-                router: router_init(d, moe.segment.num_experts, moe.router_init_std, &device),
-                experts: segment_experts,
-                window: moe.segment.window,
-                capacity_factor: moe.segment.capacity_factor,
-                pooling: moe.segment.pooling,
-                gate_scale: moe.segment.gate_scale,
-                max_experts_per_segment: moe.segment.max_experts_per_segment,
-                routing: moe.segment.routing,
-                dispatch_block: moe.token.dispatch_block,
-            },
-            lambda_token: moe.lambda_token,
-            lambda_segment: moe.lambda_segment,
-        };
+        // The config's own init maps every MoE field; its lazily initialised experts are
+        // replaced before they are ever drawn, so only the routers are random.
+        let mut hybrid =
+            HybridMoeConfig::new(moe.clone(), d, config.model.intermediate_size).init::<B>(&device);
+        hybrid.token_moe.shared_expert = dense.clone();
+        hybrid.token_moe.experts = token_experts;
+        hybrid.segment_moe.experts = segment_experts;
         layer.mlp = FeedForward::Hybrid(hybrid);
     }
     // Draw the lazily initialised routers now, so that clones of the result are identical.

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use burn::module::Module;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::cast::ToElement;
 use burn::tensor::{Int, Tensor};
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
 use multipl_moe_core::CausalLm;
@@ -114,21 +115,20 @@ impl<B: Backend> LanguageModel<B> {
             None => (ce.clone(), None),
         };
         let stats = RoutingStats::from_routing(&out.routing);
-        let tokens = mask.sum().into_scalar();
+        // Read the reported scalars back once per step, not once per dashboard metric.
+        let tokens = mask.sum().into_scalar().to_f64();
+        let ce_value = ce.into_scalar().to_f64();
+        let balance_value = balance.map(|b| b.into_scalar().to_f64());
         LmOutput::new(
             loss,
-            ce,
-            balance,
+            ce_value,
+            balance_value,
             per_seq,
             batch.languages,
             stats,
-            num_f64(tokens),
+            tokens,
         )
     }
-}
-
-fn num_f64<E: burn::tensor::Element>(e: E) -> f64 {
-    e.to_f64()
 }
 
 impl<B: AutodiffBackend> TrainStep for LanguageModel<B> {

@@ -104,9 +104,9 @@ pub struct LmOutput<B: Backend> {
     /// `CE + α·L_bal`, differentiable.
     pub loss: Tensor<B, 1>,
     /// Mean next-token cross-entropy.
-    pub ce: Tensor<B, 1>,
+    pub ce: f64,
     /// `L_bal` averaged over hybrid layers (`None` for dense models).
-    pub balance: Option<Tensor<B, 1>>,
+    pub balance: Option<f64>,
     /// Cross-entropy of each sequence, `[B]`.
     pub per_sequence_ce: Tensor<B, 1>,
     /// Language of each sequence.
@@ -121,8 +121,8 @@ impl<B: Backend> LmOutput<B> {
     /// Bundles a step's results.
     pub fn new(
         loss: Tensor<B, 1>,
-        ce: Tensor<B, 1>,
-        balance: Option<Tensor<B, 1>>,
+        ce: f64,
+        balance: Option<f64>,
         per_sequence_ce: Tensor<B, 1>,
         languages: Vec<Language>,
         stats: RoutingStats,
@@ -201,11 +201,7 @@ impl Stat {
 
 impl<B: Backend> Adaptor<StatInput> for LmOutput<B> {
     fn adapt(&self) -> StatInput {
-        let ce = self.ce.clone().into_scalar().to_f64();
-        let bal = self
-            .balance
-            .as_ref()
-            .map_or(0.0, |b| b.clone().into_scalar().to_f64());
+        let (ce, bal) = (self.ce, self.balance.unwrap_or(0.0));
         let s = self.stats;
         StatInput {
             values: [
