@@ -12,7 +12,9 @@ use multipl_moe::core::hybrid::HybridMoeConfig;
 use multipl_moe::core::routing::{expert_choice, segment_capacity, token_gates};
 use multipl_moe::core::segment_moe::{SegmentMoe, SegmentMoeLayerConfig};
 use multipl_moe::core::token_moe::{TokenMoe, TokenMoeLayerConfig};
-use multipl_moe::core::{GateScale, MoeConfig, Pooling, SegmentMoeConfig, TokenMoeConfig};
+use multipl_moe::core::{
+    GateScale, MoeConfig, Pooling, SegmentMoeConfig, SegmentRouting, TokenMoeConfig,
+};
 
 type B = TestBackend;
 const D: usize = 8;
@@ -231,6 +233,48 @@ fn segment_moe_matches_reference_including_batch_and_partial_window() {
             TOL,
             &format!("segment moe config {i}"),
         );
+    }
+}
+
+/// Inference routing (issue 5) of both modes against the plain-loop reference, in one call
+/// and split into history + new tokens at every position.
+#[test]
+fn segment_inference_routing_matches_reference() {
+    let device = Default::default();
+    let (b, t) = (2, 10);
+    for (i, cfg) in segment_configs().into_iter().enumerate() {
+        for routing in [SegmentRouting::Paper, SegmentRouting::Causal] {
+            let layer = segment_layer(cfg.clone().with_routing(routing));
+            let causal = routing == SegmentRouting::Causal;
+            let k = (cfg.capacity_factor.round() as usize).clamp(1, cfg.num_experts);
+            let k = match cfg.max_experts_per_segment {
+                Some(cap) if !causal => k.min(cap),
+                _ => k,
+            };
+            assert_eq!(layer.experts_per_segment(), k, "config {i}: k");
+            let u = randn(b * t * D, 300 + i as u64, 1.0);
+            let expected = r::segment_inference(&u, b, t, &segment_weights(&layer), k, causal);
+            let whole = tensor::<B, 3>(u, [b, t, D], &device);
+            let what = format!("config {i} {routing:?}");
+            let y = layer.forward_inference(None, whole.clone());
+            assert_close(&values(y), &expected, TOL, &what);
+            for split in [1, 3, 4, 7, 9] {
+                let past = whole.clone().narrow(1, 0, split);
+                let new = whole.clone().narrow(1, split, t - split);
+                let y = layer.forward_inference(Some(past), new);
+                let want = tensor::<B, 3>(expected.clone(), [b, t, D], &device).narrow(
+                    1,
+                    split,
+                    t - split,
+                );
+                assert_close(
+                    &values(y),
+                    &values(want),
+                    TOL,
+                    &format!("{what} split {split}"),
+                );
+            }
+        }
     }
 }
 

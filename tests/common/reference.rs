@@ -124,6 +124,66 @@ pub struct SegmentWeights {
     pub f: usize,
 }
 
+/// `softmax(pool(u[rows]) W_seg)` for the token rows `lo..hi` of `u` (`[rows][d]`).
+pub fn segment_scores(u: &[f32], (lo, hi): (usize, usize), w: &SegmentWeights) -> Vec<f32> {
+    let d = w.d;
+    let mut pooled = vec![if w.max_pool { f32::NEG_INFINITY } else { 0.0 }; d];
+    for tok in lo..hi {
+        for c in 0..d {
+            let x = u[tok * d + c];
+            if w.max_pool {
+                pooled[c] = pooled[c].max(x)
+            } else {
+                pooled[c] += x / (hi - lo) as f32
+            }
+        }
+    }
+    softmax(&vec_mat(
+        &pooled,
+        &Mat {
+            data: &w.router,
+            rows: d,
+            cols: w.experts.len(),
+        },
+    ))
+}
+
+/// Inference routing of the segment level (issue 5), `[B][T][d]`: token `i` of window `p`
+/// is routed by window `p − 1` (window 0: token 0) in causal mode; in paper mode by its whole
+/// window when that window is complete, else by the window's tokens up to `i`. Each token
+/// mixes its `k` best experts with weights `γ·S`.
+pub fn segment_inference(
+    u: &[f32],
+    b: usize,
+    t: usize,
+    w: &SegmentWeights,
+    k: usize,
+    causal: bool,
+) -> Vec<f32> {
+    let (d, a) = (w.d, w.window);
+    let mut y = vec![0.0f32; b * t * d];
+    for bi in 0..b {
+        for i in 0..t {
+            let p = i / a;
+            let (lo, hi) = match (causal, p) {
+                (true, 0) => (0, 1),
+                (true, _) => ((p - 1) * a, p * a),
+                (false, _) if (p + 1) * a <= t => (p * a, (p + 1) * a),
+                (false, _) => (p * a, i + 1),
+            };
+            let s = segment_scores(u, (bi * t + lo, bi * t + hi), w);
+            let row = (bi * t + i) * d;
+            for e in top_k(&s, k) {
+                let out = swiglu(&u[row..row + d], &w.experts[e].0, &w.experts[e].1, d, w.f);
+                for c in 0..d {
+                    y[row + c] += s[e] * w.gamma * out[c];
+                }
+            }
+        }
+    }
+    y
+}
+
 /// SPEC §3 routing: (S [V][N_s], I [N_s][r], D [N_s][r], r).
 #[allow(clippy::type_complexity)]
 pub fn segment_route(
@@ -132,7 +192,7 @@ pub fn segment_route(
     t: usize,
     w: &SegmentWeights,
 ) -> (Vec<Vec<f32>>, Vec<Vec<usize>>, Vec<Vec<f32>>, usize) {
-    let (d, a) = (w.d, w.window);
+    let a = w.window;
     let n_s = w.experts.len();
     let p = t.div_ceil(a);
     let v = b * p;
@@ -141,25 +201,7 @@ pub fn segment_route(
         for pi in 0..p {
             let lo = pi * a;
             let hi = (lo + a).min(t);
-            let mut pooled = vec![if w.max_pool { f32::NEG_INFINITY } else { 0.0 }; d];
-            for tok in lo..hi {
-                for c in 0..d {
-                    let x = u[(bi * t + tok) * d + c];
-                    if w.max_pool {
-                        pooled[c] = pooled[c].max(x)
-                    } else {
-                        pooled[c] += x / (hi - lo) as f32
-                    }
-                }
-            }
-            s.push(softmax(&vec_mat(
-                &pooled,
-                &Mat {
-                    data: &w.router,
-                    rows: d,
-                    cols: n_s,
-                },
-            )));
+            s.push(segment_scores(u, (bi * t + lo, bi * t + hi), w));
         }
     }
     let r = ((v as f64 * w.capacity_factor / n_s as f64).floor() as usize).clamp(1, v);

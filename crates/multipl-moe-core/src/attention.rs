@@ -83,6 +83,14 @@ impl<B: Backend> KvCache<B> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The first `len` positions.
+    pub fn truncate(self, len: usize) -> Self {
+        Self {
+            keys: self.keys.narrow(2, 0, len),
+            values: self.values.narrow(2, 0, len),
+        }
+    }
 }
 
 impl<B: Backend> Attention<B> {

@@ -3,7 +3,8 @@
 use burn::module::Module;
 use burn::tensor::{Bool, Tensor, backend::Backend};
 
-use crate::attention::{Attention, KvCache};
+use crate::attention::Attention;
+use crate::cache::LayerCache;
 use crate::ffn::SwiGlu;
 use crate::hybrid::{HybridMoe, LayerRouting};
 use crate::norm::RmsNorm;
@@ -40,42 +41,66 @@ pub struct DecoderOutput<B: Backend> {
     pub hidden: Tensor<B, 3>,
     /// Routing of the hybrid slot, `None` for a dense layer.
     pub routing: Option<LayerRouting<B>>,
-    /// The grown key/value cache.
-    pub cache: KvCache<B>,
 }
 
 impl<B: Backend> DecoderLayer<B> {
-    /// Runs the layer on `h: [B, T, d]` after `cache`'s positions.
+    /// Runs the layer on `h: [B, T, d]` from position 0 with the training routing.
+    /// `padding` (`[B, T]`, `true` = padding) hides padded keys and keeps padded tokens out of
+    /// the balance loss.
     pub fn forward(
         &self,
         h: Tensor<B, 3>,
         rope: &Rope<B>,
         padding: Option<Tensor<B, 2, Bool>>,
-        cache: Option<KvCache<B>>,
     ) -> DecoderOutput<B> {
-        let t = h.dims()[1];
-        let (attn, cache) = self.self_attn.forward_cached(
+        let attn = self.self_attn.forward(
             self.input_layernorm.forward(h.clone()),
             rope,
             padding.clone(),
-            cache,
         );
         let h = h.add(attn);
         let u = self.post_attention_layernorm.forward(h.clone());
         let (ffn, routing) = match &self.mlp {
             FeedForward::Dense(ffn) => (ffn.forward(u), None),
             FeedForward::Hybrid(moe) => {
-                // The padding mask covers cached positions too; the MoE sees only the new ones.
-                let s = padding.as_ref().map_or(t, |p| p.dims()[1]);
-                let pad = padding.map(|p| p.narrow(1, s - t, t));
-                let (out, routing) = moe.forward(u, pad);
+                let (out, routing) = moe.forward(u, padding);
                 (out, Some(routing))
             }
         };
         DecoderOutput {
             hidden: h.add(ffn),
             routing,
-            cache,
         }
+    }
+
+    /// Runs the layer on `h: [B, T, d]` after `cache`'s positions with the inference routing
+    /// ([`HybridMoe::forward_inference`]); returns the hidden states and the grown cache.
+    pub fn forward_inference(
+        &self,
+        h: Tensor<B, 3>,
+        rope: &Rope<B>,
+        cache: Option<LayerCache<B>>,
+    ) -> (Tensor<B, 3>, LayerCache<B>) {
+        let (kv, history) = match cache {
+            Some(c) => (Some(c.kv), c.ffn_inputs),
+            None => (None, None),
+        };
+        let (attn, kv) =
+            self.self_attn
+                .forward_cached(self.input_layernorm.forward(h.clone()), rope, None, kv);
+        let h = h.add(attn);
+        let u = self.post_attention_layernorm.forward(h.clone());
+        let (ffn, ffn_inputs) = match &self.mlp {
+            FeedForward::Dense(ffn) => (ffn.forward(u), None),
+            FeedForward::Hybrid(moe) => {
+                let out = moe.forward_inference(history.clone(), u.clone());
+                let inputs = match history {
+                    Some(past) => Tensor::cat(vec![past, u], 1),
+                    None => u,
+                };
+                (out, Some(inputs))
+            }
+        };
+        (h.add(ffn), LayerCache { kv, ffn_inputs })
     }
 }

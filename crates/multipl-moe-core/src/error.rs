@@ -30,3 +30,30 @@ impl ConfigError {
         }
     }
 }
+
+/// Why [`crate::CausalLm::generate`] could not run.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum GenerateError {
+    /// The prompt holds no token.
+    #[error("the prompt is empty: generation needs at least one token")]
+    EmptyPrompt,
+    /// A prompt token id is not in the vocabulary.
+    #[error("prompt token id {id} is outside the vocabulary (size {vocab})")]
+    TokenOutOfVocab {
+        /// The offending id.
+        id: usize,
+        /// The model's vocabulary size.
+        vocab: usize,
+    },
+    /// The prompt does not fit the model's positions.
+    #[error("the prompt has {len} tokens but the model covers {max} positions")]
+    PromptTooLong {
+        /// Prompt length.
+        len: usize,
+        /// `max_position_embeddings`.
+        max: usize,
+    },
+    /// Reading logits back from the device failed.
+    #[error("reading logits from the device: {0}")]
+    Read(String),
+}

@@ -86,15 +86,33 @@ impl<B: Backend> HybridMoe<B> {
             self.token_moe.shared_index,
             mask,
         );
-        let out = h_tok
-            .reshape([b, t, d])
-            .mul_scalar(self.lambda_token)
-            .add(y_seg.mul_scalar(self.lambda_segment));
+        let out = self.fuse(h_tok.reshape([b, t, d]), y_seg);
         let routing = LayerRouting {
             token,
             segment,
             balance_loss: balance,
         };
         (out, routing)
+    }
+
+    /// The fused output at inference for the new tokens `u: [B, t, d]` that follow
+    /// `history: [B, S, d]` (this layer's earlier FFN inputs): the token level as in
+    /// training, the segment level with [`SegmentMoe::forward_inference`].
+    pub fn forward_inference(
+        &self,
+        history: Option<Tensor<B, 3>>,
+        u: Tensor<B, 3>,
+    ) -> Tensor<B, 3> {
+        let [b, t, d] = u.dims();
+        let (h_tok, _) = self.token_moe.forward(u.clone().reshape([b * t, d]));
+        let y_seg = self.segment_moe.forward_inference(history, u);
+        self.fuse(h_tok.reshape([b, t, d]), y_seg)
+    }
+
+    /// `λ_tok · h_tok + λ_seg · y_seg`.
+    fn fuse(&self, h_tok: Tensor<B, 3>, y_seg: Tensor<B, 3>) -> Tensor<B, 3> {
+        h_tok
+            .mul_scalar(self.lambda_token)
+            .add(y_seg.mul_scalar(self.lambda_segment))
     }
 }

@@ -9,23 +9,30 @@
 
 pub mod attention;
 pub mod balance;
+pub mod cache;
 pub mod config;
 pub mod decoder;
 pub mod error;
 pub mod experts;
 pub mod ffn;
+pub mod generate;
 pub mod hybrid;
 pub mod model;
 pub mod norm;
+pub mod rng;
 pub mod rope;
 pub mod routing;
+pub mod sampling;
 pub mod segment_moe;
 pub mod token_moe;
 
+pub use cache::{LayerCache, ModelCache};
 pub use config::{
     GateScale, MoeConfig, MultiplMoeConfig, Pooling, QwenConfig, SegmentMoeConfig, SegmentRouting,
     TokenMoeConfig,
 };
-pub use error::ConfigError;
+pub use error::{ConfigError, GenerateError};
+pub use generate::{GenerateOptions, Generated, StopReason};
 pub use hybrid::{HybridMoe, HybridMoeConfig, LayerRouting};
-pub use model::{CausalLm, CausalLmOutput};
+pub use model::{CausalLm, CausalLmOutput, Logits};
+pub use sampling::{Sampler, SamplingConfig};

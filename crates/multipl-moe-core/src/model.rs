@@ -4,8 +4,9 @@ use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
 
-use crate::attention::{AttentionConfig, KvCache};
-use crate::config::{MultiplMoeConfig, QwenConfig};
+use crate::attention::AttentionConfig;
+use crate::cache::{LayerCache, ModelCache};
+use crate::config::{MultiplMoeConfig, QwenConfig, SegmentRouting};
 use crate::decoder::{DecoderLayer, FeedForward};
 use crate::error::ConfigError;
 use crate::ffn::SwiGluConfig;
@@ -124,41 +125,117 @@ pub fn decoder_layer<B: Backend>(
     }
 }
 
+/// Which positions [`CausalLm::forward_inference`] returns logits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last position (generation: saves the LM head on the prompt).
+    Last,
+    /// Every new position.
+    All,
+}
+
 impl<B: Backend> CausalLm<B> {
-    /// Logits and routing for `tokens: [B, T]` from position 0. `padding` (`[B, T]`, `true`
-    /// = padding) hides padded keys from attention and padded tokens from the balance loss.
+    /// Logits and routing for `tokens: [B, T]` from position 0, with the **training** routing
+    /// (expert choice over all segments of the batch in paper mode). `padding` (`[B, T]`,
+    /// `true` = padding) hides padded keys from attention and padded tokens from the balance
+    /// loss.
     pub fn forward(
         &self,
         tokens: Tensor<B, 2, Int>,
         padding: Option<Tensor<B, 2, Bool>>,
     ) -> CausalLmOutput<B> {
-        self.forward_cached(tokens, padding, None).0
-    }
-
-    /// As [`Self::forward`], after the positions held by `caches` (one per layer); returns the
-    /// grown caches. `padding` covers cached and new positions.
-    pub fn forward_cached(
-        &self,
-        tokens: Tensor<B, 2, Int>,
-        padding: Option<Tensor<B, 2, Bool>>,
-        caches: Option<Vec<KvCache<B>>>,
-    ) -> (CausalLmOutput<B>, Vec<KvCache<B>>) {
         let mut h = self.embed_tokens.forward(tokens);
-        let mut caches = caches.map(|c| c.into_iter().map(Some).collect::<Vec<_>>());
         let mut routing = Vec::with_capacity(self.layers.len());
-        let mut new_caches = Vec::with_capacity(self.layers.len());
-        for (i, layer) in self.layers.iter().enumerate() {
-            let cache = caches
-                .as_mut()
-                .and_then(|c| c.get_mut(i))
-                .and_then(Option::take);
-            let out = layer.forward(h, &self.rope, padding.clone(), cache);
+        for layer in &self.layers {
+            let out = layer.forward(h, &self.rope, padding.clone());
             h = out.hidden;
             routing.push(out.routing);
-            new_caches.push(out.cache);
         }
+        CausalLmOutput {
+            logits: self.head(h),
+            routing,
+        }
+    }
+
+    /// Logits of the new `tokens: [B, t]` after the positions held by `cache`, with the
+    /// **inference** routing, and the grown cache.
+    ///
+    /// Inference routing (issue 5, SPEC §6): the token level is unchanged; at the segment
+    /// level every token mixes the top-`k` experts of its own router vector
+    /// (`k = clamp(round(c), 1, N_s)`, see [`SegmentMoe::experts_per_segment`]), which needs
+    /// no batch of segments and so works for a single sequence. Causal mode routes as in
+    /// training. In paper mode a token of the still-growing window is routed by the pool of
+    /// that window's tokens so far, and when new tokens *close* a window that was open in the
+    /// cache, the cache is rewound to the window's start and its tokens are run again, so
+    /// every closed window is routed by its full pool, as in training. Hence the result does
+    /// not depend on how the sequence is split into calls: feeding tokens one by one gives
+    /// the logits of one call on the whole sequence (`tests/generate.rs`).
+    ///
+    /// [`SegmentMoe::experts_per_segment`]: crate::segment_moe::SegmentMoe::experts_per_segment
+    pub fn forward_inference(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        cache: Option<ModelCache<B>>,
+        logits: Logits,
+    ) -> (Tensor<B, 3>, ModelCache<B>) {
+        let t = tokens.dims()[1];
+        let (input, all_tokens, mut layer_caches): (_, _, Vec<Option<LayerCache<B>>>) = match cache
+        {
+            Some(c) => {
+                let len = c.len();
+                let start = self.rewind_point(len, t);
+                let all = Tensor::cat(vec![c.tokens.clone(), tokens], 1);
+                let input = all.clone().narrow(1, start, len + t - start);
+                // burn cannot hold a zero-length cache: rewinding to 0 starts afresh.
+                let kept = match start {
+                    0 => vec![None; self.layers.len()],
+                    _ => c.truncate(start).layers.into_iter().map(Some).collect(),
+                };
+                (input, all, kept)
+            }
+            None => (tokens.clone(), tokens, vec![None; self.layers.len()]),
+        };
+        let mut h = self.embed_tokens.forward(input);
+        let mut grown = Vec::with_capacity(self.layers.len());
+        for (layer, cache) in self.layers.iter().zip(layer_caches.iter_mut()) {
+            let (out, cache) = layer.forward_inference(h, &self.rope, cache.take());
+            h = out;
+            grown.push(cache);
+        }
+        let n = h.dims()[1];
+        let h = match logits {
+            Logits::Last => h.narrow(1, n - 1, 1),
+            Logits::All => h.narrow(1, n - t, t),
+        };
+        let cache = ModelCache {
+            layers: grown,
+            tokens: all_tokens,
+        };
+        (self.head(h), cache)
+    }
+
+    /// Where [`Self::forward_inference`] must restart when `new` tokens follow `cached`
+    /// positions: the start of a paper-mode window that was open and is closed by the new
+    /// tokens, else `cached`.
+    pub fn rewind_point(&self, cached: usize, new: usize) -> usize {
+        self.layers
+            .iter()
+            .filter_map(|layer| match &layer.mlp {
+                FeedForward::Hybrid(moe) if moe.segment_moe.routing == SegmentRouting::Paper => {
+                    let a = moe.segment_moe.window;
+                    let closes = !cached.is_multiple_of(a) && (cached + new) / a > cached / a;
+                    closes.then_some(cached / a * a)
+                }
+                _ => None,
+            })
+            .min()
+            .unwrap_or(cached)
+    }
+
+    /// Final norm and LM head: `[B, T, d] -> [B, T, vocab]`.
+    fn head(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
         let h = self.norm.forward(h);
-        let logits = match &self.lm_head {
+        match &self.lm_head {
             Some(head) => head.forward(h),
             None => {
                 let [b, t, d] = h.dims();
@@ -167,8 +244,7 @@ impl<B: Backend> CausalLm<B> {
                     .matmul(weight.transpose())
                     .reshape([b, t, self.vocab_size()])
             }
-        };
-        (CausalLmOutput { logits, routing }, new_caches)
+        }
     }
 
     /// Vocabulary size.

@@ -231,33 +231,25 @@ impl<B: Backend> SegmentMoe<B> {
         let p = t.div_ceil(a);
         let v = b * p;
         let n_s = self.experts.num_experts();
-        let k = (self.capacity_factor.round() as usize).clamp(1, n_s);
+        let k = self.experts_per_segment();
         let route_in = self.causal_route_inputs(u.clone()).reshape([v, d]);
         let probs = softmax(self.router.forward(route_in), 1);
         let (experts, weights) = segment_choice(probs.clone(), k);
 
         // Every token of segment v goes to v's k experts.
-        let rows = pad_tokens(u, p * a - t, 0.0)
-            .reshape([v * a, 1, d])
-            .expand([v * a, k, d])
-            .reshape([v * a * k, d]);
+        let rows = pad_tokens(u, p * a - t, 0.0).reshape([v * a, d]);
         let token_experts = experts
             .clone()
             .reshape([v, 1, k])
             .expand([v, a, k])
-            .reshape([v * a * k]);
+            .reshape([v * a, k]);
         let token_weights = weights
             .clone()
-            .mul_scalar(self.gamma())
-            .reshape([v, 1, k, 1])
-            .expand([v, a, k, 1])
-            .reshape([v * a, k, 1]);
+            .reshape([v, 1, k])
+            .expand([v, a, k])
+            .reshape([v * a, k]);
         let y = self
-            .experts
-            .forward_grouped(rows, token_experts, self.dispatch_block)
-            .reshape([v * a, k, d])
-            .mul(token_weights)
-            .sum_dim(1)
+            .mix_experts(rows, token_experts, token_weights)
             .reshape([b, p * a, d])
             .narrow(1, 0, t);
         let gates = Tensor::<B, 2>::zeros([v, n_s], &probs.device()).scatter(
@@ -274,4 +266,115 @@ impl<B: Backend> SegmentMoe<B> {
         };
         (y, routing)
     }
+
+    /// Experts per segment when each segment chooses its own (causal mode, and paper mode at
+    /// inference): `k = clamp(round(c), 1, N_s)` — under expert choice a segment receives
+    /// `N_s·r/V ≈ c` experts on average — and, in paper mode, at most the per-segment cap.
+    pub fn experts_per_segment(&self) -> usize {
+        let n_s = self.experts.num_experts();
+        let k = (self.capacity_factor.round() as usize).clamp(1, n_s);
+        match (self.routing, self.max_experts_per_segment) {
+            (SegmentRouting::Paper, Some(cap)) => k.min(cap.max(1)),
+            _ => k,
+        }
+    }
+
+    /// `Σ_j γ·w[n,j]·FFN_{e[n,j]}(x_n)` for rows `x: [N, d]`, experts and weights `[N, k]`.
+    fn mix_experts(
+        &self,
+        x: Tensor<B, 2>,
+        experts: Tensor<B, 2, Int>,
+        weights: Tensor<B, 2>,
+    ) -> Tensor<B, 2> {
+        let [n, d] = x.dims();
+        let k = experts.dims()[1];
+        let rows = x.reshape([n, 1, d]).expand([n, k, d]).reshape([n * k, d]);
+        self.experts
+            .forward_grouped(rows, experts.reshape([n * k]), self.dispatch_block)
+            .reshape([n, k, d])
+            .mul(weights.mul_scalar(self.gamma()).reshape([n, k, 1]))
+            .sum_dim(1)
+            .reshape([n, d])
+    }
+
+    /// `y_seg` at inference for the new tokens `u: [B, t, d]` that follow `history: [B, S, d]`
+    /// (this layer's FFN inputs at positions `0..S`), with the inference routing of
+    /// [`Self::inference_route_inputs`]: each token mixes the top-[`Self::experts_per_segment`]
+    /// experts of its own router vector, so no batch of segments is needed.
+    pub fn forward_inference(
+        &self,
+        history: Option<Tensor<B, 3>>,
+        u: Tensor<B, 3>,
+    ) -> Tensor<B, 3> {
+        let [b, t, d] = u.dims();
+        let offset = history.as_ref().map_or(0, |h| h.dims()[1]);
+        let full = match history {
+            Some(h) => Tensor::cat(vec![h, u.clone()], 1),
+            None => u.clone(),
+        };
+        let route_in = self
+            .inference_route_inputs(full, offset)
+            .reshape([b * t, d]);
+        let probs = softmax(self.router.forward(route_in), 1);
+        let (experts, weights) = segment_choice(probs, self.experts_per_segment());
+        self.mix_experts(u.reshape([b * t, d]), experts, weights)
+            .reshape([b, t, d])
+    }
+
+    /// The router vector of every position `offset..T` of `full: [B, T, d]` at inference,
+    /// `[B, T − offset, d]`.
+    ///
+    /// - **Causal mode**: as in training (window `w` by pooled window `w − 1`, window 0 by the
+    ///   first token), so inference routing *is* training routing.
+    /// - **Paper mode**: a *closed* window (all `a` tokens present) is routed by its pooled
+    ///   window, as in training; a token of the *open* (still growing) window is routed by the
+    ///   pool of that window's tokens up to and including itself. [`crate::CausalLm`]'s
+    ///   inference forward recomputes a window's tokens once it closes, so every past window
+    ///   ends up routed as in training.
+    pub fn inference_route_inputs(&self, full: Tensor<B, 3>, offset: usize) -> Tensor<B, 3> {
+        let total = full.dims()[1];
+        let t = total - offset;
+        let a = self.window;
+        let first_w = offset / a;
+        match self.routing {
+            SegmentRouting::Causal => {
+                let last_w = (total - 1) / a;
+                let mut per_window = Vec::with_capacity(2);
+                if first_w == 0 {
+                    per_window.push(full.clone().narrow(1, 0, 1));
+                }
+                let lo = first_w.max(1);
+                if last_w >= lo {
+                    let region = full.narrow(1, (lo - 1) * a, (last_w + 1 - lo) * a);
+                    per_window.push(pool_segments(region, a, self.pooling));
+                }
+                expand_windows(Tensor::cat(per_window, 1), a).narrow(1, offset - first_w * a, t)
+            }
+            SegmentRouting::Paper => {
+                let closed_end = total / a;
+                let open_start = closed_end * a;
+                let mut parts = Vec::new();
+                let mut start = offset;
+                if closed_end > first_w {
+                    start = first_w * a;
+                    let region = full.clone().narrow(1, start, open_start - start);
+                    parts.push(expand_windows(pool_segments(region, a, self.pooling), a));
+                }
+                for i in offset.max(open_start)..total {
+                    let prefix = full.clone().narrow(1, open_start, i + 1 - open_start);
+                    parts.push(pool_segments(prefix, a, self.pooling));
+                }
+                Tensor::cat(parts, 1).narrow(1, offset - start, t)
+            }
+        }
+    }
+}
+
+/// `[B, W, d] -> [B, W·a, d]`: each window's vector repeated for its `a` tokens.
+fn expand_windows<B: Backend>(routes: Tensor<B, 3>, a: usize) -> Tensor<B, 3> {
+    let [b, w, d] = routes.dims();
+    routes
+        .reshape([b, w, 1, d])
+        .expand([b, w, a, d])
+        .reshape([b, w * a, d])
 }

@@ -1,0 +1,296 @@
+//! Generation: the KV cache against full recomputation, inference routing, sampling.
+
+mod common;
+
+use std::ops::ControlFlow;
+
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+use common::{TestBackend, assert_close, values};
+use multipl_moe::core::sampling::argmax;
+use multipl_moe::core::{
+    CausalLm, GenerateOptions, Logits, ModelCache, MoeConfig, MultiplMoeConfig, QwenConfig,
+    Sampler, SamplingConfig, SegmentRouting, StopReason,
+};
+
+type B = TestBackend;
+const VOCAB: usize = 61;
+
+fn model(moe: Option<SegmentRouting>, max_positions: usize) -> CausalLm<B> {
+    let device = Default::default();
+    B::seed(&device, 5);
+    let moe = moe.map(|routing| {
+        let mut m = MoeConfig::tiny().with_router_init_std(0.5);
+        m.segment.routing = routing;
+        m.segment.window = 4;
+        m.segment.capacity_factor = 2.0;
+        m
+    });
+    MultiplMoeConfig::new(
+        QwenConfig {
+            vocab_size: VOCAB,
+            ..QwenConfig::tiny()
+        }
+        .with_max_position_embeddings(max_positions),
+    )
+    .with_moe(moe)
+    .init(&device)
+    .expect("valid config")
+}
+
+fn ids(tokens: &[usize]) -> Tensor<B, 2, Int> {
+    let data: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
+    Tensor::from_data(
+        TensorData::new(data, [1, tokens.len()]),
+        &Default::default(),
+    )
+}
+
+const PROMPT: [usize; 6] = [3, 17, 42, 8, 8, 29];
+
+fn greedy(model: &CausalLm<B>, use_cache: bool) -> Vec<usize> {
+    let options = GenerateOptions {
+        max_new_tokens: 14,
+        stop_ids: vec![],
+        use_cache,
+    };
+    let mut sampler = Sampler::new(SamplingConfig::new()).expect("greedy");
+    model
+        .generate(&PROMPT, &options, &mut sampler, |_| {
+            ControlFlow::Continue(())
+        })
+        .expect("generates")
+        .tokens
+}
+
+/// Greedy tokens with the cache equal those of full recomputation at every step, and the
+/// last-position logits agree when the sequence is fed in uneven chunks that open and close
+/// windows (a = 4) mid-chunk.
+fn cache_matches_recompute(moe: Option<SegmentRouting>) {
+    let model = model(moe, 64);
+    let cached = greedy(&model, true);
+    let recomputed = greedy(&model, false);
+    assert_eq!(cached.len(), 14);
+    assert_eq!(cached, recomputed, "{moe:?}: cached vs recomputed tokens");
+    let distinct: std::collections::BTreeSet<_> = cached.iter().collect();
+    assert!(
+        distinct.len() > 1,
+        "{moe:?}: degenerate generation {cached:?}"
+    );
+
+    let sequence: Vec<usize> = PROMPT.iter().chain(&cached).copied().collect();
+    let mut cache: Option<ModelCache<B>> = None;
+    let mut end = 0;
+    for chunk in [5, 1, 3, 2, 1, 1, 4, 1, 2] {
+        let (logits, grown) =
+            model.forward_inference(ids(&sequence[end..end + chunk]), cache.take(), Logits::Last);
+        end += chunk;
+        assert_eq!(grown.len(), end);
+        cache = Some(grown);
+        let (full, _) = model.forward_inference(ids(&sequence[..end]), None, Logits::Last);
+        assert_close(
+            &values(logits),
+            &values(full),
+            1e-4,
+            &format!("{moe:?}: logits after {end} tokens"),
+        );
+    }
+}
+
+#[test]
+fn dense_cache_matches_recompute() {
+    cache_matches_recompute(None);
+}
+
+#[test]
+fn causal_hybrid_cache_matches_recompute() {
+    cache_matches_recompute(Some(SegmentRouting::Causal));
+}
+
+#[test]
+fn paper_hybrid_cache_matches_recompute() {
+    cache_matches_recompute(Some(SegmentRouting::Paper));
+}
+
+/// Causal mode needs no separate inference routing: the inference forward gives the
+/// training forward's logits at every position.
+#[test]
+fn causal_inference_routing_is_training_routing() {
+    let model = model(Some(SegmentRouting::Causal), 64);
+    let seq: Vec<usize> = (0..13).map(|i| (i * 7 + 2) % VOCAB).collect();
+    let train = model.forward(ids(&seq), None).logits;
+    let (infer, _) = model.forward_inference(ids(&seq), None, Logits::All);
+    assert_close(&values(infer), &values(train), 1e-4, "causal logits");
+}
+
+/// Paper mode at inference: closing a window rewinds the cache to the window's start, and
+/// only then; a window that is complete in one call is routed by its full pool, so the
+/// logits of a sequence of whole windows differ from what prefix routing would give.
+#[test]
+fn paper_mode_rewinds_when_a_window_closes() {
+    let model = model(Some(SegmentRouting::Paper), 64);
+    assert_eq!(model.rewind_point(5, 1), 5, "window 1 still open");
+    assert_eq!(model.rewind_point(7, 1), 4, "token 8 closes window 1");
+    assert_eq!(model.rewind_point(8, 3), 8, "cache ends on a boundary");
+    assert_eq!(model.rewind_point(6, 7), 4, "a long chunk closes window 1");
+    let causal = self::model(Some(SegmentRouting::Causal), 64);
+    assert_eq!(causal.rewind_point(7, 1), 7, "causal mode never rewinds");
+
+    // Without the rewind, window 1's first three tokens would keep their prefix routing.
+    let seq: Vec<usize> = (0..8).map(|i| (i * 11 + 5) % VOCAB).collect();
+    let (whole, _) = model.forward_inference(ids(&seq), None, Logits::Last);
+    let mut cache = None;
+    let mut last = None;
+    for &tok in &seq {
+        let (logits, grown) = model.forward_inference(ids(&[tok]), cache.take(), Logits::Last);
+        cache = Some(grown);
+        last = Some(logits);
+    }
+    let stepped = values(last.expect("eight steps"));
+    assert_close(&stepped, &values(whole), 1e-4, "stepwise = whole");
+}
+
+#[test]
+fn generation_stops_on_stop_id_callback_and_context() {
+    let model = model(Some(SegmentRouting::Paper), 12);
+    let first = greedy(&self::model(Some(SegmentRouting::Paper), 64), true)[0];
+    let mut sampler = Sampler::new(SamplingConfig::new()).expect("greedy");
+    let stop = GenerateOptions {
+        max_new_tokens: 5,
+        stop_ids: vec![first],
+        use_cache: true,
+    };
+    let out = model
+        .generate(&PROMPT, &stop, &mut sampler, |_| ControlFlow::Continue(()))
+        .expect("runs");
+    assert_eq!((out.tokens.len(), out.stop), (0, StopReason::StopToken));
+
+    let mut seen = 0;
+    let options = GenerateOptions {
+        max_new_tokens: 20,
+        ..GenerateOptions::default()
+    };
+    let out = model
+        .generate(&PROMPT, &options, &mut sampler, |_| {
+            seen += 1;
+            if seen == 2 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .expect("runs");
+    assert_eq!((out.tokens.len(), out.stop), (2, StopReason::Callback));
+
+    let out = model
+        .generate(&PROMPT, &options, &mut sampler, |_| {
+            ControlFlow::Continue(())
+        })
+        .expect("runs");
+    assert_eq!(
+        out.tokens.len(),
+        12 - PROMPT.len(),
+        "fills the 12 positions"
+    );
+    assert_eq!(out.stop, StopReason::ContextFull);
+    assert!(out.prefill_tokens_per_sec() > 0.0 && out.decode_steps == 5);
+
+    let long: Vec<usize> = (0..13).collect();
+    let err = model
+        .generate(&long, &options, &mut sampler, |_| ControlFlow::Continue(()))
+        .expect_err("13 > 12 positions");
+    assert!(err.to_string().contains("13 tokens"), "{err}");
+    let err = model
+        .generate(&[VOCAB], &options, &mut sampler, |_| {
+            ControlFlow::Continue(())
+        })
+        .expect_err("out of vocabulary");
+    assert!(err.to_string().contains("61"), "{err}");
+}
+
+fn softmax(logits: &[f32], temperature: f64) -> Vec<f64> {
+    let max = logits.iter().cloned().fold(f32::MIN, f32::max) as f64;
+    let e: Vec<f64> = logits
+        .iter()
+        .map(|&x| ((x as f64 - max) / temperature).exp())
+        .collect();
+    let s: f64 = e.iter().sum();
+    e.into_iter().map(|x| x / s).collect()
+}
+
+fn frequencies(config: SamplingConfig, logits: &[f32], n: usize) -> Vec<f64> {
+    let mut sampler = Sampler::new(config).expect("valid");
+    let mut counts = vec![0usize; logits.len()];
+    for _ in 0..n {
+        counts[sampler.sample(logits)] += 1;
+    }
+    counts.into_iter().map(|c| c as f64 / n as f64).collect()
+}
+
+#[test]
+fn sampling_follows_temperature_top_k_and_top_p() {
+    let logits = [1.0f32, 2.5, 0.3, 2.0, -1.0];
+    let n = 40_000;
+    // Temperature: frequencies follow softmax(logits / T) (4σ ≈ 0.01 at n = 40k).
+    for t in [0.7, 1.0, 2.0] {
+        let freq = frequencies(SamplingConfig::new().with_temperature(t), &logits, n);
+        let want = softmax(&logits, t);
+        for (i, (f, w)) in freq.iter().zip(&want).enumerate() {
+            assert!((f - w).abs() < 0.01, "T={t} token {i}: {f} vs {w}");
+        }
+    }
+    // Top-k = 2 renormalises over tokens 1 and 3.
+    let freq = frequencies(
+        SamplingConfig::new().with_temperature(1.0).with_top_k(2),
+        &logits,
+        n,
+    );
+    let pair = softmax(&[2.5, 2.0], 1.0);
+    assert!((freq[1] - pair[0]).abs() < 0.01 && (freq[3] - pair[1]).abs() < 0.01);
+    assert_eq!(freq[0] + freq[2] + freq[4], 0.0);
+    // Top-p keeps the smallest prefix reaching p: with p just above P(token 1), tokens 1 and 3.
+    let p1 = softmax(&logits, 1.0)[1];
+    let freq = frequencies(
+        SamplingConfig::new()
+            .with_temperature(1.0)
+            .with_top_p(p1 + 0.01),
+        &logits,
+        n,
+    );
+    assert!(freq[1] > 0.0 && freq[3] > 0.0);
+    assert_eq!(freq[0] + freq[2] + freq[4], 0.0);
+    // A tiny p, or k = 1, is greedy.
+    for cfg in [
+        SamplingConfig::new().with_temperature(1.0).with_top_p(1e-6),
+        SamplingConfig::new().with_temperature(1.0).with_top_k(1),
+    ] {
+        assert_eq!(frequencies(cfg, &logits, 200)[argmax(&logits)], 1.0);
+    }
+}
+
+#[test]
+fn sampling_is_seeded_and_validated() {
+    let model = model(None, 64);
+    let run = |seed| {
+        let cfg = SamplingConfig::new()
+            .with_temperature(1.0)
+            .with_top_p(0.95)
+            .with_seed(seed);
+        let mut sampler = Sampler::new(cfg).expect("valid");
+        let options = GenerateOptions {
+            max_new_tokens: 12,
+            ..GenerateOptions::default()
+        };
+        model
+            .generate(&PROMPT, &options, &mut sampler, |_| {
+                ControlFlow::Continue(())
+            })
+            .expect("generates")
+            .tokens
+    };
+    assert_eq!(run(1), run(1));
+    assert_ne!(run(1), run(2));
+    let err = Sampler::new(SamplingConfig::new().with_top_p(0.0)).expect_err("top_p = 0");
+    assert!(err.to_string().contains("top_p"), "{err}");
+    let err = Sampler::new(SamplingConfig::new().with_temperature(-1.0)).expect_err("T < 0");
+    assert!(err.to_string().contains("temperature"), "{err}");
+}
