@@ -105,6 +105,37 @@ fn segment_layer(cfg: SegmentMoeConfig) -> SegmentMoe<B> {
         .init(&Default::default())
 }
 
+/// Row `i` through expert `e_i`, for row counts on both sides of the per-row path
+/// (`A <= E`) and of the block size.
+#[test]
+fn grouped_dispatch_matches_reference_for_few_and_many_rows() {
+    let device = Default::default();
+    let e = 4;
+    let bank = multipl_moe::core::experts::ExpertBankConfig::new(e, D, F).init::<B>(&device);
+    let experts = bank_experts(&bank);
+    for (rows, block) in [(1, 8), (3, 8), (4, 2), (5, 2), (37, 8)] {
+        let x = randn(rows * D, 40 + rows as u64, 1.0);
+        let ids: Vec<i64> = (0..rows).map(|i| ((i * 7 + rows) % e) as i64).collect();
+        let idx = burn::tensor::Tensor::<B, 1, burn::tensor::Int>::from_data(
+            burn::tensor::TensorData::new(ids.clone(), [rows]),
+            &device,
+        );
+        let y = bank.forward_grouped(tensor::<B, 2>(x.clone(), [rows, D], &device), idx, block);
+        let want: Vec<f32> = (0..rows)
+            .flat_map(|i| {
+                let (gu, dn) = &experts[ids[i] as usize];
+                r::swiglu(&x[i * D..(i + 1) * D], gu, dn, D, F)
+            })
+            .collect();
+        assert_close(
+            &values(y),
+            &want,
+            TOL,
+            &format!("{rows} rows, block {block}"),
+        );
+    }
+}
+
 #[test]
 fn token_gates_sum_to_one_keep_shared_and_pick_distinct_routed_experts() {
     let device = Default::default();

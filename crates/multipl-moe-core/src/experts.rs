@@ -14,7 +14,8 @@
 //!   buffer is cut into `ceil(A/block) + E` blocks — a bound known without reading the counts,
 //!   so no host round trip is needed. Each block belongs to one expert, whose weights are
 //!   gathered per block for one batched matmul. Memory is linear in the rows; the padding
-//!   costs at most `E·block` extra rows.
+//!   costs at most `E·block` extra rows. With no more rows than experts (decoding), each row
+//!   gathers its own expert's weights instead.
 
 use burn::config::Config;
 use burn::module::{Module, Param};
@@ -107,8 +108,18 @@ impl<B: Backend> ExpertBank<B> {
         expert: Tensor<B, 1, Int>,
         block: usize,
     ) -> Tensor<B, 2> {
-        let plan = GroupedPlan::new(expert, self.num_experts(), block);
-        let [_, d] = x.dims();
+        let [rows, d] = x.dims();
+        if rows <= self.num_experts() {
+            // Decoding: fewer rows than experts; gathering each row's weights reads no more
+            // than the block path would and computes no padding rows.
+            let gate_up = self.gate_up.val().select(0, expert.clone());
+            let down = self.down.val().select(0, expert);
+            return swiglu_batched(x.reshape([rows, 1, d]), gate_up, down).reshape([rows, d]);
+        }
+        // Few rows (a short prompt) would be mostly padding in full blocks: shrink the block
+        // to about one expert's share. It depends on the row count only, known on the host.
+        let share = rows.div_ceil(self.num_experts()).next_power_of_two();
+        let plan = GroupedPlan::new(expert, self.num_experts(), block.min(share));
         let sorted = x
             .select(0, plan.source.clone())
             .reshape([plan.num_blocks, plan.block, d]);

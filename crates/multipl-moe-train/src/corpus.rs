@@ -60,7 +60,7 @@ impl Language {
             "java" => Language::Java,
             "cpp" | "c++" => Language::Cpp,
             "rust" | "rs" => Language::Rust,
-            "go" | "golang" => Language::Go,
+            "go" | "golang" | "go_test.go" => Language::Go,
             "ruby" | "rb" => Language::Ruby,
             _ => return None,
         })

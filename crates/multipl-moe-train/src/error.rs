@@ -47,6 +47,9 @@ pub enum TrainError {
         /// The checkpoint directory.
         dir: PathBuf,
     },
+    /// Generation failed.
+    #[error(transparent)]
+    Generate(#[from] multipl_moe_core::GenerateError),
     /// Model import/export failed.
     #[error(transparent)]
     Qwen(#[from] multipl_moe_qwen::QwenError),

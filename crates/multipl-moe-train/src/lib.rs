@@ -13,9 +13,12 @@ pub mod eval;
 pub mod generator;
 pub mod lm;
 pub mod metrics;
+pub mod multiple;
 pub mod pipeline;
+pub mod progress;
 pub mod run;
 pub mod schedule;
+pub mod textgen;
 pub mod tokenizer;
 pub mod trainer;
 

@@ -252,9 +252,14 @@ pub fn run_demo<B: AutodiffBackend>(
         moe: eval(&moe),
     };
     println!("\n{}", report.table());
-    save_model(&dense, &model_cfg, &out.join("dense"), SaveDtype::F32)?;
-    save_model(&dense_ft, &model_cfg, &out.join("dense-ft"), SaveDtype::F32)?;
-    save_model(&moe, &hybrid_cfg, &out.join("multipl-moe"), SaveDtype::F32)?;
+    for (name, model, config) in [
+        ("dense", &dense, &model_cfg),
+        ("dense-ft", &dense_ft, &model_cfg),
+        ("multipl-moe", &moe, &hybrid_cfg),
+    ] {
+        save_model(model, config, &out.join(name), SaveDtype::F32)?;
+        tokenizer.save(&out.join(name).join("tokenizer.json"))?;
+    }
     let report_path = out.join("report.json");
     std::fs::write(
         &report_path,

@@ -1,0 +1,230 @@
+//! Text in, text out: tokenizes a prompt, generates with [`CausalLm::generate`], decodes as it
+//! goes, streams the text and cuts it at stop sequences.
+
+use std::ops::ControlFlow;
+
+use burn::tensor::backend::Backend;
+use multipl_moe_core::{CausalLm, GenerateOptions, Generated, Sampler, SamplingConfig};
+
+use crate::tokenizer::TextTokenizer;
+
+/// Settings of [`generate_text`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextGenerateOptions {
+    /// Most tokens to generate.
+    pub max_new_tokens: usize,
+    /// Stop sequences: the completion ends before the first occurrence of any of them.
+    pub stop: Vec<String>,
+    /// Decoding strategy and seed.
+    pub sampling: SamplingConfig,
+    /// Whether the tokenizer's EOS ends generation.
+    pub stop_at_eos: bool,
+}
+
+impl Default for TextGenerateOptions {
+    fn default() -> Self {
+        Self {
+            max_new_tokens: 128,
+            stop: Vec::new(),
+            sampling: SamplingConfig::new(),
+            stop_at_eos: true,
+        }
+    }
+}
+
+/// A completion and how it was produced.
+#[derive(Debug, Clone)]
+pub struct TextGeneration {
+    /// The completion, cut before the first stop sequence.
+    pub text: String,
+    /// The stop sequence that ended it, if any.
+    pub stop_sequence: Option<String>,
+    /// Token-level result and timings.
+    pub generated: Generated,
+}
+
+/// Generates after `prompt` and calls `on_text` with each new piece of the completion, as
+/// soon as it can no longer turn into a stop sequence.
+pub fn generate_text<B: Backend>(
+    model: &CausalLm<B>,
+    tokenizer: &TextTokenizer,
+    prompt: &str,
+    options: &TextGenerateOptions,
+    mut on_text: impl FnMut(&str),
+) -> crate::Result<TextGeneration> {
+    let prompt_ids: Vec<usize> = tokenizer
+        .encode(prompt)?
+        .into_iter()
+        .map(|id| id as usize)
+        .collect();
+    let mut sampler = Sampler::new(options.sampling.clone())?;
+    let token_options = GenerateOptions {
+        max_new_tokens: options.max_new_tokens,
+        stop_ids: if options.stop_at_eos {
+            vec![tokenizer.eos() as usize]
+        } else {
+            Vec::new()
+        },
+        use_cache: true,
+    };
+    let mut stream = StopStream::new(options.stop.clone());
+    let mut ids: Vec<u32> = Vec::new();
+    let mut text = String::new();
+    let mut failure = None;
+    let mut cut = None;
+    let generated = model.generate(&prompt_ids, &token_options, &mut sampler, |id| {
+        ids.push(id as u32);
+        match tokenizer.decode(&ids) {
+            Ok(decoded) => text = decoded,
+            Err(e) => {
+                failure = Some(e);
+                return ControlFlow::Break(());
+            }
+        }
+        let (piece, stop) = stream.advance(&text);
+        on_text(piece);
+        match stop {
+            Some(at) => {
+                cut = Some(at);
+                ControlFlow::Break(())
+            }
+            None => ControlFlow::Continue(()),
+        }
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let stop_sequence = cut.and_then(|at| stream.stop_at(&text, at));
+    match cut {
+        Some(at) => text.truncate(at),
+        None => on_text(stream.finish(&text)),
+    }
+    Ok(TextGeneration {
+        text,
+        stop_sequence,
+        generated,
+    })
+}
+
+/// Streams a growing text while holding back any tail that could still become a stop
+/// sequence (and an incomplete UTF-8 character, which byte-level BPE decodes as U+FFFD).
+#[derive(Debug, Clone)]
+pub struct StopStream {
+    stops: Vec<String>,
+    emitted: usize,
+}
+
+impl StopStream {
+    /// A stream that stops at any of `stops` (empty strings are ignored).
+    pub fn new(stops: Vec<String>) -> Self {
+        Self {
+            stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
+            emitted: 0,
+        }
+    }
+
+    /// Given the whole text so far, returns the new text that is safe to show, and the byte
+    /// offset of the first stop sequence if one has appeared (the text ends there).
+    pub fn advance<'t>(&mut self, text: &'t str) -> (&'t str, Option<usize>) {
+        let from = self.emitted.min(text.len());
+        if let Some(at) = self
+            .stops
+            .iter()
+            .filter_map(|s| text.find(s.as_str()))
+            .min()
+        {
+            let at = at.max(from);
+            self.emitted = at;
+            return (&text[from..at], Some(at));
+        }
+        let mut safe = text.len() - self.held_back(text);
+        if text.ends_with('\u{FFFD}') {
+            safe = safe.min(text.len() - '\u{FFFD}'.len_utf8());
+        }
+        if safe <= from || !text.is_char_boundary(from) {
+            return ("", None);
+        }
+        self.emitted = safe;
+        (&text[from..safe], None)
+    }
+
+    /// The rest of the text once generation has ended without a stop sequence.
+    pub fn finish<'t>(&mut self, text: &'t str) -> &'t str {
+        let from = self.emitted.min(text.len());
+        self.emitted = text.len();
+        if text.is_char_boundary(from) {
+            &text[from..]
+        } else {
+            ""
+        }
+    }
+
+    /// The stop sequence found at byte `at` of `text`.
+    fn stop_at(&self, text: &str, at: usize) -> Option<String> {
+        self.stops
+            .iter()
+            .find(|s| text[at..].starts_with(s.as_str()))
+            .cloned()
+    }
+
+    /// Bytes at the end of `text` that are a proper prefix of a stop sequence.
+    fn held_back(&self, text: &str) -> usize {
+        self.stops
+            .iter()
+            .flat_map(|stop| {
+                stop.char_indices()
+                    .skip(1)
+                    .map(|(i, _)| &stop[..i])
+                    .filter(|prefix| text.ends_with(prefix))
+                    .map(str::len)
+            })
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StopStream;
+
+    /// Feeds `pieces` one after another and returns what was shown and where it stopped.
+    fn stream(stops: &[&str], pieces: &[&str]) -> (String, Option<usize>) {
+        let mut s = StopStream::new(stops.iter().map(|s| s.to_string()).collect());
+        let mut text = String::new();
+        let mut shown = String::new();
+        for piece in pieces {
+            text.push_str(piece);
+            let (new, stop) = s.advance(&text);
+            shown.push_str(new);
+            if stop.is_some() {
+                return (shown, stop);
+            }
+        }
+        shown.push_str(s.finish(&text));
+        (shown, None)
+    }
+
+    #[test]
+    fn cuts_at_the_first_stop_sequence_across_pieces() {
+        let (shown, stop) = stream(&["\n}", "\nfn"], &["  x + 1", "\n", "}", "\nfn main"]);
+        assert_eq!((shown.as_str(), stop), ("  x + 1", Some(7)));
+        let (shown, stop) = stream(&["\n}"], &["a\n", "b\n", "}"]);
+        assert_eq!((shown.as_str(), stop), ("a\nb", Some(3)));
+    }
+
+    #[test]
+    fn holds_back_only_possible_stop_prefixes() {
+        let mut s = StopStream::new(vec!["\ndef".into()]);
+        assert_eq!(s.advance("x\nd"), ("x", None));
+        assert_eq!(s.advance("x\ndo"), ("\ndo", None));
+        assert_eq!(s.finish("x\ndo"), "");
+        let (shown, stop) = stream(&[], &["é", "\u{FFFD}", "a"]);
+        assert_eq!((shown.as_str(), stop), ("é\u{FFFD}a", None));
+        let mut s = StopStream::new(vec![]);
+        assert_eq!(
+            s.advance("ab\u{FFFD}"),
+            ("ab", None),
+            "incomplete UTF-8 held"
+        );
+    }
+}

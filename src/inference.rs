@@ -1,0 +1,174 @@
+//! The `generate` and `eval` subcommands.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use multipl_moe::backend::Backend;
+use multipl_moe::core::{CausalLm, SamplingConfig};
+use multipl_moe::qwen::load_model;
+use multipl_moe::train::multiple::exec::ExecLimits;
+use multipl_moe::train::multiple::report::evaluate;
+use multipl_moe::train::multiple::{
+    Completion, cut_at_stop, read_jsonl, read_problems, write_atomic, write_jsonl,
+};
+use multipl_moe::train::progress::Progress;
+use multipl_moe::train::textgen::{TextGenerateOptions, generate_text};
+use multipl_moe::train::tokenizer::TextTokenizer;
+
+use crate::cli::ensure_backend;
+
+/// `--tokenizer`, else `tokenizer.json` next to the model's weights.
+fn load_tokenizer(model: &Path, explicit: Option<&Path>) -> Result<TextTokenizer> {
+    let path = explicit.map_or_else(|| model.join("tokenizer.json"), Path::to_path_buf);
+    if !path.is_file() {
+        bail!(
+            "no tokenizer at {}; pass --tokenizer FILE (a Hugging Face tokenizer.json)",
+            path.display()
+        );
+    }
+    Ok(TextTokenizer::from_file(&path)?)
+}
+
+fn load(model: &Path, tokenizer: Option<&Path>) -> Result<(CausalLm<Backend>, TextTokenizer)> {
+    let tokenizer = load_tokenizer(model, tokenizer)?;
+    let device = ensure_backend()?;
+    let (_, m) = load_model::<Backend>(model, &device)?;
+    Ok((m, tokenizer))
+}
+
+/// Settings of `multipl-moe generate`.
+pub struct GenerateArgs {
+    /// Model directory.
+    pub model: PathBuf,
+    /// `tokenizer.json`, if not in the model directory.
+    pub tokenizer: Option<PathBuf>,
+    /// The prompt text.
+    pub prompt: String,
+    /// Generation settings.
+    pub options: TextGenerateOptions,
+}
+
+/// Streams a completion to stdout, then prints prefill and decode speed.
+pub fn generate_cmd(args: GenerateArgs) -> Result<()> {
+    let (model, tokenizer) = load(&args.model, args.tokenizer.as_deref())?;
+    let mut stdout = std::io::stdout();
+    let out = generate_text(&model, &tokenizer, &args.prompt, &args.options, |piece| {
+        let _ = stdout.write_all(piece.as_bytes());
+        let _ = stdout.flush();
+    })?;
+    println!();
+    let g = &out.generated;
+    eprintln!(
+        "prefill: {} tokens in {:.3} s ({:.1} tokens/s); decode: {} tokens in {:.3} s ({:.1} \
+         tokens/s); stopped by {}",
+        g.prompt_tokens,
+        g.prefill_secs,
+        g.prefill_tokens_per_sec(),
+        g.decode_steps,
+        g.decode_secs,
+        g.decode_tokens_per_sec(),
+        match (&out.stop_sequence, g.stop) {
+            (Some(s), _) => format!("stop sequence {s:?}"),
+            (None, reason) => format!("{reason:?}"),
+        }
+    );
+    Ok(())
+}
+
+/// Settings of `multipl-moe eval`.
+pub struct EvalArgs {
+    /// Model directory; `None` evaluates `completions`.
+    pub model: Option<PathBuf>,
+    /// `tokenizer.json`, if not in the model directory.
+    pub tokenizer: Option<PathBuf>,
+    /// MultiPL-E problems (JSONL).
+    pub problems: PathBuf,
+    /// Completions made elsewhere (JSONL with `name`, `completion`).
+    pub completions: Option<PathBuf>,
+    /// Keep only this language.
+    pub language: Option<String>,
+    /// Output directory.
+    pub out: PathBuf,
+    /// Most tokens per completion.
+    pub max_new_tokens: usize,
+    /// Seconds per program run.
+    pub timeout: f64,
+    /// Parallel executions.
+    pub jobs: usize,
+}
+
+/// Generates (with a model) or reads completions, runs them and writes `results.json`.
+pub fn eval_cmd(args: EvalArgs) -> Result<()> {
+    let problems = read_problems(&args.problems, args.language.as_deref())?;
+    if problems.is_empty() {
+        bail!(
+            "{}: no problems{}",
+            args.problems.display(),
+            args.language
+                .as_deref()
+                .map_or(String::new(), |l| format!(" for --language {l}"))
+        );
+    }
+    if !(args.timeout.is_finite() && args.timeout > 0.0) {
+        bail!(
+            "--timeout must be a positive number of seconds, got {}",
+            args.timeout
+        );
+    }
+    let completions: BTreeMap<String, String> = match (&args.model, &args.completions) {
+        (Some(_), Some(_)) => bail!("give --model (to generate) or --completions, not both"),
+        (None, None) => bail!("give --model DIR to generate completions, or --completions FILE"),
+        (None, Some(file)) => read_jsonl::<Completion>(file)?
+            .into_iter()
+            .map(|c| (c.name, c.completion))
+            .collect(),
+        (Some(model), None) => {
+            let (model, tokenizer) = load(model, args.tokenizer.as_deref())?;
+            let progress = Progress::new("generate", problems.len());
+            let mut records = Vec::with_capacity(problems.len());
+            for (i, p) in problems.iter().enumerate() {
+                let options = TextGenerateOptions {
+                    max_new_tokens: args.max_new_tokens,
+                    stop: p.stop_tokens.clone(),
+                    sampling: SamplingConfig::new(),
+                    stop_at_eos: true,
+                };
+                let out = generate_text(&model, &tokenizer, &p.prompt, &options, |_| {})
+                    .with_context(|| format!("problem {}", p.name))?;
+                records.push(Completion {
+                    name: p.name.clone(),
+                    completion: cut_at_stop(&out.text, &p.stop_tokens),
+                });
+                progress.item(i + 1, &p.name);
+            }
+            progress.finish();
+            let path = args.out.join("completions.jsonl");
+            write_jsonl(&path, &records)?;
+            eprintln!("wrote {}", path.display());
+            records
+                .into_iter()
+                .map(|c| (c.name, c.completion))
+                .collect()
+        }
+    };
+    let limits = ExecLimits {
+        run: Duration::from_secs_f64(args.timeout),
+        ..ExecLimits::default()
+    };
+    let progress = Progress::new("evaluate", problems.len());
+    let report = evaluate(&problems, &completions, limits, args.jobs, |done, _, r| {
+        progress.item(done, &format!("{} {}", r.name, r.status.name()));
+    });
+    progress.finish();
+    if !report.network_isolated {
+        eprintln!("note: `unshare -rn` is not permitted here; programs ran with network access");
+    }
+    let path = args.out.join("results.json");
+    write_atomic(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    print!("{}", report.table());
+    println!("wrote {}", path.display());
+    Ok(())
+}
