@@ -246,6 +246,28 @@ enum Command {
         #[arg(long)]
         tokenizer: Option<PathBuf>,
     },
+    /// Measure how often inference routing of the segment level agrees with training routing
+    /// on validation data, and the validation loss of each.
+    Routing {
+        /// Model directory (a hybrid model, with tokenizer.json).
+        #[arg(long)]
+        model: PathBuf,
+        /// Source tree or JSONL; default: the demo's embedded corpus.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Validation sequences.
+        #[arg(long, default_value_t = 48)]
+        sequences: usize,
+        /// Tokens per sequence.
+        #[arg(long, default_value_t = 128)]
+        seq_len: usize,
+        /// Sequences per training batch (expert choice competes within it).
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        /// tokenizer.json, if not in the model directory.
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+    },
     /// Run one forward pass of a randomly initialised hybrid model and print its routing.
     Forward {
         /// Model config (JSON); default: the tiny preset.
@@ -371,6 +393,21 @@ pub fn run() -> Result<()> {
             jobs: jobs.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
             }),
+        }),
+        Command::Routing {
+            model,
+            data,
+            sequences,
+            seq_len,
+            batch,
+            tokenizer,
+        } => crate::inference::routing_cmd(crate::inference::RoutingArgs {
+            model,
+            data,
+            sequences,
+            seq_len,
+            batch,
+            tokenizer,
         }),
         Command::Logits { model, tokens, out } => logits_cmd(&model, &tokens, &out),
         Command::Convert { model, out, bf16 } => {

@@ -172,3 +172,80 @@ pub fn eval_cmd(args: EvalArgs) -> Result<()> {
     println!("wrote {}", path.display());
     Ok(())
 }
+
+/// Settings of `multipl-moe routing`.
+pub struct RoutingArgs {
+    /// Model directory (with its tokenizer.json).
+    pub model: PathBuf,
+    /// Source tree or JSONL; default: the embedded corpus of the demo.
+    pub data: Option<PathBuf>,
+    /// Validation sequences to use.
+    pub sequences: usize,
+    /// Tokens per sequence.
+    pub seq_len: usize,
+    /// Sequences per training batch.
+    pub batch: usize,
+    /// tokenizer.json, if not in the model directory.
+    pub tokenizer: Option<PathBuf>,
+}
+
+/// Measures inference-vs-training segment routing on the validation split (the demo's split:
+/// whole documents, fraction 0.1, seed 7) and prints it.
+pub fn routing_cmd(args: RoutingArgs) -> Result<()> {
+    use multipl_moe::train::agreement::routing_agreement;
+    use multipl_moe::train::corpus::{Language, embedded, read_path};
+    use multipl_moe::train::data::{pack, split_documents, tokenize};
+    use multipl_moe::train::pipeline::DemoConfig;
+
+    let (model, tokenizer) = load(&args.model, args.tokenizer.as_deref())?;
+    let demo = DemoConfig::tiny();
+    let corpus = match &args.data {
+        Some(path) => read_path(path)?,
+        None => embedded(demo.documents_per_language),
+    };
+    let (_, valid) = split_documents(&corpus.documents, demo.valid_fraction, 7);
+    let mut packed = pack(
+        &tokenize(&valid, &tokenizer)?,
+        args.seq_len,
+        tokenizer.eos(),
+    );
+    let mut sequences = Vec::with_capacity(args.sequences);
+    'fill: for i in 0.. {
+        let mut any = false;
+        for lang in Language::ALL {
+            if let Some(seq) = packed
+                .get_mut(&lang)
+                .and_then(|v| (i < v.len()).then(|| v[i].clone()))
+            {
+                any = true;
+                sequences.push(seq);
+                if sequences.len() == args.sequences {
+                    break 'fill;
+                }
+            }
+        }
+        if !any {
+            break;
+        }
+    }
+    if sequences.is_empty() {
+        bail!(
+            "no validation sequence of {} tokens in the data",
+            args.seq_len
+        );
+    }
+    let device = ensure_backend()?;
+    let report = routing_agreement(&model, &sequences, args.batch, &device);
+    if report.layers.is_empty() {
+        println!("no paper-mode hybrid layer: inference routing is training routing by design");
+    }
+    print!("{}", report.table());
+    let (exact, precision, unserved, prefix) = report.summary();
+    println!(
+        "mean over layers: exact {exact:.3}, precision {precision:.3}, unserved {unserved:.3}, \
+         prefix precision over all positions {prefix:.3} ({} sequences of {} tokens)",
+        sequences.len(),
+        args.seq_len
+    );
+    Ok(())
+}

@@ -294,3 +294,61 @@ fn sampling_is_seeded_and_validated() {
     let err = Sampler::new(SamplingConfig::new().with_temperature(-1.0)).expect_err("T < 0");
     assert!(err.to_string().contains("temperature"), "{err}");
 }
+
+fn validation() -> Vec<multipl_moe::train::data::Sequence> {
+    (0..4)
+        .map(|s| multipl_moe::train::data::Sequence {
+            tokens: (0..13)
+                .map(|i| ((i * 5 + s * 11 + 1) % VOCAB) as u32)
+                .collect(),
+            language: multipl_moe::train::corpus::Language::Rust,
+        })
+        .collect()
+}
+
+/// Causal mode: nothing to disagree on, and generation's token-by-token loss equals the
+/// batched training loss.
+#[test]
+fn agreement_is_trivial_in_causal_mode() {
+    use multipl_moe::train::agreement::routing_agreement;
+    let model = model(Some(SegmentRouting::Causal), 64);
+    let report = routing_agreement(&model, &validation(), 2, &Default::default());
+    assert!(report.layers.is_empty());
+    assert!(
+        (report.ce_generation - report.ce_training_routing).abs() < 1e-4,
+        "{report:?}"
+    );
+    assert!(report.ce_generation > 0.0);
+}
+
+/// Paper mode with `c = N_s`: every expert takes every segment in training and every
+/// segment takes every expert at inference, so the two agree exactly.
+#[test]
+fn agreement_is_total_when_every_expert_takes_every_segment() {
+    use multipl_moe::train::agreement::routing_agreement;
+    let device = Default::default();
+    B::seed(&device, 5);
+    let mut moe = MoeConfig::tiny().with_router_init_std(0.5);
+    moe.segment.window = 4;
+    moe.segment.capacity_factor = moe.segment.num_experts as f64;
+    let model = MultiplMoeConfig::new(QwenConfig {
+        vocab_size: VOCAB,
+        ..QwenConfig::tiny()
+    })
+    .with_moe(Some(moe))
+    .init::<B>(&device)
+    .expect("valid");
+    let report = routing_agreement(&model, &validation(), 2, &device);
+    assert_eq!(report.layers.len(), 2);
+    for layer in &report.layers {
+        assert_eq!(layer.windows, 4 * 3, "three full windows of 4 in 12 inputs");
+        assert_eq!((layer.closed_exact, layer.closed_precision), (1.0, 1.0));
+        assert_eq!(layer.unserved, 0.0);
+        assert!(layer.prefix_exact.iter().all(|&x| x == 1.0));
+    }
+    // With c = 2 < N_s, expert choice and per-segment top-k differ on some windows.
+    let model = self::model(Some(SegmentRouting::Paper), 64);
+    let report = routing_agreement(&model, &validation(), 2, &device);
+    let (exact, ..) = report.summary();
+    assert!(exact < 1.0, "{}", report.table());
+}

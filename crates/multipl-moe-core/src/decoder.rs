@@ -53,13 +53,7 @@ impl<B: Backend> DecoderLayer<B> {
         rope: &Rope<B>,
         padding: Option<Tensor<B, 2, Bool>>,
     ) -> DecoderOutput<B> {
-        let attn = self.self_attn.forward(
-            self.input_layernorm.forward(h.clone()),
-            rope,
-            padding.clone(),
-        );
-        let h = h.add(attn);
-        let u = self.post_attention_layernorm.forward(h.clone());
+        let (h, u) = self.attend(h, rope, padding.clone());
         let (ffn, routing) = match &self.mlp {
             FeedForward::Dense(ffn) => (ffn.forward(u), None),
             FeedForward::Hybrid(moe) => {
@@ -71,6 +65,22 @@ impl<B: Backend> DecoderLayer<B> {
             hidden: h.add(ffn),
             routing,
         }
+    }
+
+    /// The attention half from position 0: returns `h + Attn(RMSNorm(h))` and the FFN slot's
+    /// input `u = RMSNorm(h + Attn(...))`.
+    pub fn attend(
+        &self,
+        h: Tensor<B, 3>,
+        rope: &Rope<B>,
+        padding: Option<Tensor<B, 2, Bool>>,
+    ) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        let attn = self
+            .self_attn
+            .forward(self.input_layernorm.forward(h.clone()), rope, padding);
+        let h = h.add(attn);
+        let u = self.post_attention_layernorm.forward(h.clone());
+        (h, u)
     }
 
     /// Runs the layer on `h: [B, T, d]` after `cache`'s positions with the inference routing

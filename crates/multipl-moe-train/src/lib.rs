@@ -6,6 +6,7 @@
 //! data pipeline: source trees, JSONL or the embedded corpus, tokenized, split by whole
 //! documents, packed with EOS separators and mixed by language.
 
+pub mod agreement;
 pub mod corpus;
 pub mod data;
 pub mod error;
