@@ -7,10 +7,11 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::{Int, Tensor, TensorData};
 use clap::{Parser, Subcommand};
 use multipl_moe::backend::{self, Backend, TrainBackend};
-use multipl_moe::core::{MoeConfig, MultiplMoeConfig, QwenConfig, SamplingConfig, SegmentRouting};
+use multipl_moe::core::{MoeConfig, MultiplMoeConfig, QwenConfig, SegmentRouting};
 use multipl_moe::qwen::tensors::{HostTensor, write_file};
 use multipl_moe::qwen::{SaveDtype, UpcycleOptions, load_model, save_model, upcycle};
-use multipl_moe::train::textgen::TextGenerateOptions;
+
+use crate::inference::{EvalArgs, GenerateArgs, RoutingArgs, eval_cmd, generate_cmd, routing_cmd};
 
 /// MoE presets selectable on the command line.
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -186,88 +187,13 @@ enum Command {
         bf16: bool,
     },
     /// Generate text after a prompt, streaming it, then print prefill and decode speed.
-    Generate {
-        /// Model directory (Hugging Face dense or exported hybrid).
-        #[arg(long)]
-        model: PathBuf,
-        /// The prompt.
-        #[arg(long)]
-        prompt: String,
-        /// Most tokens to generate.
-        #[arg(long, default_value_t = 128)]
-        max_new_tokens: usize,
-        /// Sampling temperature; 0 is greedy.
-        #[arg(long, default_value_t = 0.0)]
-        temperature: f64,
-        /// Nucleus sampling threshold; 1 keeps every token.
-        #[arg(long, default_value_t = 1.0)]
-        top_p: f64,
-        /// Keep the k most likely tokens; 0 keeps all.
-        #[arg(long, default_value_t = 0)]
-        top_k: usize,
-        /// Sampling seed.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Stop sequence (repeatable).
-        #[arg(long)]
-        stop: Vec<String>,
-        /// tokenizer.json, if not in the model directory.
-        #[arg(long)]
-        tokenizer: Option<PathBuf>,
-    },
+    Generate(GenerateArgs),
     /// MultiPL-E pass@1: generate one greedy completion per problem (with --model) or take
     /// given ones (--completions), run them with each language's toolchain, score them.
-    Eval {
-        /// Model directory; without it no model is loaded and --completions is evaluated.
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// Problems in MultiPL-E's format (JSONL: name, language, prompt, tests, stop_tokens).
-        #[arg(long)]
-        problems: PathBuf,
-        /// Completions made elsewhere (JSONL: name, completion).
-        #[arg(long)]
-        completions: Option<PathBuf>,
-        /// Only this language (python, java, cpp, rust, go, ruby or a MultiPL-E code).
-        #[arg(long)]
-        language: Option<String>,
-        /// Output directory for completions.jsonl and results.json.
-        #[arg(long, default_value = "runs/eval")]
-        out: PathBuf,
-        /// Most tokens per completion.
-        #[arg(long, default_value_t = 512)]
-        max_new_tokens: usize,
-        /// Time limit of each program run, in seconds.
-        #[arg(long, default_value_t = 15.0)]
-        timeout: f64,
-        /// Programs run in parallel (default: the number of CPUs).
-        #[arg(long)]
-        jobs: Option<usize>,
-        /// tokenizer.json, if not in the model directory.
-        #[arg(long)]
-        tokenizer: Option<PathBuf>,
-    },
+    Eval(EvalArgs),
     /// Measure how often inference routing of the segment level agrees with training routing
     /// on validation data, and the validation loss of each.
-    Routing {
-        /// Model directory (a hybrid model, with tokenizer.json).
-        #[arg(long)]
-        model: PathBuf,
-        /// Source tree or JSONL; default: the demo's embedded corpus.
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// Validation sequences.
-        #[arg(long, default_value_t = 48)]
-        sequences: usize,
-        /// Tokens per sequence.
-        #[arg(long, default_value_t = 128)]
-        seq_len: usize,
-        /// Sequences per training batch (expert choice competes within it).
-        #[arg(long, default_value_t = 16)]
-        batch: usize,
-        /// tokenizer.json, if not in the model directory.
-        #[arg(long)]
-        tokenizer: Option<PathBuf>,
-    },
+    Routing(RoutingArgs),
     /// Run one forward pass of a randomly initialised hybrid model and print its routing.
     Forward {
         /// Model config (JSON); default: the tiny preset.
@@ -346,69 +272,9 @@ pub fn run() -> Result<()> {
             };
             upcycle_cmd(&model, &out, &moe, &opts, bf16)
         }
-        Command::Generate {
-            model,
-            prompt,
-            max_new_tokens,
-            temperature,
-            top_p,
-            top_k,
-            seed,
-            stop,
-            tokenizer,
-        } => crate::inference::generate_cmd(crate::inference::GenerateArgs {
-            model,
-            tokenizer,
-            prompt,
-            options: TextGenerateOptions {
-                max_new_tokens,
-                stop,
-                sampling: SamplingConfig::new()
-                    .with_temperature(temperature)
-                    .with_top_p(top_p)
-                    .with_top_k(top_k)
-                    .with_seed(seed),
-                stop_at_eos: true,
-            },
-        }),
-        Command::Eval {
-            model,
-            problems,
-            completions,
-            language,
-            out,
-            max_new_tokens,
-            timeout,
-            jobs,
-            tokenizer,
-        } => crate::inference::eval_cmd(crate::inference::EvalArgs {
-            model,
-            tokenizer,
-            problems,
-            completions,
-            language,
-            out,
-            max_new_tokens,
-            timeout,
-            jobs: jobs.unwrap_or_else(|| {
-                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
-            }),
-        }),
-        Command::Routing {
-            model,
-            data,
-            sequences,
-            seq_len,
-            batch,
-            tokenizer,
-        } => crate::inference::routing_cmd(crate::inference::RoutingArgs {
-            model,
-            data,
-            sequences,
-            seq_len,
-            batch,
-            tokenizer,
-        }),
+        Command::Generate(args) => generate_cmd(args),
+        Command::Eval(args) => eval_cmd(args),
+        Command::Routing(args) => routing_cmd(args),
         Command::Logits { model, tokens, out } => logits_cmd(&model, &tokens, &out),
         Command::Convert { model, out, bf16 } => {
             let device = ensure_backend()?;

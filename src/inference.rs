@@ -40,22 +40,52 @@ fn load(model: &Path, tokenizer: Option<&Path>) -> Result<(CausalLm<Backend>, Te
 }
 
 /// Settings of `multipl-moe generate`.
+#[derive(clap::Args, Debug)]
 pub struct GenerateArgs {
-    /// Model directory.
-    pub model: PathBuf,
-    /// `tokenizer.json`, if not in the model directory.
-    pub tokenizer: Option<PathBuf>,
-    /// The prompt text.
-    pub prompt: String,
-    /// Generation settings.
-    pub options: TextGenerateOptions,
+    /// Model directory (Hugging Face dense or exported hybrid).
+    #[arg(long)]
+    model: PathBuf,
+    /// The prompt.
+    #[arg(long)]
+    prompt: String,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 128)]
+    max_new_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    /// Nucleus sampling threshold; 1 keeps every token.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    /// Keep the k most likely tokens; 0 keeps all.
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop sequence (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// tokenizer.json, if not in the model directory.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
 }
 
 /// Streams a completion to stdout, then prints prefill and decode speed.
 pub fn generate_cmd(args: GenerateArgs) -> Result<()> {
     let (model, tokenizer) = load(&args.model, args.tokenizer.as_deref())?;
+    let options = TextGenerateOptions {
+        max_new_tokens: args.max_new_tokens,
+        stop: args.stop,
+        sampling: SamplingConfig::new()
+            .with_temperature(args.temperature)
+            .with_top_p(args.top_p)
+            .with_top_k(args.top_k)
+            .with_seed(args.seed),
+        stop_at_eos: true,
+    };
     let mut stdout = std::io::stdout();
-    let out = generate_text(&model, &tokenizer, &args.prompt, &args.options, |piece| {
+    let out = generate_text(&model, &tokenizer, &args.prompt, &options, |piece| {
         let _ = stdout.write_all(piece.as_bytes());
         let _ = stdout.flush();
     })?;
@@ -79,25 +109,35 @@ pub fn generate_cmd(args: GenerateArgs) -> Result<()> {
 }
 
 /// Settings of `multipl-moe eval`.
+#[derive(clap::Args, Debug)]
 pub struct EvalArgs {
-    /// Model directory; `None` evaluates `completions`.
-    pub model: Option<PathBuf>,
-    /// `tokenizer.json`, if not in the model directory.
-    pub tokenizer: Option<PathBuf>,
-    /// MultiPL-E problems (JSONL).
-    pub problems: PathBuf,
-    /// Completions made elsewhere (JSONL with `name`, `completion`).
-    pub completions: Option<PathBuf>,
-    /// Keep only this language.
-    pub language: Option<String>,
-    /// Output directory.
-    pub out: PathBuf,
+    /// Model directory; without it no model is loaded and --completions is evaluated.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Problems in MultiPL-E's format (JSONL: name, language, prompt, tests, stop_tokens).
+    #[arg(long)]
+    problems: PathBuf,
+    /// Completions made elsewhere (JSONL: name, completion).
+    #[arg(long)]
+    completions: Option<PathBuf>,
+    /// Only this language (python, java, cpp, rust, go, ruby or a MultiPL-E code).
+    #[arg(long)]
+    language: Option<String>,
+    /// Output directory for completions.jsonl and results.json.
+    #[arg(long, default_value = "runs/eval")]
+    out: PathBuf,
     /// Most tokens per completion.
-    pub max_new_tokens: usize,
-    /// Seconds per program run.
-    pub timeout: f64,
-    /// Parallel executions.
-    pub jobs: usize,
+    #[arg(long, default_value_t = 512)]
+    max_new_tokens: usize,
+    /// Time limit of each program run, in seconds.
+    #[arg(long, default_value_t = 15.0)]
+    timeout: f64,
+    /// Programs run in parallel (default: the number of CPUs).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// tokenizer.json, if not in the model directory.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
 }
 
 /// Generates (with a model) or reads completions, runs them and writes `results.json`.
@@ -159,7 +199,10 @@ pub fn eval_cmd(args: EvalArgs) -> Result<()> {
         ..ExecLimits::default()
     };
     let progress = Progress::new("evaluate", problems.len());
-    let report = evaluate(&problems, &completions, limits, args.jobs, |done, _, r| {
+    let jobs = args.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+    });
+    let report = evaluate(&problems, &completions, limits, jobs, |done, _, r| {
         progress.item(done, &format!("{} {}", r.name, r.status.name()));
     });
     progress.finish();
@@ -174,19 +217,26 @@ pub fn eval_cmd(args: EvalArgs) -> Result<()> {
 }
 
 /// Settings of `multipl-moe routing`.
+#[derive(clap::Args, Debug)]
 pub struct RoutingArgs {
-    /// Model directory (with its tokenizer.json).
-    pub model: PathBuf,
-    /// Source tree or JSONL; default: the embedded corpus of the demo.
-    pub data: Option<PathBuf>,
-    /// Validation sequences to use.
-    pub sequences: usize,
+    /// Model directory (a hybrid model, with tokenizer.json).
+    #[arg(long)]
+    model: PathBuf,
+    /// Source tree or JSONL; default: the demo's embedded corpus.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Validation sequences.
+    #[arg(long, default_value_t = 48)]
+    sequences: usize,
     /// Tokens per sequence.
-    pub seq_len: usize,
-    /// Sequences per training batch.
-    pub batch: usize,
+    #[arg(long, default_value_t = 128)]
+    seq_len: usize,
+    /// Sequences per training batch (expert choice competes within it).
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
     /// tokenizer.json, if not in the model directory.
-    pub tokenizer: Option<PathBuf>,
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
 }
 
 /// Measures inference-vs-training segment routing on the validation split (the demo's split:
