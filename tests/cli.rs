@@ -1,0 +1,114 @@
+//! The `generate` and `eval --model` subcommands end to end on a tiny saved hybrid model.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+mod common;
+
+use common::TestBackend;
+
+use multipl_moe::core::{MoeConfig, MultiplMoeConfig, QwenConfig};
+use multipl_moe::qwen::{SaveDtype, save_model};
+use multipl_moe::train::corpus::embedded;
+use multipl_moe::train::tokenizer::TextTokenizer;
+
+/// A random tiny hybrid model with a BPE tokenizer, saved in the export format.
+fn saved_model(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("multipl-moe-cli-{name}-{}", std::process::id()));
+    let texts: Vec<String> = embedded(5).documents.into_iter().map(|d| d.text).collect();
+    let tokenizer = TextTokenizer::train(&texts, 300).expect("tokenizer");
+    let mut moe = MoeConfig::tiny();
+    moe.segment.window = 4;
+    let config = MultiplMoeConfig::new(QwenConfig {
+        vocab_size: tokenizer.vocab_size(),
+        ..QwenConfig::tiny()
+    })
+    .with_moe(Some(moe));
+    let model = config
+        .init::<TestBackend>(&Default::default())
+        .expect("valid");
+    save_model(&model, &config, &dir, SaveDtype::F32).expect("saves");
+    tokenizer.save(&dir.join("tokenizer.json")).expect("saves");
+    dir
+}
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_multipl-moe"))
+}
+
+#[test]
+fn generate_streams_and_reports_speed() {
+    let dir = saved_model("generate");
+    let out = bin()
+        .args(["generate", "--model"])
+        .arg(&dir)
+        .args(["--prompt", "fn main() {", "--max-new-tokens", "12"])
+        .args(["--temperature", "0.9", "--top-p", "0.9", "--seed", "4"])
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("prefill:") && stderr.contains("decode:") && stderr.contains("tokens/s"),
+        "{stderr}"
+    );
+    let again = bin()
+        .args(["generate", "--model"])
+        .arg(&dir)
+        .args(["--prompt", "fn main() {", "--max-new-tokens", "12"])
+        .args(["--temperature", "0.9", "--top-p", "0.9", "--seed", "4"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.stdout, again.stdout, "seeded sampling repeats");
+    let bad = bin()
+        .args(["generate", "--model"])
+        .arg(&dir)
+        .args(["--prompt", "x", "--top-p", "1.5"])
+        .output()
+        .expect("runs");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("top_p"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn eval_with_a_model_writes_completions_and_results() {
+    let dir = saved_model("eval");
+    let out_dir = dir.join("eval");
+    let out = bin()
+        .args(["eval", "--model"])
+        .arg(&dir)
+        .arg("--problems")
+        .arg(Path::new("fixtures/multiple/problems.jsonl"))
+        .args([
+            "--language",
+            "python",
+            "--max-new-tokens",
+            "8",
+            "--timeout",
+            "5",
+        ])
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let completions = std::fs::read_to_string(out_dir.join("completions.jsonl")).expect("written");
+    assert_eq!(completions.lines().count(), 2, "one per python problem");
+    for line in completions.lines() {
+        let c: serde_json::Value = serde_json::from_str(line).expect("json");
+        let text = c["completion"].as_str().expect("completion");
+        assert!(!text.contains("\ndef"), "cut at the stop token: {text:?}");
+    }
+    let results: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out_dir.join("results.json")).expect("written"),
+    )
+    .expect("json");
+    assert_eq!(results["results"].as_array().map(Vec::len), Some(2));
+    assert_eq!(results["scores"][0]["language"], "python");
+    let _ = std::fs::remove_dir_all(&dir);
+}
