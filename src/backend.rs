@@ -50,3 +50,37 @@ pub type TrainBackend = burn::backend::Autodiff<Backend>;
 pub fn device() -> burn::tensor::Device<Backend> {
     Default::default()
 }
+
+/// `n` devices of [`Backend`] for data-parallel training (burn-train's multi-device
+/// strategy): the first `n` GPUs (CUDA ordinals, or wgpu's discrete GPUs) on GPU backends;
+/// ndarray has a single CPU device, which is repeated (burn-train then runs `n` workers on
+/// it — a check of the code path, not a speed-up). `n <= 1` gives the default device.
+pub fn devices(n: usize) -> Vec<burn::tensor::Device<Backend>> {
+    if n <= 1 {
+        return vec![device()];
+    }
+    (0..n).map(nth_device).collect()
+}
+
+#[cfg(feature = "cuda")]
+fn nth_device(i: usize) -> burn::tensor::Device<Backend> {
+    burn::backend::cuda::CudaDevice::new(i)
+}
+
+#[cfg(all(
+    not(feature = "cuda"),
+    any(feature = "wgpu", feature = "metal", feature = "vulkan")
+))]
+fn nth_device(i: usize) -> burn::tensor::Device<Backend> {
+    burn::backend::wgpu::WgpuDevice::DiscreteGpu(i)
+}
+
+#[cfg(not(any(
+    feature = "cuda",
+    feature = "wgpu",
+    feature = "metal",
+    feature = "vulkan"
+)))]
+fn nth_device(_: usize) -> burn::tensor::Device<Backend> {
+    device()
+}

@@ -137,6 +137,9 @@ enum Command {
         /// Resume from the last checkpoint in `out`.
         #[arg(long)]
         resume: bool,
+        /// Data-parallel devices (burn-train's multi-device strategy): the first N GPUs.
+        #[arg(long, default_value_t = 1)]
+        devices: usize,
     },
     /// Upcycle a dense Hugging Face Qwen2 model into MultiPL-MoE and export it.
     Upcycle {
@@ -234,15 +237,16 @@ pub fn run() -> Result<()> {
             model,
             out,
             resume,
+            devices,
         } => {
-            let device = ensure_backend()?;
+            ensure_backend()?;
             multipl_moe::train::run::run_training::<TrainBackend>(
                 &config,
                 &data,
                 model.as_deref(),
                 &out,
                 resume,
-                &device,
+                &backend::devices(devices),
             )?;
             Ok(())
         }

@@ -1,4 +1,4 @@
-//! The `generate` and `eval --model` subcommands end to end on a tiny saved hybrid model.
+//! The `train`, `generate` and `eval --model` subcommands end to end on tiny models.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -110,5 +110,58 @@ fn eval_with_a_model_writes_completions_and_results() {
     .expect("json");
     assert_eq!(results["results"].as_array().map(Vec::len), Some(2));
     assert_eq!(results["scores"][0]["language"], "python");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `train --config examples/run.toml` on a JSONL corpus: upcycles a fresh model, checkpoints
+/// every 10 steps, saves the model; killed after a checkpoint, `--resume` finishes the run.
+#[test]
+fn train_checkpoints_and_resumes() {
+    let dir = std::env::temp_dir().join(format!("multipl-moe-cli-train-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let data = dir.join("corpus.jsonl");
+    let lines: Vec<String> = embedded(4)
+        .documents
+        .iter()
+        .map(|d| serde_json::json!({"content": d.text, "language": d.language.name()}).to_string())
+        .collect();
+    std::fs::write(&data, lines.join("\n")).expect("write");
+    let out = dir.join("run");
+    let train = |resume: bool| {
+        let mut cmd = bin();
+        cmd.args(["train", "--config", "examples/run.toml", "--data"])
+            .arg(&data)
+            .arg("--out")
+            .arg(&out);
+        if resume {
+            cmd.arg("--resume");
+        }
+        let result = cmd.output().expect("runs");
+        assert!(
+            result.status.success(),
+            "{}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+        String::from_utf8_lossy(&result.stdout).into_owned()
+    };
+    train(false);
+    assert!(out.join("model/config.json").exists() && out.join("model/tokenizer.json").exists());
+    let last = multipl_moe::train::run::last_checkpoint(&out).expect("checkpoints");
+    assert!(last >= 2, "several checkpoints of 10 steps: {last}");
+    let rows = |p: &Path| std::fs::read_to_string(p.join("loss.csv")).expect("loss.csv");
+    let full = rows(&out);
+    for kind in ["model", "optim", "scheduler"] {
+        std::fs::remove_file(out.join(format!("checkpoint/{kind}-{last}.mpk"))).expect("rm");
+    }
+    std::fs::remove_dir_all(out.join("model")).expect("rm");
+    let stdout = train(true);
+    assert!(stdout.contains("saved the trained model"), "{stdout}");
+    assert!(out.join("model/config.json").exists());
+    assert_eq!(
+        rows(&out).lines().count(),
+        full.lines().count(),
+        "same steps"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

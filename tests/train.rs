@@ -15,6 +15,7 @@ use multipl_moe::train::corpus::{Document, Language, embedded, read_tree};
 use multipl_moe::train::data::{LmBatch, Mix, TokenizedDocument, pack, split_documents};
 use multipl_moe::train::lm::LanguageModel;
 use multipl_moe::train::schedule::WarmupCosine;
+use multipl_moe::train::trainer::{TrainTarget, data_order};
 use multipl_moe::train::{TrainConfig, TrainError, train};
 
 type A = TestAutodiff;
@@ -92,8 +93,7 @@ fn learner_keeps_frozen_parameters_unchanged() {
         sequences(16, 16),
         sequences(4, 16),
         &cfg,
-        &dir,
-        None,
+        &TrainTarget::new(&dir),
     )
     .unwrap();
     let after = model_tensors(&trained).unwrap();
@@ -130,8 +130,7 @@ fn non_finite_loss_stops_training_with_a_clear_error() {
         sequences(8, 16),
         sequences(4, 16),
         &cfg,
-        &dir,
-        None,
+        &TrainTarget::new(&dir),
     )
     .unwrap_err();
     assert!(matches!(err, TrainError::NonFiniteLoss { .. }), "{err}");
@@ -260,4 +259,159 @@ fn embedded_corpus_is_deterministic_small_and_real_code() {
     assert!(of(Language::Ruby).contains("end\n"));
     let _: Vec<Document> = a.documents;
     let _ = TestBackend::default;
+}
+
+/// The training loss of every micro-batch of a run (`loss.csv`).
+fn losses(dir: &std::path::Path) -> Vec<f64> {
+    let path = dir.join("loss.csv");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+        .collect()
+}
+
+fn resumable_cfg() -> TrainConfig {
+    TrainConfig {
+        batch_size: 2,
+        seq_len: 12,
+        warmup_steps: 1,
+        epochs: 2,
+        checkpoint_every: 3,
+        ..TrainConfig::tiny()
+    }
+}
+
+fn run_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("multipl-moe-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn fresh_model() -> multipl_moe::core::CausalLm<A> {
+    let device = Default::default();
+    <TestBackend as burn::tensor::backend::Backend>::seed(&device, 9);
+    tiny_cfg().init::<A>(&device).unwrap()
+}
+
+/// 8 sequences × 2 epochs in batches of 2 = 8 steps, a checkpoint every 3 steps: segments of
+/// 3, 3 and 2 steps, the second crossing the epoch boundary. Interrupting after checkpoint 2
+/// and resuming gives the uninterrupted run's losses, step for step.
+#[test]
+fn resumed_run_repeats_the_uninterrupted_loss_sequence() {
+    let cfg = resumable_cfg();
+    let whole = run_dir("resume-whole");
+    train(
+        fresh_model(),
+        0.0,
+        sequences(8, 12),
+        sequences(2, 12),
+        &cfg,
+        &TrainTarget::new(&whole),
+    )
+    .unwrap();
+    let expected = losses(&whole);
+    assert_eq!(expected.len(), 8, "8 steps");
+    for n in [2, 3] {
+        assert!(whole.join(format!("checkpoint/model-{n}.mpk")).exists());
+    }
+
+    // The same run, killed after checkpoint 2: segment 3's checkpoint and logs never happened.
+    let cut = run_dir("resume-cut");
+    train(
+        fresh_model(),
+        0.0,
+        sequences(8, 12),
+        sequences(2, 12),
+        &cfg,
+        &TrainTarget::new(&cut),
+    )
+    .unwrap();
+    for kind in ["model", "optim", "scheduler"] {
+        std::fs::remove_file(cut.join(format!("checkpoint/{kind}-3.mpk"))).unwrap();
+    }
+    assert_eq!(multipl_moe::train::run::last_checkpoint(&cut), Some(2));
+    // A different initial model proves that the weights come from the checkpoint.
+    let device = Default::default();
+    <TestBackend as burn::tensor::backend::Backend>::seed(&device, 1234);
+    let other = tiny_cfg().init::<A>(&device).unwrap();
+    train(
+        other,
+        0.0,
+        sequences(8, 12),
+        sequences(2, 12),
+        &cfg,
+        &TrainTarget::new(&cut).with_resume(Some(2)),
+    )
+    .unwrap();
+    // loss.csv keeps the 6 rows up to checkpoint 2 and appends the resumed segment's 2.
+    let resumed = losses(&cut);
+    assert_eq!(resumed.len(), 8);
+    for (step, (g, w)) in resumed.iter().zip(&expected).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-6 * w.abs().max(1.0),
+            "step {step}: resumed {g} vs uninterrupted {w}"
+        );
+    }
+    let err = train(
+        fresh_model(),
+        0.0,
+        sequences(8, 12),
+        sequences(2, 12),
+        &cfg,
+        &TrainTarget::new(&cut).with_resume(Some(3)),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("resume"), "{err}");
+    let _ = std::fs::remove_dir_all(&whole);
+    let _ = std::fs::remove_dir_all(&cut);
+}
+
+#[test]
+fn data_order_is_a_per_epoch_permutation_fixed_by_the_seed() {
+    let order = data_order(10, 3, 5);
+    assert_eq!(order.len(), 30);
+    for epoch in order.chunks(10) {
+        let mut sorted = epoch.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+    }
+    assert_ne!(order[..10], order[10..20], "epochs reshuffle");
+    assert_eq!(order, data_order(10, 3, 5));
+    assert_ne!(order, data_order(10, 3, 6));
+}
+
+/// burn-train's multi-device strategy on two ndarray "devices" (the same CPU twice): it runs,
+/// writes its checkpoint and trains.
+#[test]
+fn multi_device_strategy_trains() {
+    let dir = run_dir("multi-device");
+    let model = fresh_model();
+    let before = model_tensors(&model.valid()).unwrap();
+    let device = Default::default();
+    let cfg = TrainConfig {
+        batch_size: 2,
+        seq_len: 12,
+        warmup_steps: 1,
+        ..TrainConfig::tiny()
+    };
+    let trained = train(
+        model,
+        0.0,
+        sequences(8, 12),
+        sequences(2, 12),
+        &cfg,
+        &TrainTarget::new(&dir).with_devices(vec![device, device]),
+    )
+    .unwrap();
+    let after = model_tensors(&trained).unwrap();
+    assert!(
+        before.iter().any(|(k, t)| t.data != after[k].data),
+        "nothing trained"
+    );
+    assert!(dir.join("checkpoint/model-1.mpk").exists());
+    let steps = losses(&dir).len();
+    assert!(steps > 0, "logged {steps} steps");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -15,12 +15,14 @@ use multipl_moe_core::CausalLm;
 use crate::data::LmBatch;
 use crate::metrics::{LmOutput, RoutingStats};
 
-/// Watches the training loss: on a non-finite value it records `(loss, step)` and stops
-/// burn-train's loop through its interrupter, before the epoch's checkpoint is written.
+/// Watches the training loss: keeps every micro-batch's value, and on a non-finite one
+/// records `(loss, step)` and stops burn-train's loop through its interrupter, before the
+/// epoch's checkpoint is written.
 #[derive(Clone, Default)]
 pub struct NonFiniteGuard {
     steps: Arc<AtomicUsize>,
     seen: Arc<Mutex<Option<(f64, usize)>>>,
+    losses: Arc<Mutex<Vec<f64>>>,
     interrupter: Option<burn::train::Interrupter>,
 }
 
@@ -44,8 +46,16 @@ impl NonFiniteGuard {
         self.seen.lock().ok().and_then(|s| *s)
     }
 
+    /// The training loss of every micro-batch seen, in order.
+    pub fn losses(&self) -> Vec<f64> {
+        self.losses.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
     fn observe(&self, loss: f64) {
         let step = self.steps.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut losses) = self.losses.lock() {
+            losses.push(loss);
+        }
         if loss.is_finite() {
             return;
         }

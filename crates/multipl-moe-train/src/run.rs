@@ -12,7 +12,7 @@ use crate::corpus::read_path;
 use crate::data::{Mix, pack, split_documents, tokenize};
 use crate::error::{Result, TrainError};
 use crate::tokenizer::TextTokenizer;
-use crate::trainer::{TrainConfig, train};
+use crate::trainer::{TrainConfig, TrainTarget, train};
 
 fn default_share() -> f64 {
     0.7
@@ -82,8 +82,12 @@ pub fn run_training<B: AutodiffBackend>(
     model_dir: Option<&Path>,
     out: &Path,
     resume: bool,
-    device: &B::Device,
+    devices: &[B::Device],
 ) -> Result<()> {
+    let device = devices.first().ok_or(TrainError::Config {
+        field: "devices",
+        reason: "at least one device is needed".into(),
+    })?;
     let cfg = RunConfig::from_file(config)?;
     cfg.train.validate()?;
     let corpus = read_path(data)?;
@@ -165,8 +169,9 @@ pub fn run_training<B: AutodiffBackend>(
         train_seqs,
         valid_seqs,
         &cfg.train,
-        out,
-        resume_from,
+        &TrainTarget::new(out)
+            .with_resume(resume_from)
+            .with_devices(devices.to_vec()),
     )?;
     save_model(&trained, &model_cfg, &out.join("model"), SaveDtype::F32)?;
     tokenizer.save(&out.join("model").join("tokenizer.json"))?;

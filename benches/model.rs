@@ -1,0 +1,185 @@
+//! Whole-model throughput and memory (issue 6): training-step tokens/s, generation prefill and
+//! decode tokens/s with the KV cache, and the peak resident memory of each phase.
+//!
+//! Run: `cargo bench --bench model` (ndarray by default; `--features wgpu`/`cuda` for GPUs).
+//! Environment: `MODEL_BENCH_CONFIGS` (comma list of `tiny`, `qwen05b-2l`; default both),
+//! `MODEL_BENCH_STEPS` (timed training steps, default 3), `MODEL_BENCH_DECODE` (decoded tokens,
+//! default 32).
+//!
+//! Configs: `tiny` is the demo's model (d = 128, 3 layers, vocab 512) upcycled with window 16,
+//! batch 8 × 64 tokens; `qwen05b-2l` is Qwen1.5-0.5B's shape (d = 1024, FFN 2816, 16 heads,
+//! vocab 151 936, tied embeddings) cut to 2 layers with the paper preset, batch 1 × 512.
+//! Training uses AdamW and the SPEC §5 freeze; prefill is 64 (tiny) or 128 tokens.
+
+use std::ops::ControlFlow;
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::Backend as _;
+use burn::tensor::{Int, Tensor, TensorData};
+use multipl_moe::backend::{NAME, TrainBackend};
+use multipl_moe::core::{
+    GenerateOptions, MoeConfig, MultiplMoeConfig, QwenConfig, Sampler, SamplingConfig,
+};
+use multipl_moe::qwen::{FreezePolicy, apply_freeze};
+use multipl_moe::train::corpus::Language;
+use multipl_moe::train::data::LmBatch;
+use multipl_moe::train::lm::LanguageModel;
+
+struct Bench {
+    name: &'static str,
+    config: MultiplMoeConfig,
+    batch: usize,
+    seq: usize,
+    prompt: usize,
+}
+
+fn configs() -> Vec<Bench> {
+    let mut tiny_moe = MoeConfig::paper();
+    tiny_moe.segment.window = 16;
+    let tiny = QwenConfig::new(512, 128, 256, 3, 4, 2).with_max_position_embeddings(512);
+    let qwen = QwenConfig::new(151_936, 1024, 2816, 2, 16, 16)
+        .with_rope_theta(1e6)
+        .with_tie_word_embeddings(true)
+        .with_max_position_embeddings(4096);
+    vec![
+        Bench {
+            name: "tiny",
+            config: MultiplMoeConfig::new(tiny).with_moe(Some(tiny_moe)),
+            batch: 8,
+            seq: 64,
+            prompt: 64,
+        },
+        Bench {
+            name: "qwen05b-2l",
+            config: MultiplMoeConfig::new(qwen).with_moe(Some(MoeConfig::paper())),
+            batch: 1,
+            seq: 512,
+            prompt: 128,
+        },
+    ]
+}
+
+/// Peak resident set (VmHWM) in MiB, from /proc (Linux).
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Resets VmHWM to the current RSS (Linux ≥ 4.0); false where not permitted.
+fn reset_peak() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn tokens<B: burn::tensor::backend::Backend>(
+    b: usize,
+    t: usize,
+    vocab: usize,
+    device: &B::Device,
+) -> Tensor<B, 2, Int> {
+    let ids: Vec<i64> = (0..b * t)
+        .map(|i| ((i * 7919 + 13) % vocab) as i64)
+        .collect();
+    Tensor::from_data(TensorData::new(ids, [b, t]), device)
+}
+
+fn main() {
+    let wanted = std::env::var("MODEL_BENCH_CONFIGS").unwrap_or_else(|_| "tiny,qwen05b-2l".into());
+    let steps = env("MODEL_BENCH_STEPS", 3);
+    let decode = env("MODEL_BENCH_DECODE", 32);
+    let resettable = reset_peak();
+    println!(
+        "backend {NAME}; peak RSS per phase {}",
+        if resettable {
+            "(VmHWM reset before each phase)"
+        } else {
+            "(cumulative: VmHWM cannot be reset here)"
+        }
+    );
+    println!(
+        "| config | phase | tokens | seconds | tokens/s | peak RSS MiB |\n|---|---|---:|---:|---:|---:|"
+    );
+    let device = multipl_moe::backend::device();
+    for bench in configs()
+        .into_iter()
+        .filter(|b| wanted.split(',').any(|w| w.trim() == b.name))
+    {
+        let vocab = bench.config.model.vocab_size;
+        TrainBackend::seed(&device, 1);
+        reset_peak();
+        let model = bench
+            .config
+            .init::<TrainBackend>(&device)
+            .expect("valid config");
+        let model = apply_freeze(model, &FreezePolicy::paper());
+        let mut lm = LanguageModel::new(model, 0.01);
+        let mut optim = AdamWConfig::new().with_weight_decay(0.1).init();
+        let batch = || LmBatch::<TrainBackend> {
+            tokens: tokens(bench.batch, bench.seq, vocab, &device),
+            languages: vec![Language::Rust; bench.batch],
+        };
+        let mut step = |lm: LanguageModel<TrainBackend>| {
+            let out = lm.forward_loss(batch());
+            let grads = GradientsParams::from_grads(out.loss.backward(), &lm);
+            optim.step(1e-5, lm, grads)
+        };
+        lm = step(lm); // warm-up
+        let start = Instant::now();
+        for _ in 0..steps {
+            lm = step(lm);
+        }
+        let secs = start.elapsed().as_secs_f64() / steps as f64;
+        let n = bench.batch * (bench.seq - 1);
+        println!(
+            "| {} | train step (fwd + bwd + AdamW) | {n} | {secs:.3} | {:.0} | {:.0} |",
+            bench.name,
+            n as f64 / secs,
+            peak_rss_mib().unwrap_or(f64::NAN)
+        );
+
+        let model = lm.lm.valid();
+        drop(optim);
+        reset_peak();
+        let prompt: Vec<usize> = (0..bench.prompt).map(|i| (i * 31 + 7) % vocab).collect();
+        let options = GenerateOptions {
+            max_new_tokens: decode,
+            ..GenerateOptions::default()
+        };
+        let run = || {
+            let mut sampler = Sampler::new(SamplingConfig::new()).expect("greedy");
+            model
+                .generate(&prompt, &options, &mut sampler, |_| {
+                    ControlFlow::Continue(())
+                })
+                .expect("generates")
+        };
+        let _ = run(); // warm-up
+        let g = run();
+        println!(
+            "| {} | prefill | {} | {:.3} | {:.0} | {:.0} |",
+            bench.name,
+            g.prompt_tokens,
+            g.prefill_secs,
+            g.prefill_tokens_per_sec(),
+            peak_rss_mib().unwrap_or(f64::NAN)
+        );
+        println!(
+            "| {} | decode (KV cache, greedy) | {} | {:.3} | {:.1} | {:.0} |",
+            bench.name,
+            g.decode_steps,
+            g.decode_secs,
+            g.decode_tokens_per_sec(),
+            peak_rss_mib().unwrap_or(f64::NAN)
+        );
+    }
+}
