@@ -232,19 +232,32 @@ impl<B: Backend> CausalLm<B> {
             .unwrap_or(cached)
     }
 
-    /// Final norm and LM head: `[B, T, d] -> [B, T, vocab]`.
+    /// Final norm and LM head: `[B, T, d] -> [B, T, vocab]`, as one 2-D matmul.
+    ///
+    /// The head is the largest matrix of a small model (`d × 151 936` for Qwen1.5). With tied
+    /// embeddings the product is formed as `(E · hᵀ)ᵀ` rather than `h · Eᵀ`: on burn-ndarray
+    /// a transposed right operand is copied into standard layout on every call, which makes
+    /// `h · Eᵀ` 24× slower for one row (decoding; BENCHMARKS.md). GPU backends handle both
+    /// alike.
     fn head(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
-        let h = self.norm.forward(h);
-        match &self.lm_head {
-            Some(head) => head.forward(h),
-            None => {
-                let [b, t, d] = h.dims();
-                let weight = self.embed_tokens.weight.val();
-                h.reshape([b * t, d])
-                    .matmul(weight.transpose())
-                    .reshape([b, t, self.vocab_size()])
+        let [b, t, d] = h.dims();
+        let h = self.norm.forward(h).reshape([b * t, d]);
+        let logits = match &self.lm_head {
+            Some(head) => {
+                let out = h.matmul(head.weight.val());
+                match &head.bias {
+                    Some(bias) => out.add(bias.val().unsqueeze()),
+                    None => out,
+                }
             }
-        }
+            None => self
+                .embed_tokens
+                .weight
+                .val()
+                .matmul(h.transpose())
+                .transpose(),
+        };
+        logits.reshape([b, t, self.vocab_size()])
     }
 
     /// Vocabulary size.
