@@ -39,27 +39,23 @@ fn bin() -> Command {
 #[test]
 fn generate_streams_and_reports_speed() {
     let dir = saved_model("generate");
-    let out = bin()
-        .args(["generate", "--model"])
-        .arg(&dir)
-        .args(["--prompt", "fn main() {", "--max-new-tokens", "12"])
-        .args(["--temperature", "0.9", "--top-p", "0.9", "--seed", "4"])
-        .output()
-        .expect("runs");
+    let sample = || {
+        bin()
+            .args(["generate", "--model"])
+            .arg(&dir)
+            .args(["--prompt", "fn main() {", "--max-new-tokens", "12"])
+            .args(["--temperature", "0.9", "--top-p", "0.9", "--seed", "4"])
+            .output()
+            .expect("runs")
+    };
+    let out = sample();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
         stderr.contains("prefill:") && stderr.contains("decode:") && stderr.contains("tokens/s"),
         "{stderr}"
     );
-    let again = bin()
-        .args(["generate", "--model"])
-        .arg(&dir)
-        .args(["--prompt", "fn main() {", "--max-new-tokens", "12"])
-        .args(["--temperature", "0.9", "--top-p", "0.9", "--seed", "4"])
-        .output()
-        .expect("runs");
-    assert_eq!(out.stdout, again.stdout, "seeded sampling repeats");
+    assert_eq!(out.stdout, sample().stdout, "seeded sampling repeats");
     let bad = bin()
         .args(["generate", "--model"])
         .arg(&dir)
