@@ -9,10 +9,11 @@ use anyhow::{Context, Result, bail};
 use multipl_moe::backend::Backend;
 use multipl_moe::core::{CausalLm, SamplingConfig};
 use multipl_moe::qwen::load_model;
+use multipl_moe::train::files::write_atomic;
 use multipl_moe::train::multiple::exec::ExecLimits;
 use multipl_moe::train::multiple::report::evaluate;
 use multipl_moe::train::multiple::{
-    Completion, cut_at_stop, read_jsonl, read_problems, write_atomic, write_jsonl,
+    Completion, cut_at_stop, read_jsonl, read_problems, write_jsonl,
 };
 use multipl_moe::train::progress::Progress;
 use multipl_moe::train::textgen::{TextGenerateOptions, generate_text};

@@ -301,16 +301,11 @@ fn fresh_model() -> multipl_moe::core::CausalLm<A> {
 #[test]
 fn resumed_run_repeats_the_uninterrupted_loss_sequence() {
     let cfg = resumable_cfg();
+    let run = |model, target: &TrainTarget<A>| {
+        train(model, 0.0, sequences(8, 12), sequences(2, 12), &cfg, target)
+    };
     let whole = run_dir("resume-whole");
-    train(
-        fresh_model(),
-        0.0,
-        sequences(8, 12),
-        sequences(2, 12),
-        &cfg,
-        &TrainTarget::new(&whole),
-    )
-    .unwrap();
+    run(fresh_model(), &TrainTarget::new(&whole)).unwrap();
     let expected = losses(&whole);
     assert_eq!(expected.len(), 8, "8 steps");
     for n in [2, 3] {
@@ -319,15 +314,7 @@ fn resumed_run_repeats_the_uninterrupted_loss_sequence() {
 
     // The same run, killed after checkpoint 2: segment 3's checkpoint and logs never happened.
     let cut = run_dir("resume-cut");
-    train(
-        fresh_model(),
-        0.0,
-        sequences(8, 12),
-        sequences(2, 12),
-        &cfg,
-        &TrainTarget::new(&cut),
-    )
-    .unwrap();
+    run(fresh_model(), &TrainTarget::new(&cut)).unwrap();
     for kind in ["model", "optim", "scheduler"] {
         std::fs::remove_file(cut.join(format!("checkpoint/{kind}-3.mpk"))).unwrap();
     }
@@ -336,15 +323,7 @@ fn resumed_run_repeats_the_uninterrupted_loss_sequence() {
     let device = Default::default();
     <TestBackend as burn::tensor::backend::Backend>::seed(&device, 1234);
     let other = tiny_cfg().init::<A>(&device).unwrap();
-    train(
-        other,
-        0.0,
-        sequences(8, 12),
-        sequences(2, 12),
-        &cfg,
-        &TrainTarget::new(&cut).with_resume(Some(2)),
-    )
-    .unwrap();
+    run(other, &TrainTarget::new(&cut).with_resume(Some(2))).unwrap();
     // loss.csv keeps the 6 rows up to checkpoint 2 and appends the resumed segment's 2.
     let resumed = losses(&cut);
     assert_eq!(resumed.len(), 8);
@@ -354,15 +333,7 @@ fn resumed_run_repeats_the_uninterrupted_loss_sequence() {
             "step {step}: resumed {g} vs uninterrupted {w}"
         );
     }
-    let err = train(
-        fresh_model(),
-        0.0,
-        sequences(8, 12),
-        sequences(2, 12),
-        &cfg,
-        &TrainTarget::new(&cut).with_resume(Some(3)),
-    )
-    .unwrap_err();
+    let err = run(fresh_model(), &TrainTarget::new(&cut).with_resume(Some(3))).unwrap_err();
     assert!(err.to_string().contains("resume"), "{err}");
     let _ = std::fs::remove_dir_all(&whole);
     let _ = std::fs::remove_dir_all(&cut);

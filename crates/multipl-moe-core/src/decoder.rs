@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::tensor::{Bool, Tensor, backend::Backend};
 
-use crate::attention::Attention;
+use crate::attention::{Attention, KvCache};
 use crate::cache::LayerCache;
 use crate::ffn::SwiGlu;
 use crate::hybrid::{HybridMoe, LayerRouting};
@@ -75,12 +75,27 @@ impl<B: Backend> DecoderLayer<B> {
         rope: &Rope<B>,
         padding: Option<Tensor<B, 2, Bool>>,
     ) -> (Tensor<B, 3>, Tensor<B, 3>) {
-        let attn = self
-            .self_attn
-            .forward(self.input_layernorm.forward(h.clone()), rope, padding);
+        let (h, u, _) = self.attend_cached(h, rope, padding, None);
+        (h, u)
+    }
+
+    /// [`Self::attend`] after the positions held by `kv`; also returns the grown cache.
+    fn attend_cached(
+        &self,
+        h: Tensor<B, 3>,
+        rope: &Rope<B>,
+        padding: Option<Tensor<B, 2, Bool>>,
+        kv: Option<KvCache<B>>,
+    ) -> (Tensor<B, 3>, Tensor<B, 3>, KvCache<B>) {
+        let (attn, kv) = self.self_attn.forward_cached(
+            self.input_layernorm.forward(h.clone()),
+            rope,
+            padding,
+            kv,
+        );
         let h = h.add(attn);
         let u = self.post_attention_layernorm.forward(h.clone());
-        (h, u)
+        (h, u, kv)
     }
 
     /// Runs the layer on `h: [B, T, d]` after `cache`'s positions with the inference routing
@@ -95,11 +110,7 @@ impl<B: Backend> DecoderLayer<B> {
             Some(c) => (Some(c.kv), c.ffn_inputs),
             None => (None, None),
         };
-        let (attn, kv) =
-            self.self_attn
-                .forward_cached(self.input_layernorm.forward(h.clone()), rope, None, kv);
-        let h = h.add(attn);
-        let u = self.post_attention_layernorm.forward(h.clone());
+        let (h, u, kv) = self.attend_cached(h, rope, None, kv);
         let (ffn, ffn_inputs) = match &self.mlp {
             FeedForward::Dense(ffn) => (ffn.forward(u), None),
             FeedForward::Hybrid(moe) => {

@@ -239,7 +239,7 @@ impl<B: Backend> CausalLm<B> {
     /// a transposed right operand is copied into standard layout on every call, which makes
     /// `h · Eᵀ` 24× slower for one row (decoding; BENCHMARKS.md). GPU backends handle both
     /// alike.
-    fn head(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
+    pub fn head(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, t, d] = h.dims();
         let h = self.norm.forward(h).reshape([b * t, d]);
         let logits = match &self.lm_head {

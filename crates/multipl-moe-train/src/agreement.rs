@@ -151,7 +151,7 @@ pub fn routing_agreement<B: Backend>(
         let targets = tokens.clone().narrow(1, 1, t - 1);
         let b = chunk.len();
 
-        let mut h = model.embed_tokens.forward(inputs.clone());
+        let mut h = model.embed_tokens.forward(inputs);
         for (i, layer) in model.layers.iter().enumerate() {
             let (mid, u) = layer.attend(h, &model.rope, None);
             let ffn = match &layer.mlp {
@@ -206,7 +206,8 @@ pub fn routing_agreement<B: Backend>(
             };
             h = mid.add(ffn);
         }
-        let logits = model.forward(inputs, None).logits;
+        // The layer loop above is the training forward; only the head is left.
+        let logits = model.head(h);
         let nll = log_softmax(logits, 2)
             .gather(2, targets.clone().unsqueeze_dim(2))
             .neg()

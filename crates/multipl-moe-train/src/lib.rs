@@ -11,6 +11,7 @@ pub mod corpus;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod files;
 pub mod generator;
 pub mod lm;
 pub mod metrics;

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::corpus::Rng;
 use crate::data::{LmBatcher, Sequence};
 use crate::error::{Result, TrainError};
+use crate::files::write_atomic;
 use crate::lm::{LanguageModel, NonFiniteGuard};
 use crate::metrics::{PlainRenderer, Stat, StatMetric, TokensPerSecond};
 use crate::schedule::WarmupCosine;
@@ -318,14 +319,12 @@ pub fn train<B: AutodiffBackend>(
     trained.ok_or_else(|| TrainError::NotEnoughData("no training step to run".into()))
 }
 
-/// Writes `loss.csv` (header `micro_batch,loss`) through a temporary file and a rename.
+/// Writes `loss.csv` (header `micro_batch,loss`) with [`write_atomic`].
 fn write_loss_log(path: &std::path::Path, rows: &[String]) -> Result<()> {
     let mut text = String::from("micro_batch,loss\n");
     for row in rows {
         text.push_str(row);
         text.push('\n');
     }
-    let tmp = path.with_extension("csv.tmp");
-    std::fs::write(&tmp, text).map_err(|e| TrainError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
+    write_atomic(path, text.as_bytes())
 }
