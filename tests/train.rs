@@ -304,8 +304,11 @@ fn resumed_run_repeats_the_uninterrupted_loss_sequence() {
     let run = |model, target: &TrainTarget<A>| {
         train(model, 0.0, sequences(8, 12), sequences(2, 12), &cfg, target)
     };
+    // One initial model, cloned: `Backend::seed` is global and tests run in parallel, so two
+    // models built "the same way" could hold different weights.
+    let initial = fresh_model();
     let whole = run_dir("resume-whole");
-    run(fresh_model(), &TrainTarget::new(&whole)).unwrap();
+    run(initial.clone(), &TrainTarget::new(&whole)).unwrap();
     let expected = losses(&whole);
     assert_eq!(expected.len(), 8, "8 steps");
     for n in [2, 3] {
@@ -314,7 +317,7 @@ fn resumed_run_repeats_the_uninterrupted_loss_sequence() {
 
     // The same run, killed after checkpoint 2: segment 3's checkpoint and logs never happened.
     let cut = run_dir("resume-cut");
-    run(fresh_model(), &TrainTarget::new(&cut)).unwrap();
+    run(initial.clone(), &TrainTarget::new(&cut)).unwrap();
     for kind in ["model", "optim", "scheduler"] {
         std::fs::remove_file(cut.join(format!("checkpoint/{kind}-3.mpk"))).unwrap();
     }
@@ -333,7 +336,7 @@ fn resumed_run_repeats_the_uninterrupted_loss_sequence() {
             "step {step}: resumed {g} vs uninterrupted {w}"
         );
     }
-    let err = run(fresh_model(), &TrainTarget::new(&cut).with_resume(Some(3))).unwrap_err();
+    let err = run(initial, &TrainTarget::new(&cut).with_resume(Some(3))).unwrap_err();
     assert!(err.to_string().contains("resume"), "{err}");
     let _ = std::fs::remove_dir_all(&whole);
     let _ = std::fs::remove_dir_all(&cut);
