@@ -1,8 +1,7 @@
 //! Forward + backward of one hybrid MoE layer vs the dense work it does and a naive
 //! per-expert loop (issue 6). Run: `cargo bench --bench moe_layer` (ndarray by default;
 //! `--features wgpu` for wgpu). Environment: `MOE_BENCH_TOKENS` (default 2048 = 4×512),
-//! `MOE_BENCH_ITERS` (default 3), `MOE_BENCH_D`, `MOE_BENCH_FF`, `MOE_BENCH_BLOCK` (the grouped
-//! dispatch's block rows), and `MOE_BENCH_DUMP=FILE` to
+//! `MOE_BENCH_ITERS` (default 3), `MOE_BENCH_D`, `MOE_BENCH_FF`, and `MOE_BENCH_DUMP=FILE` to
 //! write the layer's weights, input and output for `bench/torch_moe_layer.py`.
 
 use std::collections::BTreeMap;
@@ -49,7 +48,7 @@ fn sync<B: Backend, const D: usize>(t: Tensor<B, D>) {
 /// The naive reference: per-expert loop with host-side index lists (what HF-style code does).
 fn naive_token_level<B: Backend>(layer: &HybridMoe<B>, u: Tensor<B, 2>) -> Tensor<B, 2> {
     let tok = &layer.token_moe;
-    let [n, d] = u.dims();
+    let n = u.dims()[0];
     let routing = multipl_moe::core::routing::token_gates(
         tok.router.forward(u.clone()),
         tok.shared_index,
@@ -77,13 +76,7 @@ fn naive_token_level<B: Backend>(layer: &HybridMoe<B>, u: Tensor<B, 2>) -> Tenso
         let idx =
             Tensor::<B, 1, Int>::from_data(TensorData::new(rows.clone(), [rows.len()]), &device);
         let slot = Tensor::<B, 1, Int>::from_data(TensorData::new(slots, [rows.len()]), &device);
-        let x = u.clone().select(0, idx.clone()).unsqueeze_dim::<3>(0);
-        let gate_up = bank.gate_up.val().narrow(0, e, 1);
-        let down = bank.down.val().narrow(0, e, 1);
-        let f = down.dims()[1];
-        let h = x.matmul(gate_up);
-        let act = burn::tensor::activation::silu(h.clone().narrow(2, 0, f)).mul(h.narrow(2, f, f));
-        let y = act.matmul(down).reshape([rows.len(), d]);
+        let y = bank.experts[e].forward(u.clone().select(0, idx.clone()));
         let g = routing
             .gates
             .clone()
@@ -120,11 +113,11 @@ fn dump(layer: &HybridMoe<A>, u: &Tensor<A, 3>, path: &std::path::Path) {
     );
     m.insert(
         "token_gate_up".to_string(),
-        host(tok.experts.gate_up.val().inner()),
+        host(tok.experts.gate_up_stacked().inner()),
     );
     m.insert(
         "token_down".to_string(),
-        host(tok.experts.down.val().inner()),
+        host(tok.experts.down_stacked().inner()),
     );
     m.insert(
         "segment_router".to_string(),
@@ -132,11 +125,11 @@ fn dump(layer: &HybridMoe<A>, u: &Tensor<A, 3>, path: &std::path::Path) {
     );
     m.insert(
         "segment_gate_up".to_string(),
-        host(seg.experts.gate_up.val().inner()),
+        host(seg.experts.gate_up_stacked().inner()),
     );
     m.insert(
         "segment_down".to_string(),
-        host(seg.experts.down.val().inner()),
+        host(seg.experts.down_stacked().inner()),
     );
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
@@ -157,7 +150,6 @@ fn main() {
     let iters = env("MOE_BENCH_ITERS", 3);
     let (b, t) = (4, n / 4);
     let mut moe = MoeConfig::paper();
-    moe.token.dispatch_block = env("MOE_BENCH_BLOCK", moe.token.dispatch_block);
     moe.segment.pooling = Pooling::Mean;
     let layer = HybridMoeConfig::new(moe.clone(), d, ff).init::<A>(&device);
     let k = moe.token.top_k as f64 + moe.segment.capacity_factor;
@@ -197,8 +189,7 @@ fn main() {
     });
     let tps = |s: f64| n as f64 / s;
     println!(
-        "backend: {NAME}; d = {d}, ffn = {ff}, tokens = {b}x{t}, N_t = 6, K = 2, N_s = 6, a = 64, c = 1, dispatch_block = {}; median of {iters}",
-        moe.token.dispatch_block
+        "backend: {NAME}; d = {d}, ffn = {ff}, tokens = {b}x{t}, N_t = 6, K = 2, N_s = 6, a = 64, c = 1; median of {iters}"
     );
     println!("| what (forward + backward unless noted) | seconds | tokens/s | ratio |");
     println!("|---|---:|---:|---:|");

@@ -21,17 +21,9 @@ const D: usize = 8;
 const F: usize = 12;
 
 fn bank_experts<Bk: Backend>(bank: &ExpertBank<Bk>) -> Vec<(Vec<f32>, Vec<f32>)> {
-    let e = bank.num_experts();
-    let gu = values(bank.gate_up.val());
-    let dn = values(bank.down.val());
-    let (gs, ds) = (gu.len() / e, dn.len() / e);
-    (0..e)
-        .map(|i| {
-            (
-                gu[i * gs..(i + 1) * gs].to_vec(),
-                dn[i * ds..(i + 1) * ds].to_vec(),
-            )
-        })
+    bank.experts
+        .iter()
+        .map(|e| (values(e.gate_up.val()), values(e.down.val())))
         .collect()
 }
 
@@ -88,12 +80,11 @@ fn segment_weights(layer: &SegmentMoe<B>) -> SegmentWeights {
     }
 }
 
-fn token_layer(n_t: usize, k: usize, shared: usize, block: usize) -> TokenMoe<B> {
+fn token_layer(n_t: usize, k: usize, shared: usize) -> TokenMoe<B> {
     let cfg = TokenMoeConfig::new()
         .with_num_experts(n_t)
         .with_top_k(k)
-        .with_shared_expert(shared)
-        .with_dispatch_block(block);
+        .with_shared_expert(shared);
     TokenMoeLayerConfig::new(cfg, D, F)
         .with_router_init_std(1.0)
         .init(&Default::default())
@@ -105,34 +96,38 @@ fn segment_layer(cfg: SegmentMoeConfig) -> SegmentMoe<B> {
         .init(&Default::default())
 }
 
-/// Row `i` through expert `e_i`, for row counts on both sides of the per-row path
-/// (`A <= E`) and of the block size.
+/// Row `i` through expert `e_i`: one row, fewer rows than experts, idle experts, every row
+/// on one expert (the unsorted shortcut), and many rows.
 #[test]
 fn grouped_dispatch_matches_reference_for_few_and_many_rows() {
     let device = Default::default();
     let e = 4;
     let bank = multipl_moe::core::experts::ExpertBankConfig::new(e, D, F).init::<B>(&device);
     let experts = bank_experts(&bank);
-    for (rows, block) in [(1, 8), (3, 8), (4, 2), (5, 2), (37, 8)] {
+    let spread =
+        |rows: usize| -> Vec<i64> { (0..rows).map(|i| ((i * 7 + rows) % e) as i64).collect() };
+    let cases = [
+        ("one row", spread(1)),
+        ("3 rows", spread(3)),
+        ("experts 0 and 2 idle", vec![3, 1, 1, 3, 3, 1, 3]),
+        ("all rows on expert 2", vec![2; 6]),
+        ("37 rows", spread(37)),
+    ];
+    for (case, ids) in cases {
+        let rows = ids.len();
         let x = randn(rows * D, 40 + rows as u64, 1.0);
-        let ids: Vec<i64> = (0..rows).map(|i| ((i * 7 + rows) % e) as i64).collect();
         let idx = burn::tensor::Tensor::<B, 1, burn::tensor::Int>::from_data(
             burn::tensor::TensorData::new(ids.clone(), [rows]),
             &device,
         );
-        let y = bank.forward_grouped(tensor::<B, 2>(x.clone(), [rows, D], &device), idx, block);
+        let y = bank.forward_grouped(tensor::<B, 2>(x.clone(), [rows, D], &device), idx);
         let want: Vec<f32> = (0..rows)
             .flat_map(|i| {
                 let (gu, dn) = &experts[ids[i] as usize];
                 r::swiglu(&x[i * D..(i + 1) * D], gu, dn, D, F)
             })
             .collect();
-        assert_close(
-            &values(y),
-            &want,
-            TOL,
-            &format!("{rows} rows, block {block}"),
-        );
+        assert_close(&values(y), &want, TOL, case);
     }
 }
 
@@ -176,9 +171,9 @@ fn token_gates_sum_to_one_keep_shared_and_pick_distinct_routed_experts() {
 #[test]
 fn token_moe_matches_plain_loop_reference() {
     let device = Default::default();
-    // (N_t, K, shared, block): default-like, K = 3, K = N_t (every expert), tiny blocks.
-    for (n_t, k, shared, block) in [(6, 2, 0, 4), (5, 3, 2, 3), (4, 4, 3, 64), (3, 2, 1, 1)] {
-        let layer = token_layer(n_t, k, shared, block);
+    // (N_t, K, shared): default-like, K = 3, K = N_t (every expert), one routed expert.
+    for (n_t, k, shared) in [(6, 2, 0), (5, 3, 2), (4, 4, 3), (3, 2, 1), (2, 2, 0)] {
+        let layer = token_layer(n_t, k, shared);
         let n = 19;
         let u = randn(n * D, 7 + n_t as u64, 1.0);
         let (out, _) = layer.forward(tensor::<B, 2>(u.clone(), [n, D], &device));
@@ -342,9 +337,7 @@ fn expert_choice_with_cap_never_exceeds_it() {
 fn fused_output_is_lambda_weighted_sum_of_levels() {
     let device = Default::default();
     let moe = MoeConfig::new(
-        TokenMoeConfig::new()
-            .with_num_experts(4)
-            .with_dispatch_block(5),
+        TokenMoeConfig::new().with_num_experts(4),
         SegmentMoeConfig::new().with_num_experts(3).with_window(4),
     )
     .with_router_init_std(1.0);

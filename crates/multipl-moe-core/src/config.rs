@@ -163,11 +163,6 @@ pub struct TokenMoeConfig {
     /// Index (in `0..N_t`) of the shared expert among the router's outputs.
     #[config(default = 0)]
     pub shared_expert: usize,
-    /// Rows per block of the grouped expert dispatch (a performance knob, no effect on
-    /// results): larger blocks gather fewer weight copies but pad more rows. See
-    /// [`crate::experts`] and BENCHMARKS.md (256 beat 64 by 1.27× at the paper's shape).
-    #[config(default = 256)]
-    pub dispatch_block: usize,
 }
 
 /// Segment-level MoE (SPEC §3).
@@ -242,9 +237,7 @@ impl MoeConfig {
     /// A small config for tests and the demo: `N_t = 4, K = 2, N_s = 4, a = 8`.
     pub fn tiny() -> Self {
         Self::new(
-            TokenMoeConfig::new()
-                .with_num_experts(4)
-                .with_dispatch_block(8),
+            TokenMoeConfig::new().with_num_experts(4),
             SegmentMoeConfig::new().with_num_experts(4).with_window(8),
         )
     }
@@ -282,9 +275,6 @@ impl MoeConfig {
                 t.shared_expert,
                 format!("must be < token.num_experts = {}", t.num_experts),
             ));
-        }
-        if t.dispatch_block == 0 {
-            return Err(ConfigError::field("token.dispatch_block", 0, "must be > 0"));
         }
         let s = &self.segment;
         if s.num_experts == 0 {

@@ -60,7 +60,6 @@ impl HybridMoeConfig {
                 self.d_ff,
             )
             .with_router_init_std(std)
-            .with_dispatch_block(self.moe.token.dispatch_block)
             .init(device),
             lambda_token: self.moe.lambda_token,
             lambda_segment: self.moe.lambda_segment,

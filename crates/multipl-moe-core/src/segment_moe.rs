@@ -46,9 +46,6 @@ pub struct SegmentMoeLayerConfig {
     /// Standard deviation of the router initialisation.
     #[config(default = 0.02)]
     pub router_init_std: f64,
-    /// Rows per block of the grouped dispatch (causal mode).
-    #[config(default = 64)]
-    pub dispatch_block: usize,
 }
 
 /// The segment-level MoE layer.
@@ -70,8 +67,6 @@ pub struct SegmentMoe<B: Backend> {
     pub max_experts_per_segment: Option<usize>,
     /// Paper or causal routing.
     pub routing: SegmentRouting,
-    /// Rows per block of the grouped dispatch (causal mode).
-    pub dispatch_block: usize,
 }
 
 /// What the segment router decided for one batch.
@@ -106,7 +101,6 @@ impl SegmentMoeLayerConfig {
             gate_scale: self.moe.gate_scale,
             max_experts_per_segment: self.moe.max_experts_per_segment,
             routing: self.moe.routing,
-            dispatch_block: self.dispatch_block,
         }
     }
 }
@@ -187,25 +181,16 @@ impl<B: Backend> SegmentMoe<B> {
         let choice = expert_choice(probs.clone(), r, self.max_experts_per_segment);
 
         let segments = pad_tokens(u, p * a - t, 0.0).reshape([v, a, d]);
-        let taken = segments
-            .select(0, choice.segments.clone().reshape([n_s * r]))
-            .reshape([n_s, r * a, d]);
-        let scale = choice
-            .weights
-            .clone()
-            .mul_scalar(self.gamma())
-            .reshape([n_s, r, 1, 1]);
-        let out = self
-            .experts
-            .forward_stacked(taken)
-            .reshape([n_s, r, a, d])
-            .mul(scale);
-        let mut y = Tensor::<B, 3>::zeros([v, a, d], &out.device());
-        for expert in 0..n_s {
-            // Distinct indices within one expert, so the scatter-add is well defined.
-            let idx = choice.segments.clone().narrow(0, expert, 1).reshape([r]);
-            let values = out.clone().narrow(0, expert, 1).reshape([r, a, d]);
-            y = y.select_assign(0, idx, values, IndexingUpdateOp::Add);
+        let scale = choice.weights.clone().mul_scalar(self.gamma());
+        let mut y = Tensor::<B, 3>::zeros([v, a, d], &segments.device());
+        for (e, expert) in self.experts.experts.iter().enumerate() {
+            // Expert e runs once on all tokens of its r segments; the indices are distinct
+            // within one expert, so the scatter-add is well defined.
+            let idx = choice.segments.clone().narrow(0, e, 1).reshape([r]);
+            let rows = segments.clone().select(0, idx.clone()).reshape([r * a, d]);
+            let gate = scale.clone().narrow(0, e, 1).reshape([r, 1, 1]);
+            let out = expert.forward(rows).reshape([r, a, d]).mul(gate);
+            y = y.select_assign(0, idx, out, IndexingUpdateOp::Add);
         }
         let gates = Tensor::<B, 2>::zeros([n_s, v], &probs.device())
             .scatter(
@@ -290,7 +275,7 @@ impl<B: Backend> SegmentMoe<B> {
         let k = experts.dims()[1];
         let rows = x.reshape([n, 1, d]).expand([n, k, d]).reshape([n * k, d]);
         self.experts
-            .forward_grouped(rows, experts.reshape([n * k]), self.dispatch_block)
+            .forward_grouped(rows, experts.reshape([n * k]))
             .reshape([n, k, d])
             .mul(weights.mul_scalar(self.gamma()).reshape([n, k, 1]))
             .sum_dim(1)

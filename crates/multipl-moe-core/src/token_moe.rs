@@ -38,8 +38,6 @@ pub struct TokenMoe<B: Backend> {
     pub shared_index: usize,
     /// `K`, the shared expert included.
     pub top_k: usize,
-    /// Rows per block of the grouped dispatch.
-    pub dispatch_block: usize,
 }
 
 impl TokenMoeLayerConfig {
@@ -57,7 +55,6 @@ impl TokenMoeLayerConfig {
                 .init(device),
             shared_index: self.moe.shared_expert,
             top_k: self.moe.top_k,
-            dispatch_block: self.moe.dispatch_block,
         }
     }
 }
@@ -89,7 +86,7 @@ impl<B: Backend> TokenMoe<B> {
             .reshape([n * picks, d]);
         let routed = self
             .experts
-            .forward_grouped(rows, bank, self.dispatch_block)
+            .forward_grouped(rows, bank)
             .reshape([n, picks, d])
             .mul(routing.gates.clone().unsqueeze_dim(2))
             .sum_dim(1)

@@ -73,13 +73,12 @@ impl<B: Backend> ParamVisitor<B> for Collector {
     }
 
     fn bank(&mut self, prefix: &str, bank: &mut ExpertBank<B>) -> Result<()> {
-        let [e, d, f2] = bank.gate_up.dims();
-        let f = f2 / 2;
-        for i in 0..e {
-            let gate_up = bank.gate_up.val().narrow(0, i, 1).reshape([d, f2]);
+        for (i, expert) in bank.experts.iter().enumerate() {
+            let f = expert.d_ff();
+            let gate_up = expert.gate_up.val();
             let gate = gate_up.clone().narrow(1, 0, f).transpose();
             let up = gate_up.narrow(1, f, f).transpose();
-            let down = bank.down.val().narrow(0, i, 1).reshape([f, d]).transpose();
+            let down = expert.down.val().transpose();
             self.0
                 .insert(format!("{prefix}.{i}.gate_proj.weight"), host(gate));
             self.0

@@ -65,13 +65,9 @@ impl<B: Backend> ParamVisitor<B> for Loader<'_, B> {
     }
 
     fn bank(&mut self, prefix: &str, bank: &mut ExpertBank<B>) -> Result<()> {
-        let [e, d, f2] = bank.gate_up.dims();
-        let f = f2 / 2;
-        let (mut gate_up, mut down) = (
-            Vec::with_capacity(e * d * f2),
-            Vec::with_capacity(e * f * d),
-        );
-        for i in 0..e {
+        for (i, expert) in bank.experts.iter_mut().enumerate() {
+            let [d, f2] = expert.gate_up.dims();
+            let f = f2 / 2;
             let gate = self
                 .store
                 .take(&format!("{prefix}.{i}.gate_proj.weight"), &[f, d])?
@@ -84,28 +80,31 @@ impl<B: Backend> ParamVisitor<B> for Loader<'_, B> {
                 .store
                 .take(&format!("{prefix}.{i}.down_proj.weight"), &[d, f])?
                 .data;
+            // The file's [out, in] matrices, transposed and fused into burn's [d, 2f], [f, d].
+            let mut gate_up = Vec::with_capacity(d * f2);
             for r in 0..d {
                 gate_up.extend((0..f).map(|c| gate[c * d + r]));
                 gate_up.extend((0..f).map(|c| up[c * d + r]));
             }
-            for r in 0..f {
-                down.extend((0..d).map(|c| dn[c * f + r]));
-            }
+            let dn = &dn;
+            let down = (0..f)
+                .flat_map(|r| (0..d).map(move |c| dn[c * f + r]))
+                .collect();
+            expert.gate_up = Param::initialized(
+                expert.gate_up.id,
+                self.upload(HostTensor {
+                    shape: vec![d, f2],
+                    data: gate_up,
+                }),
+            );
+            expert.down = Param::initialized(
+                expert.down.id,
+                self.upload(HostTensor {
+                    shape: vec![f, d],
+                    data: down,
+                }),
+            );
         }
-        bank.gate_up = Param::initialized(
-            bank.gate_up.id,
-            self.upload(HostTensor {
-                shape: vec![e, d, f2],
-                data: gate_up,
-            }),
-        );
-        bank.down = Param::initialized(
-            bank.down.id,
-            self.upload(HostTensor {
-                shape: vec![e, f, d],
-                data: down,
-            }),
-        );
         Ok(())
     }
 }

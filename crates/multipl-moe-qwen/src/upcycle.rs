@@ -4,7 +4,7 @@
 use burn::module::Param;
 use burn::tensor::{Distribution, Tensor, backend::Backend};
 use multipl_moe_core::decoder::FeedForward;
-use multipl_moe_core::experts::ExpertBank;
+use multipl_moe_core::experts::{Expert, ExpertBank};
 use multipl_moe_core::{CausalLm, ConfigError, HybridMoeConfig, MoeConfig, MultiplMoeConfig};
 use serde::{Deserialize, Serialize};
 
@@ -72,8 +72,9 @@ pub fn upcycle<B: Backend>(
             options.expert_noise,
         );
         if options.function_preserving {
-            segment_experts.down =
-                Param::from_tensor(segment_experts.down.val().zeros_like().detach());
+            for expert in &mut segment_experts.experts {
+                expert.down = Param::from_tensor(expert.down.val().zeros_like().detach());
+            }
         }
         // The config's own init maps every MoE field; its lazily initialised experts are
         // replaced before they are ever drawn, so only the routers are random.
@@ -93,12 +94,19 @@ fn noisy<B: Backend>(bank: ExpertBank<B>, noise: f64) -> ExpertBank<B> {
     if noise == 0.0 {
         return bank;
     }
-    let perturb = |t: Tensor<B, 3>| {
+    let perturb = |p: Param<Tensor<B, 2>>| {
+        let t = p.val();
         let eps = Tensor::random(t.shape(), Distribution::Normal(0.0, noise), &t.device());
-        t.clone().add(t.mul(eps)).detach()
+        Param::from_tensor(t.clone().add(t.mul(eps)).detach())
     };
     ExpertBank {
-        gate_up: Param::from_tensor(perturb(bank.gate_up.val())),
-        down: Param::from_tensor(perturb(bank.down.val())),
+        experts: bank
+            .experts
+            .into_iter()
+            .map(|e| Expert {
+                gate_up: perturb(e.gate_up),
+                down: perturb(e.down),
+            })
+            .collect(),
     }
 }
