@@ -1,8 +1,9 @@
 //! Forward + backward of one hybrid MoE layer vs the dense work it does and a naive
 //! per-expert loop (issue 6). Run: `cargo bench --bench moe_layer` (ndarray by default;
 //! `--features wgpu` for wgpu). Environment: `MOE_BENCH_TOKENS` (default 2048 = 4×512),
-//! `MOE_BENCH_ITERS` (default 3), `MOE_BENCH_D`, `MOE_BENCH_FF`, and `MOE_BENCH_DUMP=FILE` to
-//! write the layer's weights, input and output for `bench/torch_moe_layer.py`.
+//! `MOE_BENCH_ITERS` (default 3), `MOE_BENCH_D`, `MOE_BENCH_FF`, `MOE_BENCH_DUMP=FILE` to
+//! write the layer's weights, input and output for `bench/torch_moe_layer.py`, and
+//! `MOE_BENCH_PROFILE=1` to run only the hybrid layer's forward + backward (for `perf`).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -163,12 +164,17 @@ fn main() {
     if let Ok(path) = std::env::var("MOE_BENCH_DUMP") {
         dump(&layer, &u, std::path::Path::new(&path));
     }
-    let hybrid_s = time(iters, || {
+    let hybrid_step = || {
         let (out, routing) = layer.forward(u.clone(), None);
         let loss = out.sum().add(routing.balance_loss);
         let g = loss.backward();
         drop(g);
-    });
+    };
+    if std::env::var_os("MOE_BENCH_PROFILE").is_some() {
+        (0..iters).for_each(|_| hybrid_step());
+        return;
+    }
+    let hybrid_s = time(iters, hybrid_step);
     let dense_s = time(iters, || {
         let out = dense.forward(x_dense.clone());
         let g = out.sum().backward();

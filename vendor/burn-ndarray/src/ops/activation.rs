@@ -1,10 +1,11 @@
 use crate::{
     NdArray, NdArrayTensor, SharedArray,
     element::{FloatNdArrayElement, IntNdArrayElement, QuantElement},
-    execute_with_numeric_dtype,
+    execute_with_float_dtype, execute_with_numeric_dtype,
     ops::NdArrayMathOps,
 };
 use burn_backend::{ElementConversion, TensorMetadata, ops::ActivationOps, tensor::FloatTensor};
+use ndarray::Zip;
 
 impl<E: FloatNdArrayElement, I: IntNdArrayElement, Q: QuantElement> ActivationOps<Self>
     for NdArray<E, I, Q>
@@ -15,4 +16,55 @@ where
     fn relu(tensor: FloatTensor<Self>) -> FloatTensor<Self> {
         execute_with_numeric_dtype!(tensor, |array| NdArrayMathOps::clamp_min(array, 0.elem()))
     }
+
+    // multipl-moe patch (vendor/README.md): the trait's default sigmoid is
+    // exp(-log(1 + exp(-x))), five single-threaded passes with three transcendentals, and
+    // the autodiff backward recomputes it. One pass, split over threads for large arrays.
+    fn sigmoid(tensor: FloatTensor<Self>) -> FloatTensor<Self> {
+        execute_with_float_dtype!(tensor, F, |array: SharedArray<F>| {
+            map_elements(&array, |x: F| 1.0 / (1.0 + (-x).exp()))
+        })
+    }
+
+    fn sigmoid_backward(output: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        execute_with_float_dtype!((output, grad), F, |y: SharedArray<F>, g: SharedArray<F>| {
+            if y.shape() == g.shape() {
+                zip_elements(&y, &g, |y: F, g: F| y * (1.0 - y) * g)
+            } else {
+                NdArrayMathOps::mul(y.mapv(|y| y * (1.0 - y)).into_shared(), g)
+            }
+        })
+    }
+}
+
+/// Below this many elements a single thread is faster than splitting the work.
+#[cfg(feature = "multi-threads")]
+const PARALLEL_MIN: usize = 1 << 15;
+
+/// `f` element-wise into a new standard-layout array.
+fn map_elements<F: Copy + Send + Sync>(
+    array: &SharedArray<F>,
+    f: impl Fn(F) -> F + Send + Sync,
+) -> SharedArray<F> {
+    #[cfg(feature = "multi-threads")]
+    if array.len() >= PARALLEL_MIN {
+        return Zip::from(array).par_map_collect(|x| f(*x)).into_shared();
+    }
+    Zip::from(array).map_collect(|x| f(*x)).into_shared()
+}
+
+/// `f` over two arrays of the same shape into a new standard-layout array.
+fn zip_elements<F: Copy + Send + Sync>(
+    a: &SharedArray<F>,
+    b: &SharedArray<F>,
+    f: impl Fn(F, F) -> F + Send + Sync,
+) -> SharedArray<F> {
+    #[cfg(feature = "multi-threads")]
+    if a.len() >= PARALLEL_MIN {
+        return Zip::from(a)
+            .and(b)
+            .par_map_collect(|x, y| f(*x, *y))
+            .into_shared();
+    }
+    Zip::from(a).and(b).map_collect(|x, y| f(*x, *y)).into_shared()
 }
