@@ -71,7 +71,10 @@ def main():
     with torch.no_grad():
         out = layer(w, u)
     err = (out - ours).abs().max().item()
-    print(f"max |torch - ours| = {err:.3e} (output scale {ours.abs().max().item():.3e})")
+    scale = ours.abs().max().item()
+    print(f"max |torch - ours| = {err:.3e} (output scale {scale:.3e})")
+    if err > 1e-4 * max(scale, 1.0):
+        raise SystemExit(f"outputs differ: {err:.3e} > 1e-4 x scale; not the same layer")
     params = {k: v.clone().requires_grad_(True) for k, v in w.items()}
     uu = u.clone().requires_grad_(True)
 

@@ -4,6 +4,13 @@
 //! `MOE_BENCH_ITERS` (default 3), `MOE_BENCH_D`, `MOE_BENCH_FF`, `MOE_BENCH_DUMP=FILE` to
 //! write the layer's weights, input and output for `bench/torch_moe_layer.py`, and
 //! `MOE_BENCH_PROFILE=1` to run only the hybrid layer's forward + backward (for `perf`).
+//!
+//! When `python3` can import torch (and `MOE_BENCH_TORCH` is not `0`), the run ends with the
+//! PyTorch comparison side by side: the layer's weights, input and output go to
+//! `target/moe_bench/layer.safetensors` (or `MOE_BENCH_DUMP`), `bench/torch_moe_layer.py`
+//! checks that it computes the same output and times the same layer with as many threads as
+//! ours, and `MOE_BENCH_TORCH_ROUNDS` (default 3) rounds alternate our timing and torch's, so
+//! that both see the same machine load; the ratio is reported per round and overall.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -161,8 +168,13 @@ fn main() {
     let x_dense = Tensor::<A, 2>::random([dense_rows, d], Distribution::Normal(0.0, 1.0), &device)
         .require_grad();
 
-    if let Ok(path) = std::env::var("MOE_BENCH_DUMP") {
-        dump(&layer, &u, std::path::Path::new(&path));
+    let with_torch =
+        std::env::var("MOE_BENCH_TORCH").map_or(true, |v| v != "0") && torch_available();
+    let dump_path = std::env::var("MOE_BENCH_DUMP")
+        .ok()
+        .or_else(|| with_torch.then(|| "target/moe_bench/layer.safetensors".to_string()));
+    if let Some(path) = &dump_path {
+        dump(&layer, &u, std::path::Path::new(path));
     }
     let hybrid_step = || {
         let (out, routing) = layer.forward(u.clone(), None);
@@ -174,7 +186,7 @@ fn main() {
         (0..iters).for_each(|_| hybrid_step());
         return;
     }
-    let hybrid_s = time(iters, hybrid_step);
+    let hybrid_s = time(iters, &hybrid_step);
     let dense_s = time(iters, || {
         let out = dense.forward(x_dense.clone());
         let g = out.sum().backward();
@@ -220,5 +232,79 @@ fn main() {
         "| token level, naive per-expert loop (host sync) | {naive_tok:.3} | {:.0} | {:.2} vs grouped |",
         tps(naive_tok),
         naive_tok / grouped_tok
+    );
+    match (with_torch, &dump_path) {
+        (true, Some(path)) => compare_with_torch(path, iters, &hybrid_step),
+        _ => println!(
+            "\n(PyTorch comparison skipped: python3 cannot import torch, or MOE_BENCH_TORCH=0)"
+        ),
+    }
+}
+
+fn torch_available() -> bool {
+    std::process::Command::new("python3")
+        .args(["-c", "import torch, safetensors"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Rounds of (our hybrid layer, torch's) fwd + bwd timings, alternating.
+fn compare_with_torch(path: &str, iters: usize, hybrid_step: &dyn Fn()) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rounds = env("MOE_BENCH_TORCH_ROUNDS", 3);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/torch_moe_layer.py");
+    println!(
+        "\nPyTorch eager, same weights, input and thread count ({threads}); {rounds} alternating rounds:"
+    );
+    println!("| round | ours s | torch s | ours / torch |");
+    println!("|---:|---:|---:|---:|");
+    let (mut ours_total, mut torch_total) = (0.0, 0.0);
+    for round in 1..=rounds {
+        let ours = time(iters, hybrid_step);
+        let out = std::process::Command::new("python3")
+            .args([
+                script,
+                path,
+                "--threads",
+                &threads.to_string(),
+                "--iters",
+                &iters.to_string(),
+            ])
+            .output();
+        let text = match out {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+            Ok(o) => {
+                println!(
+                    "torch script failed: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                return;
+            }
+            Err(e) => {
+                println!("could not run python3: {e}");
+                return;
+            }
+        };
+        if round == 1 {
+            text.lines()
+                .filter(|l| l.starts_with("max |torch - ours|"))
+                .for_each(|l| println!("{l}"));
+        }
+        let Some(torch) = text
+            .split("fwd+bwd: ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|s| s.parse::<f64>().ok())
+        else {
+            println!("could not read the torch timing from: {text}");
+            return;
+        };
+        ours_total += ours;
+        torch_total += torch;
+        println!("| {round} | {ours:.3} | {torch:.3} | {:.2} |", ours / torch);
+    }
+    println!(
+        "| all | {ours_total:.3} | {torch_total:.3} | **{:.2}** |",
+        ours_total / torch_total
     );
 }

@@ -26,8 +26,8 @@ pub(crate) fn matmul<E: NdArrayElement>(
     let num_r_batches = shape_rhs.num_elements() / r_mat_size;
     let num_out_batches = out_shape.num_elements() / out_mat_size;
 
-    let lhs_array = NdArrayOps::reshape(lhs, Shape::new([num_l_batches, m, k]));
-    let rhs_array = NdArrayOps::reshape(rhs, Shape::new([num_r_batches, k, n]));
+    let lhs_array = batched(lhs, [num_l_batches, m, k]);
+    let rhs_array = batched(rhs, [num_r_batches, k, n]);
 
     let alpha: E = 1.0.elem();
     let beta: E = 0.0.elem();
@@ -67,6 +67,20 @@ pub(crate) fn matmul<E: NdArrayElement>(
     });
 
     NdArrayOps::reshape(out, out_shape)
+}
+
+/// `array` as `[batches, rows, cols]`.
+///
+/// multipl-moe patch (vendor/README.md): upstream reshapes every operand, which copies any
+/// array that is not in standard layout, such as the transposed weights and activations of
+/// every backward matmul. A 2-D operand only gains a batch axis and a 3-D one is used as is,
+/// strides kept: `general_mat_mul` (BLAS or matrixmultiply) reads strided matrices directly.
+fn batched<E: NdArrayElement>(array: SharedArray<E>, shape: [usize; 3]) -> SharedArray<E> {
+    match array.ndim() {
+        2 => array.insert_axis(ndarray::Axis(0)),
+        3 => array,
+        _ => NdArrayOps::reshape(array, Shape::new(shape)),
+    }
 }
 
 #[derive(Debug, PartialEq)]
