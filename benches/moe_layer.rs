@@ -253,11 +253,8 @@ fn compare_with_torch(path: &str, iters: usize, hybrid_step: &dyn Fn()) {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let rounds = env("MOE_BENCH_TORCH_ROUNDS", 3);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/torch_moe_layer.py");
-    println!(
-        "\nPyTorch eager, same weights, input and thread count ({threads}); {rounds} alternating rounds:"
-    );
-    println!("| round | ours s | torch s | ours / torch |");
-    println!("|---:|---:|---:|---:|");
+    let mut rows = Vec::new();
+    let mut matched = String::new();
     let (mut ours_total, mut torch_total) = (0.0, 0.0);
     for round in 1..=rounds {
         let ours = time(iters, hybrid_step);
@@ -285,10 +282,8 @@ fn compare_with_torch(path: &str, iters: usize, hybrid_step: &dyn Fn()) {
                 return;
             }
         };
-        if round == 1 {
-            text.lines()
-                .filter(|l| l.starts_with("max |torch - ours|"))
-                .for_each(|l| println!("{l}"));
+        if let Some(line) = text.lines().find(|l| l.starts_with("max |torch - ours|")) {
+            matched = line.to_string();
         }
         let Some(torch) = text
             .split("fwd+bwd: ")
@@ -301,8 +296,18 @@ fn compare_with_torch(path: &str, iters: usize, hybrid_step: &dyn Fn()) {
         };
         ours_total += ours;
         torch_total += torch;
-        println!("| {round} | {ours:.3} | {torch:.3} | {:.2} |", ours / torch);
+        rows.push(format!(
+            "| {round} | {ours:.3} | {torch:.3} | {:.2} |",
+            ours / torch
+        ));
     }
+    println!(
+        "\nPyTorch eager, same weights, input and thread count ({threads}); {rounds} alternating rounds"
+    );
+    println!("{matched}");
+    println!("| round | ours s | torch s | ours / torch |");
+    println!("|---:|---:|---:|---:|");
+    rows.iter().for_each(|r| println!("{r}"));
     println!(
         "| all | {ours_total:.3} | {torch_total:.3} | **{:.2}** |",
         ours_total / torch_total
