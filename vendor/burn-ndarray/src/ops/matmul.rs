@@ -53,12 +53,13 @@ pub(crate) fn matmul<E: NdArrayElement>(
                     .get()
                     .slice_mut(s!(out_batch, .., ..));
 
-                ndarray::linalg::general_mat_mul(
+                mat_mul_into(
                     alpha,
                     &lhs_slice,
                     &rhs_slice,
                     beta,
                     &mut out_slice,
+                    num_out_batches == 1,
                 )
             }
         });
@@ -67,6 +68,74 @@ pub(crate) fn matmul<E: NdArrayElement>(
     });
 
     NdArrayOps::reshape(out, out_shape)
+}
+
+/// `out = alpha · lhs · rhs + beta · out` for one matrix of the batch.
+///
+/// multipl-moe patch (vendor/README.md): without a BLAS feature, f32 and f64 products go to the
+/// `gemm` crate (AVX2/AVX-512/NEON kernels, rayon-parallel when the batch has one matrix), which
+/// reads any strides; upstream's matrixmultiply runs single-threaded unless its `threading`
+/// feature is on. Other element types, empty products and BLAS builds use `general_mat_mul`.
+unsafe fn mat_mul_into<E: NdArrayElement>(
+    alpha: E,
+    lhs: &ndarray::ArrayView2<'_, E>,
+    rhs: &ndarray::ArrayView2<'_, E>,
+    beta: E,
+    out: &mut ndarray::ArrayViewMut2<'_, E>,
+    parallel: bool,
+) {
+    #[cfg(all(
+        feature = "gemm",
+        not(any(
+            feature = "blas-accelerate",
+            feature = "blas-netlib",
+            feature = "blas-openblas",
+            feature = "blas-openblas-system"
+        ))
+    ))]
+    {
+        use core::any::TypeId;
+        let (m, k) = lhs.dim();
+        let n = rhs.dim().1;
+        let float = TypeId::of::<E>() == TypeId::of::<f32>() || TypeId::of::<E>() == TypeId::of::<f64>();
+        if float && m > 0 && n > 0 && k > 0 && beta == 0.0.elem::<E>() {
+            let parallelism = if parallel {
+                gemm::Parallelism::Rayon(rayon::current_num_threads())
+            } else {
+                gemm::Parallelism::None
+            };
+            let (l, r) = (lhs.strides(), rhs.strides());
+            let (o_rs, o_cs) = (out.strides()[0], out.strides()[1]);
+            // SAFETY: the pointers and strides describe the three views, which are valid for
+            // the whole call; `out` is borrowed mutably and does not alias the inputs.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    out.as_mut_ptr(),
+                    o_cs,
+                    o_rs,
+                    false,
+                    lhs.as_ptr(),
+                    l[1],
+                    l[0],
+                    rhs.as_ptr(),
+                    r[1],
+                    r[0],
+                    0.0.elem::<E>(),
+                    alpha,
+                    false,
+                    false,
+                    false,
+                    parallelism,
+                );
+            }
+            return;
+        }
+    }
+    let _ = parallel;
+    ndarray::linalg::general_mat_mul(alpha, lhs, rhs, beta, out)
 }
 
 /// `array` as `[batches, rows, cols]`.
