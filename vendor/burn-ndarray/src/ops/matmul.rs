@@ -32,40 +32,36 @@ pub(crate) fn matmul<E: NdArrayElement>(
     let alpha: E = 1.0.elem();
     let beta: E = 0.0.elem();
 
-    let out = run_par!(|| {
-        let mut out_array = ndarray::Array3::<E>::zeros((num_out_batches, m, n));
-        let unsafe_shared_out_array = UnsafeSharedRef::new(&mut out_array);
+    let mut out_array = ndarray::Array3::<E>::zeros((num_out_batches, m, n));
+    let unsafe_shared_out_array = UnsafeSharedRef::new(&mut out_array);
+    let one_batch = |out_batch: usize, parallel: bool| {
+        // Here, we:
+        //   1. Un-flatten the output batch into a component-based batch index.
+        //   2. Use the strides for left and right batch indices to convert it to a flattened
+        //      batch for left and right.
+        let out_index = strides_out.unflatten(out_batch);
+        let l_batch = strides_lhs.flatten(&out_index);
+        let r_batch = strides_rhs.flatten(&out_index);
 
-        iter_range_par!(0, num_out_batches).for_each(|out_batch| {
-            // Here, we:
-            //   1. Un-flatten the output batch into a component-based batch index.
-            //   2. Use the strides for left and right batch indices to convert it to a flattened
-            //      batch for left and right.
-            let out_index = strides_out.unflatten(out_batch);
-            let l_batch = strides_lhs.flatten(&out_index);
-            let r_batch = strides_rhs.flatten(&out_index);
+        let lhs_slice = lhs_array.slice(s!(l_batch, .., ..));
+        let rhs_slice = rhs_array.slice(s!(r_batch, .., ..));
 
-            let lhs_slice = lhs_array.slice(s!(l_batch, .., ..));
-            let rhs_slice = rhs_array.slice(s!(r_batch, .., ..));
+        unsafe {
+            let mut out_slice = unsafe_shared_out_array
+                .get()
+                .slice_mut(s!(out_batch, .., ..));
 
-            unsafe {
-                let mut out_slice = unsafe_shared_out_array
-                    .get()
-                    .slice_mut(s!(out_batch, .., ..));
-
-                mat_mul_into(
-                    alpha,
-                    &lhs_slice,
-                    &rhs_slice,
-                    beta,
-                    &mut out_slice,
-                    num_out_batches == 1,
-                )
-            }
-        });
-
-        out_array.into_shared().into_dyn()
-    });
+            mat_mul_into(alpha, &lhs_slice, &rhs_slice, beta, &mut out_slice, parallel)
+        }
+    };
+    // multipl-moe patch: a thread pool round trip per matmul costs more than small products
+    // (decoding); split over batches only when there are several and they are not tiny.
+    if num_out_batches == 1 || num_out_batches * m * n * k < 1 << 20 {
+        (0..num_out_batches).for_each(|b| one_batch(b, num_out_batches == 1));
+    } else {
+        run_par!(|| iter_range_par!(0, num_out_batches).for_each(|b| one_batch(b, false)));
+    }
+    let out = out_array.into_shared().into_dyn();
 
     NdArrayOps::reshape(out, out_shape)
 }
@@ -98,8 +94,11 @@ unsafe fn mat_mul_into<E: NdArrayElement>(
         let (m, k) = lhs.dim();
         let n = rhs.dim().1;
         let float = TypeId::of::<E>() == TypeId::of::<f32>() || TypeId::of::<E>() == TypeId::of::<f64>();
-        if float && m > 0 && n > 0 && k > 0 && beta == 0.0.elem::<E>() {
-            let parallelism = if parallel {
+        // Tiny products (decoding a small model) are faster without gemm's set-up, and
+        // threads only pay off from a few million multiply-adds.
+        let macs = m * n * k;
+        if float && macs >= 1 << 16 && beta == 0.0.elem::<E>() {
+            let parallelism = if parallel && macs >= 1 << 22 {
                 gemm::Parallelism::Rayon(rayon::current_num_threads())
             } else {
                 gemm::Parallelism::None
