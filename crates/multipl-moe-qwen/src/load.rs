@@ -86,10 +86,10 @@ impl<B: Backend> ParamVisitor<B> for Loader<'_, B> {
                 gate_up.extend((0..f).map(|c| gate[c * d + r]));
                 gate_up.extend((0..f).map(|c| up[c * d + r]));
             }
-            let dn = &dn;
-            let down = (0..f)
-                .flat_map(|r| (0..d).map(move |c| dn[c * f + r]))
-                .collect();
+            let mut down = Vec::with_capacity(f * d);
+            for r in 0..f {
+                down.extend((0..d).map(|c| dn[c * f + r]));
+            }
             expert.gate_up = Param::initialized(
                 expert.gate_up.id,
                 self.upload(HostTensor {

@@ -70,8 +70,9 @@ pub(crate) fn matmul<E: NdArrayElement>(
 ///
 /// multipl-moe patch (vendor/README.md): without a BLAS feature, f32 and f64 products go to the
 /// `gemm` crate (AVX2/AVX-512/NEON kernels, rayon-parallel when the batch has one matrix), which
-/// reads any strides; upstream's matrixmultiply runs single-threaded unless its `threading`
-/// feature is on. Other element types, empty products and BLAS builds use `general_mat_mul`.
+/// reads any strides and is faster than matrixmultiply down to single-row products; upstream's
+/// matrixmultiply runs single-threaded unless its `threading` feature is on. Other element
+/// types, empty products and BLAS builds use `general_mat_mul`.
 unsafe fn mat_mul_into<E: NdArrayElement>(
     alpha: E,
     lhs: &ndarray::ArrayView2<'_, E>,
@@ -93,13 +94,12 @@ unsafe fn mat_mul_into<E: NdArrayElement>(
         use core::any::TypeId;
         let (m, k) = lhs.dim();
         let n = rhs.dim().1;
-        let float = TypeId::of::<E>() == TypeId::of::<f32>() || TypeId::of::<E>() == TypeId::of::<f64>();
-        // Tiny products (decoding a small model) are faster without gemm's set-up, and
-        // threads only pay off from a few million multiply-adds.
-        let macs = m * n * k;
-        if float && macs >= 1 << 16 && beta == 0.0.elem::<E>() {
-            let parallelism = if parallel && macs >= 1 << 22 {
-                gemm::Parallelism::Rayon(rayon::current_num_threads())
+        let float =
+            TypeId::of::<E>() == TypeId::of::<f32>() || TypeId::of::<E>() == TypeId::of::<f64>();
+        if float && m > 0 && n > 0 && k > 0 && beta == 0.0.elem::<E>() {
+            // gemm decides itself whether the product is large enough for threads.
+            let parallelism = if parallel {
+                gemm::Parallelism::Rayon(0)
             } else {
                 gemm::Parallelism::None
             };
