@@ -68,11 +68,14 @@ pub(crate) fn matmul<E: NdArrayElement>(
 
 /// `out = alpha · lhs · rhs + beta · out` for one matrix of the batch.
 ///
-/// multipl-moe patch (vendor/README.md): without a BLAS feature, f32 and f64 products go to the
-/// `gemm` crate (AVX2/AVX-512/NEON kernels, rayon-parallel when the batch has one matrix), which
-/// reads any strides and is faster than matrixmultiply down to single-row products; upstream's
-/// matrixmultiply runs single-threaded unless its `threading` feature is on. Other element
-/// types, empty products and BLAS builds use `general_mat_mul`.
+/// multipl-moe patch (vendor/README.md): without a BLAS feature, thin f32/f64 products (fewer
+/// than `GEMM_BELOW` rows or columns: decoding, the tied LM head), products inside a parallel
+/// batch loop, and every product on machines with more rayon threads than matrixmultiply can
+/// use (`MATRIXMULTIPLY_MAX_THREADS`) go to the `gemm` crate, which reads any strides and
+/// threads through rayon; the rest keep upstream's `general_mat_mul` (matrixmultiply, threaded
+/// by its `threading` feature), which is faster there on the machines measured
+/// (`cargo bench --bench matmul`). Other element types, empty products and BLAS builds use
+/// `general_mat_mul`.
 unsafe fn mat_mul_into<E: NdArrayElement>(
     alpha: E,
     lhs: &ndarray::ArrayView2<'_, E>,
@@ -92,11 +95,20 @@ unsafe fn mat_mul_into<E: NdArrayElement>(
     ))]
     {
         use core::any::TypeId;
+        /// Products with fewer rows or columns than this go to `gemm`.
+        const GEMM_BELOW: usize = 64;
+        /// matrixmultiply's `threading` uses at most this many threads (its `MAX_THREADS`);
+        /// with more rayon threads, `gemm` takes every product.
+        const MATRIXMULTIPLY_MAX_THREADS: usize = 4;
         let (m, k) = lhs.dim();
         let n = rhs.dim().1;
         let float =
             TypeId::of::<E>() == TypeId::of::<f32>() || TypeId::of::<E>() == TypeId::of::<f64>();
-        if float && m > 0 && n > 0 && k > 0 && beta == 0.0.elem::<E>() {
+        let thin = m.min(n) < GEMM_BELOW;
+        let matrixmultiply_threads_enough =
+            parallel && rayon::current_num_threads() <= MATRIXMULTIPLY_MAX_THREADS;
+        let use_gemm = thin || !matrixmultiply_threads_enough;
+        if float && use_gemm && m > 0 && n > 0 && k > 0 && beta == 0.0.elem::<E>() {
             // gemm decides itself whether the product is large enough for threads.
             let parallelism = if parallel {
                 gemm::Parallelism::Rayon(0)
