@@ -69,9 +69,9 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// Resets VmHWM to the current RSS (Linux ≥ 4.0); false where not permitted.
-/// Starts a new peak-RSS phase: memory freed by the previous phase is handed back to the OS
-/// first (glibc keeps freed heap pages otherwise, and they would count in this phase's peak).
+/// Starts a new peak-RSS phase: hands memory freed by the previous phase back to the OS (glibc
+/// keeps freed heap pages otherwise, and they would count in this phase's peak), then resets
+/// VmHWM to the current RSS (Linux ≥ 4.0); false where that is not permitted.
 fn reset_peak() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free heap memory; no pointer is touched.

@@ -154,7 +154,8 @@ unsafe fn mat_mul_into<E: NdArrayElement>(
 /// multipl-moe patch (vendor/README.md): upstream reshapes every operand, which copies any
 /// array that is not in standard layout, such as the transposed weights and activations of
 /// every backward matmul. A 2-D operand only gains a batch axis and a 3-D one is used as is,
-/// strides kept: `general_mat_mul` (BLAS or matrixmultiply) reads strided matrices directly.
+/// strides kept: `general_mat_mul` (BLAS or matrixmultiply) and `gemm` read strided matrices
+/// directly.
 fn batched<E: NdArrayElement>(array: SharedArray<E>, shape: [usize; 3]) -> SharedArray<E> {
     match array.ndim() {
         2 => array.insert_axis(ndarray::Axis(0)),
