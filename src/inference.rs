@@ -3,27 +3,32 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use multipl_moe::backend::Backend;
 use multipl_moe::core::{CausalLm, SamplingConfig};
 use multipl_moe::qwen::load_model;
 use multipl_moe::train::files::write_atomic;
 use multipl_moe::train::multiple::exec::ExecLimits;
-use multipl_moe::train::multiple::report::evaluate;
-use multipl_moe::train::multiple::{
-    Completion, cut_at_stop, read_jsonl, read_problems, write_jsonl,
-};
+use multipl_moe::train::multiple::generate::{SampleSettings, generate_completions};
+use multipl_moe::train::multiple::log::CompletionLog;
+use multipl_moe::train::multiple::report::{EvalSettings, evaluate};
+use multipl_moe::train::multiple::sandbox::{ResourceLimits, Sandbox};
+use multipl_moe::train::multiple::{Completion, Problem, cut_at_stop, read_jsonl, read_problems};
 use multipl_moe::train::progress::Progress;
-use multipl_moe::train::textgen::{TextGenerateOptions, generate_text};
+use multipl_moe::train::textgen::{SpecialTokens, TextGenerateOptions, generate_text};
 use multipl_moe::train::tokenizer::TextTokenizer;
 
 use crate::cli::ensure_backend;
 
 /// `--tokenizer`, else `tokenizer.json` next to the model's weights.
+fn tokenizer_path(model: &Path, explicit: Option<&Path>) -> PathBuf {
+    explicit.map_or_else(|| model.join("tokenizer.json"), Path::to_path_buf)
+}
+
+/// Loads the tokenizer at [`tokenizer_path`].
 fn load_tokenizer(model: &Path, explicit: Option<&Path>) -> Result<TextTokenizer> {
-    let path = explicit.map_or_else(|| model.join("tokenizer.json"), Path::to_path_buf);
+    let path = tokenizer_path(model, explicit);
     if !path.is_file() {
         bail!(
             "no tokenizer at {}; pass --tokenizer FILE (a Hugging Face tokenizer.json)",
@@ -115,24 +120,59 @@ pub struct EvalArgs {
     /// Model directory; without it no model is loaded and --completions is evaluated.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Problems in MultiPL-E's format (JSONL: name, language, prompt, tests, stop_tokens).
+    /// Problems: MultiPL-E JSONL (name, language, prompt, tests, stop_tokens) or OpenAI
+    /// HumanEval JSONL (task_id, prompt, test, entry_point).
     #[arg(long)]
     problems: PathBuf,
-    /// Completions made elsewhere (JSONL: name, completion).
+    /// Completions made elsewhere (JSONL: name, completion; one line per sample).
     #[arg(long)]
     completions: Option<PathBuf>,
+    /// Do not cut --completions at the problem's stop tokens.
+    #[arg(long)]
+    no_cut: bool,
     /// Only this language (python, java, cpp, rust, go, ruby or a MultiPL-E code).
     #[arg(long)]
     language: Option<String>,
     /// Output directory for completions.jsonl and results.json.
     #[arg(long, default_value = "runs/eval")]
     out: PathBuf,
+    /// Continue an interrupted run: keep OUT/completions.jsonl and generate only what is missing.
+    #[arg(long)]
+    resume: bool,
+    /// Completions per problem (needs --temperature above 0 when above 1).
+    #[arg(long, default_value_t = 1)]
+    samples: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    /// Nucleus sampling threshold when sampling.
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f64,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// Most tokens per completion.
     #[arg(long, default_value_t = 512)]
     max_new_tokens: usize,
     /// Time limit of each program run, in seconds.
     #[arg(long, default_value_t = 15.0)]
     timeout: f64,
+    /// Time limit of each compilation, in seconds.
+    #[arg(long, default_value_t = 60.0)]
+    compile_timeout: f64,
+    /// Memory limit of every process of a program (RLIMIT_DATA), in MiB.
+    #[arg(long, default_value_t = 4096)]
+    memory_mib: u64,
+    /// Process and thread limit (RLIMIT_NPROC; the kernel does not apply it to root).
+    #[arg(long, default_value_t = 1024)]
+    max_processes: u64,
+    /// Largest file a program may write, its output included, in MiB.
+    #[arg(long, default_value_t = 256)]
+    file_size_mib: u64,
+    /// Run the programs without a sandbox, with your own permissions, when bubblewrap is
+    /// unavailable.
+    #[arg(long)]
+    unsafe_no_sandbox: bool,
     /// Programs run in parallel (default: the number of CPUs).
     #[arg(long)]
     jobs: Option<usize>,
@@ -141,8 +181,31 @@ pub struct EvalArgs {
     tokenizer: Option<PathBuf>,
 }
 
-/// Generates (with a model) or reads completions, runs them and writes `results.json`.
+/// Generates (with a model) or reads completions, runs them in the sandbox and writes
+/// `results.json`.
 pub fn eval_cmd(args: EvalArgs) -> Result<()> {
+    // Every setting is checked before anything slow starts.
+    let limits = ExecLimits::from_secs(args.timeout, args.compile_timeout)?;
+    let resources = ResourceLimits::new(args.memory_mib, args.max_processes, args.file_size_mib)?;
+    let sampling = SampleSettings {
+        samples: args.samples,
+        max_new_tokens: args.max_new_tokens,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        seed: args.seed,
+    };
+    sampling.validate()?;
+    if args.jobs == Some(0) {
+        bail!("--jobs must be at least 1");
+    }
+    if args.resume && args.model.is_none() {
+        bail!(
+            "--resume continues generating with --model; there is nothing to resume with --completions"
+        );
+    }
+    if args.no_cut && args.completions.is_none() {
+        bail!("--no-cut applies to --completions only (generated completions are always cut)");
+    }
     let problems = read_problems(&args.problems, args.language.as_deref())?;
     if problems.is_empty() {
         bail!(
@@ -153,63 +216,78 @@ pub fn eval_cmd(args: EvalArgs) -> Result<()> {
                 .map_or(String::new(), |l| format!(" for --language {l}"))
         );
     }
-    if !(args.timeout.is_finite() && args.timeout > 0.0) {
-        bail!(
-            "--timeout must be a positive number of seconds, got {}",
-            args.timeout
-        );
-    }
-    let completions: BTreeMap<String, String> = match (&args.model, &args.completions) {
+    let sandbox = match Sandbox::bubblewrap(resources) {
+        Ok(sandbox) => sandbox,
+        Err(e) if args.unsafe_no_sandbox => {
+            eprintln!(
+                "warning: {e}\nwarning: --unsafe-no-sandbox: programs run with your permissions"
+            );
+            Sandbox::unsafe_none(resources)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let completions: Vec<Completion> = match (&args.model, &args.completions) {
         (Some(_), Some(_)) => bail!("give --model (to generate) or --completions, not both"),
         (None, None) => bail!("give --model DIR to generate completions, or --completions FILE"),
-        (None, Some(file)) => read_jsonl::<Completion>(file)?
-            .into_iter()
-            .map(|c| (c.name, c.completion))
-            .collect(),
-        (Some(model), None) => {
-            let (model, tokenizer) = load(model, args.tokenizer.as_deref())?;
-            let progress = Progress::new("generate", problems.len());
-            let mut records = Vec::with_capacity(problems.len());
-            for (i, p) in problems.iter().enumerate() {
-                let options = TextGenerateOptions {
-                    max_new_tokens: args.max_new_tokens,
-                    stop: p.stop_tokens.clone(),
-                    sampling: SamplingConfig::new(),
-                    stop_at_eos: true,
-                };
-                let out = generate_text(&model, &tokenizer, &p.prompt, &options, |_| {})
-                    .with_context(|| format!("problem {}", p.name))?;
-                records.push(Completion {
-                    name: p.name.clone(),
-                    completion: cut_at_stop(&out.text, &p.stop_tokens),
-                });
-                progress.item(i + 1, &p.name);
+        (None, Some(file)) => {
+            let by_problem: BTreeMap<&str, &Problem> =
+                problems.iter().map(|p| (p.name.as_str(), p)).collect();
+            let mut records = read_jsonl::<Completion>(file)?;
+            if !args.no_cut {
+                for c in &mut records {
+                    if let Some(p) = by_problem.get(c.name.as_str()) {
+                        c.completion = cut_at_stop(&c.completion, &p.stop_tokens);
+                    }
+                }
             }
-            progress.finish();
+            records
+        }
+        (Some(model), None) => {
+            let (lm, tokenizer) = load(model, args.tokenizer.as_deref())?;
+            let special = SpecialTokens::load(
+                &tokenizer,
+                &tokenizer_path(model, args.tokenizer.as_deref()),
+                &model.join("generation_config.json"),
+            )?;
             let path = args.out.join("completions.jsonl");
-            write_jsonl(&path, &records)?;
+            let (mut log, done) = CompletionLog::open(&path, args.resume)?;
+            if !done.is_empty() {
+                eprintln!(
+                    "resuming: {} completions already in {}",
+                    done.len(),
+                    path.display()
+                );
+            }
+            let progress = Progress::new("generate", problems.len() * args.samples);
+            let records = generate_completions(
+                &lm,
+                &tokenizer,
+                &special,
+                &problems,
+                &sampling,
+                &mut log,
+                done,
+                |n, _, name| progress.item(n, name),
+            )?;
+            progress.finish();
             eprintln!("wrote {}", path.display());
             records
-                .into_iter()
-                .map(|c| (c.name, c.completion))
-                .collect()
         }
     };
-    let limits = ExecLimits {
-        run: Duration::from_secs_f64(args.timeout),
-        ..ExecLimits::default()
-    };
-    let progress = Progress::new("evaluate", problems.len());
     let jobs = args.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
     });
-    let report = evaluate(&problems, &completions, limits, jobs, |done, _, r| {
-        progress.item(done, &format!("{} {}", r.name, r.status.name()));
-    });
+    let settings = EvalSettings {
+        sandbox: &sandbox,
+        limits,
+        jobs,
+    };
+    let total = problems.len();
+    let progress = Progress::new("evaluate", total);
+    let report = evaluate(&problems, &completions, &settings, |done, _, r| {
+        progress.item(done.min(total), &format!("{} {}", r.name, r.status.name()));
+    })?;
     progress.finish();
-    if !report.network_isolated {
-        eprintln!("note: `unshare -rn` is not permitted here; programs ran with network access");
-    }
     let path = args.out.join("results.json");
     write_atomic(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
     print!("{}", report.table());

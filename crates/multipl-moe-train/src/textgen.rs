@@ -1,12 +1,100 @@
 //! Text in, text out: tokenizes a prompt, generates with [`CausalLm::generate`], decodes as it
 //! goes, streams the text and cuts it at stop sequences.
 
+use std::collections::BTreeSet;
 use std::ops::ControlFlow;
+use std::path::Path;
 
 use burn::tensor::backend::Backend;
 use multipl_moe_core::{CausalLm, GenerateOptions, Generated, Sampler, SamplingConfig};
+use serde::Deserialize;
 
+use crate::error::TrainError;
 use crate::tokenizer::TextTokenizer;
+
+/// Special tokens that end a completion when the tokenizer knows them (Qwen's chat and
+/// document ends), besides the tokenizer's EOS.
+pub const END_TOKENS: [&str; 2] = ["<|im_end|>", "<|endoftext|>"];
+
+/// The special tokens of a model: the ids that end generation and the ids left out of the
+/// decoded text (as Hugging Face's `skip_special_tokens=True`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpecialTokens {
+    /// Ids that end generation besides the tokenizer's EOS.
+    pub stop_ids: Vec<usize>,
+    /// Ids never written into the text.
+    pub skip_ids: BTreeSet<u32>,
+}
+
+/// `generation_config.json`'s `eos_token_id`: one id or a list.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum EosIds {
+    One(usize),
+    Many(Vec<usize>),
+}
+
+impl SpecialTokens {
+    /// Reads the special tokens of a model: [`END_TOKENS`] known to `tokenizer`, every
+    /// `eos_token_id` of `generation_config` (when the file exists) and, to skip in decoding,
+    /// every added token marked `special` in `tokenizer_json` (Hugging Face's format) plus the
+    /// stop ids. Errors name the file and the key.
+    pub fn load(
+        tokenizer: &TextTokenizer,
+        tokenizer_json: &Path,
+        generation_config: &Path,
+    ) -> crate::Result<Self> {
+        let read = |path: &Path| -> crate::Result<serde_json::Value> {
+            let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+            serde_json::from_str(&text).map_err(|e| TrainError::Data {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })
+        };
+        let mut stop_ids: Vec<usize> = END_TOKENS
+            .iter()
+            .filter_map(|t| tokenizer.token_to_id(t))
+            .map(|id| id as usize)
+            .collect();
+        if generation_config.is_file() {
+            let config = read(generation_config)?;
+            if let Some(eos) = config.get("eos_token_id").filter(|v| !v.is_null()) {
+                let ids = match EosIds::deserialize(eos) {
+                    Ok(EosIds::One(id)) => vec![id],
+                    Ok(EosIds::Many(ids)) => ids,
+                    Err(_) => {
+                        return Err(TrainError::Data {
+                            path: generation_config.to_path_buf(),
+                            reason: format!(
+                                "`eos_token_id` must be an id or a list of ids, got {eos}"
+                            ),
+                        });
+                    }
+                };
+                stop_ids.extend(ids);
+            }
+        }
+        stop_ids.sort_unstable();
+        stop_ids.dedup();
+        let mut skip_ids: BTreeSet<u32> = stop_ids
+            .iter()
+            .filter_map(|&id| u32::try_from(id).ok())
+            .collect();
+        let added = read(tokenizer_json)?;
+        for token in added
+            .get("added_tokens")
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let special = token.get("special").and_then(|v| v.as_bool()) == Some(true);
+            if let Some(id) = token.get("id").and_then(|v| v.as_u64()).filter(|_| special) {
+                skip_ids.extend(u32::try_from(id).ok());
+            }
+        }
+        Ok(Self { stop_ids, skip_ids })
+    }
+}
 
 /// Settings of [`generate_text`].
 #[derive(Debug, Clone, PartialEq)]
@@ -50,6 +138,20 @@ pub fn generate_text<B: Backend>(
     tokenizer: &TextTokenizer,
     prompt: &str,
     options: &TextGenerateOptions,
+    on_text: impl FnMut(&str),
+) -> crate::Result<TextGeneration> {
+    let special = SpecialTokens::default();
+    generate_text_with(model, tokenizer, prompt, options, &special, on_text)
+}
+
+/// [`generate_text`] that also stops at `special.stop_ids` (when `options.stop_at_eos`) and
+/// leaves `special.skip_ids` out of the text.
+pub fn generate_text_with<B: Backend>(
+    model: &CausalLm<B>,
+    tokenizer: &TextTokenizer,
+    prompt: &str,
+    options: &TextGenerateOptions,
+    special: &SpecialTokens,
     mut on_text: impl FnMut(&str),
 ) -> crate::Result<TextGeneration> {
     let prompt_ids: Vec<usize> = tokenizer
@@ -61,7 +163,9 @@ pub fn generate_text<B: Backend>(
     let token_options = GenerateOptions {
         max_new_tokens: options.max_new_tokens,
         stop_ids: if options.stop_at_eos {
-            vec![tokenizer.eos() as usize]
+            let mut ids = vec![tokenizer.eos() as usize];
+            ids.extend(&special.stop_ids);
+            ids
         } else {
             Vec::new()
         },
@@ -73,7 +177,11 @@ pub fn generate_text<B: Backend>(
     let mut failure = None;
     let mut cut = None;
     let generated = model.generate(&prompt_ids, &token_options, &mut sampler, |id| {
-        ids.push(id as u32);
+        let id = id as u32;
+        if special.skip_ids.contains(&id) {
+            return ControlFlow::Continue(());
+        }
+        ids.push(id);
         match tokenizer.decode(&ids) {
             Ok(decoded) => text = decoded,
             Err(e) => {

@@ -1,15 +1,16 @@
 //! Runs `prompt + completion + tests` with a language's toolchain in a fresh temporary
-//! directory, under a time limit, without network where the OS allows it.
+//! directory inside the [sandbox](super::sandbox), compiling and running as separate steps
+//! with their own time limits.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::error::EvalError;
+use super::sandbox::{Mounts, Sandbox};
+use super::toolchain::Toolchain;
 use crate::corpus::Language;
 
 /// How one problem ended.
@@ -22,8 +23,11 @@ pub enum Status {
     CompileError,
     /// The program ran and failed: a failed assertion, an exception, a non-zero exit.
     RuntimeError,
-    /// Compiling or running exceeded its time limit; the process group was killed.
+    /// Compiling or running exceeded its time limit; everything it started was killed.
     Timeout,
+    /// The prompt is longer than the model's context: no completion could be generated
+    /// (counted as a failure).
+    PromptTooLong,
     /// The language's toolchain is missing here.
     Skipped,
     /// No completion was given for the problem.
@@ -38,6 +42,7 @@ impl Status {
             Status::CompileError => "compile error",
             Status::RuntimeError => "runtime error",
             Status::Timeout => "timeout",
+            Status::PromptTooLong => "prompt too long",
             Status::Skipped => "skipped",
             Status::NoCompletion => "no completion",
         }
@@ -62,6 +67,33 @@ impl Default for ExecLimits {
     }
 }
 
+/// Most seconds a time limit may be (a day): more is a mistake, and `1e30` would overflow.
+pub const MAX_LIMIT_SECS: f64 = 86_400.0;
+
+impl ExecLimits {
+    /// Limits from seconds (command-line values): each finite, above 0, at most
+    /// [`MAX_LIMIT_SECS`]; the error names the flag.
+    pub fn from_secs(run: f64, compile: f64) -> Result<Self, EvalError> {
+        let check = |name: &'static str, secs: f64| {
+            if secs.is_finite() && secs > 0.0 && secs <= MAX_LIMIT_SECS {
+                Ok(Duration::from_secs_f64(secs))
+            } else {
+                Err(EvalError::InvalidSetting {
+                    name,
+                    value: secs.to_string(),
+                    reason: format!(
+                        "must be a number of seconds above 0 and at most {MAX_LIMIT_SECS}"
+                    ),
+                })
+            }
+        };
+        Ok(Self {
+            run: check("--timeout", run)?,
+            compile: check("--compile-timeout", compile)?,
+        })
+    }
+}
+
 /// The result of [`execute`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
@@ -73,123 +105,12 @@ pub struct Outcome {
     pub output: String,
 }
 
-struct Step {
-    argv: Vec<&'static str>,
-    compile: bool,
-}
-
-/// Source file name and the steps that compile and run it.
-fn plan(language: Language) -> (&'static str, Vec<Step>) {
-    let run = |argv: Vec<&'static str>| Step {
-        argv,
-        compile: false,
-    };
-    let compile = |argv: Vec<&'static str>| Step {
-        argv,
-        compile: true,
-    };
-    match language {
-        Language::Python => ("prog.py", vec![run(vec!["python3", "prog.py"])]),
-        Language::Rust => (
-            "prog.rs",
-            vec![
-                compile(vec![
-                    "rustc",
-                    "--edition",
-                    "2021",
-                    "-A",
-                    "warnings",
-                    "-o",
-                    "prog",
-                    "prog.rs",
-                ]),
-                run(vec!["./prog"]),
-            ],
-        ),
-        Language::Cpp => (
-            "prog.cpp",
-            vec![
-                compile(vec!["g++", "-std=c++17", "-o", "prog", "prog.cpp"]),
-                run(vec!["./prog"]),
-            ],
-        ),
-        Language::Java => (
-            "Problem.java",
-            vec![
-                compile(vec!["javac", "Problem.java"]),
-                run(vec!["java", "-ea", "-cp", ".", "Problem"]),
-            ],
-        ),
-        Language::Go => (
-            "prog_test.go",
-            vec![run(vec!["go", "test", "prog_test.go"])],
-        ),
-        Language::Ruby => ("prog.rb", vec![run(vec!["ruby", "prog.rb"])]),
-    }
-}
-
-/// The tool whose presence decides whether `language` can be evaluated, and how to ask for
-/// its version.
-fn probe(language: Language) -> (&'static str, &'static [&'static str]) {
-    match language {
-        Language::Python => ("python3", &["--version"]),
-        Language::Rust => ("rustc", &["--version"]),
-        Language::Cpp => ("g++", &["--version"]),
-        Language::Java => ("javac", &["-version"]),
-        Language::Go => ("go", &["version"]),
-        Language::Ruby => ("ruby", &["--version"]),
-    }
-}
-
-/// `Ok` when `language`'s toolchain runs here, else a message naming the missing tool.
-pub fn toolchain(language: Language) -> Result<(), String> {
-    let (tool, args) = probe(language);
-    let ok = Command::new(tool)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    // Java also needs the runtime.
-    let ok = ok
-        && (language != Language::Java
-            || Command::new("java")
-                .arg("-version")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success()));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{tool}` was not found or does not run; {} problems are skipped",
-            language.name()
-        ))
-    }
-}
-
-/// Whether programs run without network: `unshare -rn` (a new user and network namespace)
-/// works on this machine. Probed once.
-pub fn network_isolation() -> bool {
-    static ISOLATED: OnceLock<bool> = OnceLock::new();
-    *ISOLATED.get_or_init(|| {
-        Command::new("unshare")
-            .args(["-rn", "true"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
-}
-
 /// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new() -> std::io::Result<Self> {
+    /// Creates it.
+    pub(crate) fn new() -> std::io::Result<Self> {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let nanos = std::time::SystemTime::now()
@@ -204,14 +125,28 @@ impl TempDir {
     }
 }
 
+impl TempDir {
+    /// Its path.
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
-/// Compiles (if needed) and runs `program` as `language` in a fresh temporary directory.
-pub fn execute(language: Language, program: &str, limits: ExecLimits) -> Outcome {
+/// Compiles (if needed) and runs `program` with `toolchain` in a fresh temporary directory,
+/// inside `sandbox`, with `cache` as the evaluation's shared toolchain cache.
+pub fn execute(
+    toolchain: &Toolchain,
+    sandbox: &Sandbox,
+    cache: &Path,
+    program: &str,
+    limits: ExecLimits,
+) -> Outcome {
     let failed = |output: String| Outcome {
         status: Status::RuntimeError,
         exit_code: None,
@@ -221,20 +156,29 @@ pub fn execute(language: Language, program: &str, limits: ExecLimits) -> Outcome
         Ok(dir) => dir,
         Err(e) => return failed(format!("creating a temporary directory: {e}")),
     };
-    let (file, steps) = plan(language);
-    if let Err(e) = std::fs::write(dir.0.join(file), program) {
+    let work = dir.path().join("work");
+    let file = toolchain.source_file();
+    if let Err(e) =
+        std::fs::create_dir(&work).and_then(|()| std::fs::write(work.join(file), program))
+    {
         return failed(format!("writing {file}: {e}"));
     }
+    let mounts = Mounts {
+        work: &work,
+        cache,
+        readonly: &toolchain.roots,
+    };
+    let env = toolchain.env(cache);
     let mut last = None;
-    for step in steps {
+    for step in toolchain.steps() {
         let limit = if step.compile {
             limits.compile
         } else {
             limits.run
         };
-        let result = match run_step(&dir.0, &step.argv, limit) {
+        let result = match sandbox.run(&step.argv, &mounts, &env, dir.path(), limit) {
             Ok(r) => r,
-            Err(e) => return failed(format!("starting `{}`: {e}", step.argv[0])),
+            Err(e) => return failed(format!("starting `{}`: {e}", step.argv.join(" "))),
         };
         if result.timed_out {
             return Outcome {
@@ -244,7 +188,7 @@ pub fn execute(language: Language, program: &str, limits: ExecLimits) -> Outcome
             };
         }
         if result.code != Some(0) {
-            let status = if step.compile || parse_failure(language, &result.output) {
+            let status = if step.compile || parse_failure(toolchain.language, &result.output) {
                 Status::CompileError
             } else {
                 Status::RuntimeError
@@ -264,116 +208,13 @@ pub fn execute(language: Language, program: &str, limits: ExecLimits) -> Outcome
     }
 }
 
-/// Whether a failed run of an interpreted (or `go test`) program failed before running.
+/// Whether a failed run of an interpreted program failed before running.
 fn parse_failure(language: Language, output: &str) -> bool {
     match language {
         Language::Python => ["SyntaxError", "IndentationError", "TabError"]
             .iter()
             .any(|e| output.contains(e)),
         Language::Ruby => output.contains("syntax error"),
-        Language::Go => output.contains("[build failed]") || output.contains("[setup failed]"),
         _ => false,
     }
-}
-
-struct StepResult {
-    code: Option<i32>,
-    timed_out: bool,
-    output: String,
-}
-
-/// Most bytes of output kept per step.
-const OUTPUT_CAP: usize = 4096;
-
-fn run_step(dir: &Path, argv: &[&str], limit: Duration) -> std::io::Result<StepResult> {
-    let mut command = if network_isolation() {
-        let mut c = Command::new("unshare");
-        c.arg("-rn").args(argv);
-        c
-    } else {
-        let mut c = Command::new(argv[0]);
-        c.args(&argv[1..]);
-        c
-    };
-    command
-        .current_dir(dir)
-        .env("TMPDIR", dir)
-        .env("GOCACHE", dir.join(".gocache"))
-        .env("GOPATH", dir.join(".gopath"))
-        .env("GO111MODULE", "off")
-        .env("GOTOOLCHAIN", "local")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::CommandExt;
-        command.process_group(0);
-    }
-    let mut child = command.spawn()?;
-    let readers: Vec<_> = [
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|mut pipe| {
-        std::thread::spawn(move || {
-            let mut kept = Vec::new();
-            let mut buf = [0u8; 8192];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                let room = OUTPUT_CAP.saturating_sub(kept.len());
-                kept.extend_from_slice(&buf[..n.min(room)]);
-            }
-            kept
-        })
-    })
-    .collect();
-    let start = Instant::now();
-    let (code, timed_out) = loop {
-        if let Some(status) = child.try_wait()? {
-            break (status.code(), false);
-        }
-        if start.elapsed() >= limit {
-            kill_group(&mut child);
-            let _ = child.wait();
-            break (None, true);
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let mut output = Vec::new();
-    for reader in readers {
-        if let Ok(bytes) = reader.join() {
-            output.extend(bytes);
-        }
-    }
-    Ok(StepResult {
-        code,
-        timed_out,
-        output: String::from_utf8_lossy(&output).into_owned(),
-    })
-}
-
-/// Kills the child's whole process group (compilers and test runners spawn children).
-fn kill_group(child: &mut std::process::Child) {
-    #[cfg(unix)]
-    {
-        if let Ok(pid) = i32::try_from(child.id()) {
-            // SAFETY: `kill` has no memory-safety preconditions; a negative pid names the
-            // process group this child leads (`process_group(0)` above).
-            unsafe {
-                libc::kill(-pid, libc::SIGKILL);
-            }
-        }
-    }
-    let _ = child.kill();
 }

@@ -1,16 +1,24 @@
-//! A MultiPL-E pass@1 harness: problems in MultiPL-E's prompt format, one greedy completion
-//! per problem cut at the first stop token, executed with each language's toolchain.
+//! A MultiPL-E harness: problems in MultiPL-E's or OpenAI HumanEval's format
+//! ([`formats`]), completions generated ([`generate`]) or read and cut at the problem's stop
+//! tokens, executed in a [`sandbox`] with each language's [`toolchain`] ([`exec`]) and scored
+//! with the unbiased pass@k estimator ([`passk`], [`report`]).
 //!
-//! **pass@1 here** is the fraction of a language's problems whose single completion makes
-//! `prompt + completion + tests` compile and exit with status 0 within the time limit. With
-//! one sample per problem, the unbiased pass@k estimator of Chen et al. (2021) reduces to
-//! this fraction; MultiPL-E's published figures use 200 samples at temperature 0.2 or 0.8,
-//! so greedy pass@1 is comparable in spirit, not digit for digit.
+//! **pass@k** is Chen et al. (2021)'s estimator over `n` samples per problem; with one greedy
+//! sample per problem pass@1 is the fraction of problems whose completion makes
+//! `prompt + completion + tests` compile and exit with status 0 within the time limit.
+//! MultiPL-E's published figures use 200 samples at temperature 0.2 or 0.8.
 
+pub mod error;
 pub mod exec;
+pub mod formats;
+pub mod generate;
+pub mod log;
+pub mod passk;
+pub mod process;
 pub mod report;
+pub mod sandbox;
+pub mod toolchain;
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
@@ -19,6 +27,9 @@ use serde::{Deserialize, Serialize};
 use crate::corpus::Language;
 use crate::error::{Result, TrainError};
 use crate::files::write_atomic;
+use exec::Status;
+
+pub use formats::read_problems;
 
 /// One MultiPL-E problem.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,16 +53,33 @@ impl Problem {
     }
 }
 
-/// One completion, as MultiPL-E's `completions.jsonl`.
+/// One completion (one sample of a problem), a line of `completions.jsonl`. A problem has as
+/// many lines as samples.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Completion {
     /// The problem's name.
     pub name: String,
     /// The text generated after the prompt.
     pub completion: String,
+    /// Set when no completion could be generated ([`Status::PromptTooLong`]); the sample then
+    /// counts as a failure with this status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
 }
 
-/// Cuts `text` before the first occurrence of any stop token.
+impl Completion {
+    /// A generated completion.
+    pub fn new(name: impl Into<String>, completion: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            completion: completion.into(),
+            status: None,
+        }
+    }
+}
+
+/// Cuts `text` before the first occurrence of any stop token. Idempotent: a cut text contains
+/// no stop token.
 pub fn cut_at_stop(text: &str, stop_tokens: &[String]) -> String {
     let end = stop_tokens
         .iter()
@@ -78,42 +106,6 @@ pub fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
         out.push(record);
     }
     Ok(out)
-}
-
-/// Reads problems, keeping those of `language` (any alias) when given. Unknown languages and
-/// duplicate names are errors naming the problem.
-pub fn read_problems(path: &Path, language: Option<&str>) -> Result<Vec<Problem>> {
-    let wanted = match language {
-        Some(name) => Some(Language::from_name(name).ok_or_else(|| TrainError::Data {
-            path: path.to_path_buf(),
-            reason: format!(
-                "unknown --language `{name}` (python, java, cpp, rust, go, ruby or their \
-                 MultiPL-E codes)"
-            ),
-        })?),
-        None => None,
-    };
-    let problems: Vec<Problem> = read_jsonl(path)?;
-    let mut seen = BTreeMap::new();
-    let mut kept = Vec::new();
-    for p in problems {
-        let Some(lang) = p.lang() else {
-            return Err(TrainError::Data {
-                path: path.to_path_buf(),
-                reason: format!("problem `{}`: unknown language `{}`", p.name, p.language),
-            });
-        };
-        if seen.insert(p.name.clone(), ()).is_some() {
-            return Err(TrainError::Data {
-                path: path.to_path_buf(),
-                reason: format!("problem `{}` appears twice", p.name),
-            });
-        }
-        if wanted.is_none_or(|w| w == lang) {
-            kept.push(p);
-        }
-    }
-    Ok(kept)
 }
 
 /// Writes records as JSONL through a temporary file renamed into place.

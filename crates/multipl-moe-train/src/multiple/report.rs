@@ -1,23 +1,31 @@
-//! Executes completions in parallel and scores them: one status per problem, pass@1 per
+//! Executes completions in parallel and scores them: one status per sample, pass@k per
 //! language, as JSON and as a table.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::Problem;
-use super::exec::{ExecLimits, Status, execute, network_isolation, toolchain};
+use super::error::EvalError;
+use super::exec::{ExecLimits, Status, TempDir, execute};
+use super::passk::{mean_pass_at_k, reported_ks};
+use super::sandbox::{Sandbox, SandboxKind};
+use super::toolchain::Toolchain;
+use super::{Completion, Problem};
 use crate::corpus::Language;
 
-/// The result of one problem.
+/// The result of one sample of one problem.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProblemResult {
     /// Problem name.
     pub name: String,
     /// Language name (`python`, `rust`, ...).
     pub language: String,
+    /// Index of the sample among the problem's completions.
+    #[serde(default)]
+    pub sample: usize,
     /// How it ended.
     pub status: Status,
     /// Exit code of the failing or last step.
@@ -26,31 +34,57 @@ pub struct ProblemResult {
     pub output: String,
 }
 
-/// pass@1 of one language.
+/// The scores of one language.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LanguageScore {
     /// Language name.
     pub language: String,
-    /// Problems whose completion passed.
-    pub passed: usize,
     /// Problems evaluated (skipped ones excluded).
+    pub problems: usize,
+    /// Samples that passed.
+    pub passed: usize,
+    /// Samples evaluated.
     pub total: usize,
-    /// `passed / total`.
+    /// Mean over problems of pass@1 (`passed / samples` of each problem).
     pub pass_at_1: f64,
+    /// pass@k for k = 1, 10, 100 where every problem has at least k samples (`"pass@10"`).
+    pub pass_at_k: BTreeMap<String, f64>,
+}
+
+/// How long warming a toolchain's shared cache took, before the first problem.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WarmUp {
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// How the warm-up program ended (anything but `ok` means the cache may be cold).
+    pub status: Status,
 }
 
 /// Everything `multipl-moe eval` writes to `results.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalReport {
-    /// One entry per problem, in input order.
+    /// One entry per sample, problems in input order.
     pub results: Vec<ProblemResult>,
-    /// pass@1 per evaluated language, in the paper's order.
+    /// Scores per evaluated language, in the paper's order.
     pub scores: Vec<LanguageScore>,
     /// Languages skipped, with the reason.
     pub skipped: BTreeMap<String, String>,
-    /// Whether programs ran without network (`unshare -rn`).
-    pub network_isolated: bool,
+    /// Which sandbox ran the programs.
+    pub sandbox: SandboxKind,
+    /// Toolchain cache warm-ups by language name.
+    #[serde(default)]
+    pub warm_up: BTreeMap<String, WarmUp>,
 }
+
+/// Statuses in the table's column order.
+const COLUMNS: [Status; 6] = [
+    Status::Ok,
+    Status::CompileError,
+    Status::RuntimeError,
+    Status::Timeout,
+    Status::PromptTooLong,
+    Status::NoCompletion,
+];
 
 impl EvalReport {
     /// pass@1 of `language`, if it was evaluated.
@@ -61,81 +95,147 @@ impl EvalReport {
             .map(|s| s.pass_at_1)
     }
 
-    /// The status table: one row per language, one column per status, then pass@1.
+    /// The status table: one row per language, one column per status, then pass@k.
     pub fn table(&self) -> String {
-        let statuses = [
-            Status::Ok,
-            Status::CompileError,
-            Status::RuntimeError,
-            Status::Timeout,
-            Status::NoCompletion,
-        ];
         let mut out = format!("{:<8}", "language");
-        for s in statuses {
-            out.push_str(&format!(" {:>14}", s.name()));
+        for s in COLUMNS {
+            out.push_str(&format!(" {:>15}", s.name()));
         }
         out.push_str(&format!(" {:>8}\n", "pass@1"));
         for score in &self.scores {
             out.push_str(&format!("{:<8}", score.language));
-            for s in statuses {
+            for s in COLUMNS {
                 let n = self
                     .results
                     .iter()
                     .filter(|r| r.language == score.language && r.status == s)
                     .count();
-                out.push_str(&format!(" {n:>14}"));
+                out.push_str(&format!(" {n:>15}"));
             }
             out.push_str(&format!(
-                " {:>8.3}   ({}/{})\n",
+                " {:>8.3}   ({}/{})",
                 score.pass_at_1, score.passed, score.total
             ));
+            for (k, v) in score.pass_at_k.iter().filter(|(k, _)| *k != "pass@1") {
+                out.push_str(&format!("  {k} {v:.3}"));
+            }
+            out.push('\n');
         }
         for (language, reason) in &self.skipped {
             out.push_str(&format!("{language:<8} skipped: {reason}\n"));
         }
+        for (language, w) in &self.warm_up {
+            out.push_str(&format!(
+                "{language:<8} cache warm-up: {:.1} s ({})\n",
+                w.seconds,
+                w.status.name()
+            ));
+        }
+        out.push_str(&format!(
+            "sandbox: {}\n",
+            match self.sandbox {
+                SandboxKind::Bubblewrap => "bubblewrap",
+                SandboxKind::None => "none (--unsafe-no-sandbox)",
+            }
+        ));
         out
     }
 }
 
-/// Runs every problem's `prompt + completion + tests` (completions by problem name) on up to
-/// `jobs` threads and scores them. `progress` is called after each problem with
+/// How programs are run.
+#[derive(Debug, Clone, Copy)]
+pub struct EvalSettings<'a> {
+    /// The sandbox every program runs in.
+    pub sandbox: &'a Sandbox,
+    /// Time limits of compiling and running.
+    pub limits: ExecLimits,
+    /// Programs run in parallel.
+    pub jobs: usize,
+}
+
+/// Runs every sample's `prompt + completion + "\n" + tests` (a problem's samples are its
+/// completions in file order) on up to `settings.jobs` threads and scores them. Toolchains
+/// with a shared cache (Go) are warmed once first. `progress` is called after each sample with
 /// `(done, total, result)`.
 pub fn evaluate(
     problems: &[Problem],
-    completions: &BTreeMap<String, String>,
-    limits: ExecLimits,
-    jobs: usize,
+    completions: &[Completion],
+    settings: &EvalSettings,
     progress: impl Fn(usize, usize, &ProblemResult) + Sync,
-) -> EvalReport {
+) -> Result<EvalReport, EvalError> {
     let mut skipped = BTreeMap::new();
-    let mut available = BTreeMap::new();
-    for p in problems {
-        if let Some(lang) = p.lang() {
-            available
-                .entry(lang)
-                .or_insert_with(|| match toolchain(lang) {
-                    Ok(()) => true,
-                    Err(reason) => {
-                        skipped.insert(lang.name().to_string(), reason);
-                        false
-                    }
-                });
+    let mut toolchains: BTreeMap<Language, Toolchain> = BTreeMap::new();
+    for lang in problems.iter().filter_map(Problem::lang) {
+        if toolchains.contains_key(&lang) || skipped.contains_key(lang.name()) {
+            continue;
+        }
+        match Toolchain::find(lang) {
+            Ok(t) => {
+                toolchains.insert(lang, t);
+            }
+            Err(reason) => {
+                skipped.insert(lang.name().to_string(), reason);
+            }
         }
     }
+    let mut by_name: BTreeMap<&str, Vec<&Completion>> = BTreeMap::new();
+    for c in completions {
+        by_name.entry(c.name.as_str()).or_default().push(c);
+    }
+    let cache = TempDir::new().map_err(|e| EvalError::io(std::env::temp_dir(), e))?;
+    let mut warm_up = BTreeMap::new();
+    for (lang, toolchain) in &toolchains {
+        let used = problems
+            .iter()
+            .any(|p| p.lang() == Some(*lang) && by_name.contains_key(p.name.as_str()));
+        if let Some(program) = toolchain.warm_up_program().filter(|_| used) {
+            let start = Instant::now();
+            let limits = ExecLimits {
+                run: settings.limits.compile,
+                compile: settings.limits.compile,
+            };
+            let outcome = execute(toolchain, settings.sandbox, cache.path(), program, limits);
+            warm_up.insert(
+                lang.name().to_string(),
+                WarmUp {
+                    seconds: start.elapsed().as_secs_f64(),
+                    status: outcome.status,
+                },
+            );
+        }
+    }
+    let jobs: Vec<(&Problem, usize, Option<&Completion>)> = problems
+        .iter()
+        .flat_map(|p| match by_name.get(p.name.as_str()) {
+            Some(samples) => samples
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (p, i, Some(*c)))
+                .collect(),
+            None => vec![(p, 0, None)],
+        })
+        .collect();
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<ProblemResult>>> = Mutex::new(vec![None; problems.len()]);
+    let results: Mutex<Vec<Option<ProblemResult>>> = Mutex::new(vec![None; jobs.len()]);
     std::thread::scope(|scope| {
-        for _ in 0..jobs.max(1) {
+        for _ in 0..settings.jobs.max(1) {
             scope.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(problem) = problems.get(i) else {
+                    let Some(&(problem, sample, completion)) = jobs.get(i) else {
                         break;
                     };
-                    let result = run_problem(problem, completions, &available, limits);
+                    let result = run_sample(
+                        problem,
+                        sample,
+                        completion,
+                        &toolchains,
+                        settings,
+                        cache.path(),
+                    );
                     let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                    progress(n, problems.len(), &result);
+                    progress(n, jobs.len(), &result);
                     if let Ok(mut all) = results.lock() {
                         all[i] = Some(result);
                     }
@@ -149,54 +249,84 @@ pub fn evaluate(
         .into_iter()
         .flatten()
         .collect();
-    let scores = Language::ALL
-        .iter()
-        .filter_map(|lang| {
-            let mine: Vec<_> = results
-                .iter()
-                .filter(|r| r.language == lang.name() && r.status != Status::Skipped)
-                .collect();
-            if mine.is_empty() {
-                return None;
-            }
-            let passed = mine.iter().filter(|r| r.status == Status::Ok).count();
-            Some(LanguageScore {
-                language: lang.name().to_string(),
-                passed,
-                total: mine.len(),
-                pass_at_1: passed as f64 / mine.len() as f64,
-            })
-        })
-        .collect();
-    EvalReport {
+    Ok(EvalReport {
+        scores: scores(&results),
         results,
-        scores,
         skipped,
-        network_isolated: network_isolation(),
-    }
+        sandbox: settings.sandbox.kind(),
+        warm_up,
+    })
 }
 
-fn run_problem(
+/// pass@k per language from the samples' statuses.
+fn scores(results: &[ProblemResult]) -> Vec<LanguageScore> {
+    Language::ALL
+        .iter()
+        .filter_map(|lang| {
+            let mut per_problem: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+            for r in results
+                .iter()
+                .filter(|r| r.language == lang.name() && r.status != Status::Skipped)
+            {
+                let e = per_problem.entry(r.name.as_str()).or_default();
+                e.0 += 1;
+                e.1 += usize::from(r.status == Status::Ok);
+            }
+            let counts: Vec<(usize, usize)> = per_problem.into_values().collect();
+            let pass_at_1 = mean_pass_at_k(&counts, 1)?;
+            let min_n = counts.iter().map(|&(n, _)| n).min().unwrap_or(0);
+            let pass_at_k = reported_ks(min_n)
+                .into_iter()
+                .filter_map(|k| Some((format!("pass@{k}"), mean_pass_at_k(&counts, k)?)))
+                .collect();
+            Some(LanguageScore {
+                language: lang.name().to_string(),
+                problems: counts.len(),
+                passed: counts.iter().map(|&(_, c)| c).sum(),
+                total: counts.iter().map(|&(n, _)| n).sum(),
+                pass_at_1,
+                pass_at_k,
+            })
+        })
+        .collect()
+}
+
+fn run_sample(
     problem: &Problem,
-    completions: &BTreeMap<String, String>,
-    available: &BTreeMap<Language, bool>,
-    limits: ExecLimits,
+    sample: usize,
+    completion: Option<&Completion>,
+    toolchains: &BTreeMap<Language, Toolchain>,
+    settings: &EvalSettings,
+    cache: &std::path::Path,
 ) -> ProblemResult {
     let lang = problem.lang();
     let result = |status, exit_code, output: String| ProblemResult {
         name: problem.name.clone(),
         language: lang.map_or(problem.language.clone(), |l| l.name().to_string()),
+        sample,
         status,
         exit_code,
         output,
     };
-    let Some(lang) = lang.filter(|l| available.get(l).copied().unwrap_or(false)) else {
+    let Some(toolchain) = lang.and_then(|l| toolchains.get(&l)) else {
         return result(Status::Skipped, None, "toolchain missing".into());
     };
-    let Some(completion) = completions.get(&problem.name) else {
+    let Some(completion) = completion else {
         return result(Status::NoCompletion, None, String::new());
     };
-    let program = format!("{}{}\n{}", problem.prompt, completion, problem.tests);
-    let outcome = execute(lang, &program, limits);
+    if let Some(status) = completion.status {
+        return result(status, None, String::new());
+    }
+    let program = format!(
+        "{}{}\n{}",
+        problem.prompt, completion.completion, problem.tests
+    );
+    let outcome = execute(
+        toolchain,
+        settings.sandbox,
+        cache,
+        &program,
+        settings.limits,
+    );
     result(outcome.status, outcome.exit_code, outcome.output)
 }
