@@ -1,6 +1,5 @@
 //! Subcommands of the `multipl-moe` binary.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -8,10 +7,11 @@ use burn::tensor::{Int, Tensor, TensorData};
 use clap::{Parser, Subcommand};
 use multipl_moe::backend::{self, Backend, TrainBackend};
 use multipl_moe::core::{MoeConfig, MultiplMoeConfig, QwenConfig, SegmentRouting};
-use multipl_moe::qwen::tensors::{HostTensor, write_file};
-use multipl_moe::qwen::{SaveDtype, UpcycleOptions, load_model, save_model, upcycle};
+use multipl_moe::qwen::{SaveDtype, UpcycleOptions, save_model_from, upcycle};
 
 use crate::inference::{EvalArgs, GenerateArgs, RoutingArgs, eval_cmd, generate_cmd, routing_cmd};
+use crate::loading::{ensure_backend, load_model};
+use crate::logits::{LogitsArgs, logits_cmd};
 
 /// MoE presets selectable on the command line.
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -30,6 +30,18 @@ fn dtype(bf16: bool) -> SaveDtype {
     }
 }
 
+/// `upcycle` and `convert` never overwrite: an existing non-empty output directory (the
+/// source directory included) is refused before the model is loaded.
+fn refuse_existing(out: &Path) -> Result<()> {
+    if out.is_file() || out.read_dir().is_ok_and(|mut d| d.next().is_some()) {
+        bail!(
+            "--out {} exists and is not empty; choose a new directory",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
 fn upcycle_cmd(
     model: &Path,
     out: &Path,
@@ -37,13 +49,14 @@ fn upcycle_cmd(
     opts: &UpcycleOptions,
     bf16: bool,
 ) -> Result<()> {
+    refuse_existing(out)?;
     let device = ensure_backend()?;
-    let (cfg, dense) = load_model::<Backend>(model, &device)?;
+    let (cfg, dense) = load_model(model, &device)?;
     if cfg.moe.is_some() {
         bail!("{} is already a hybrid model", model.display());
     }
     let (hybrid, hcfg) = upcycle(dense, &cfg, moe, opts)?;
-    save_model(&hybrid, &hcfg, out, dtype(bf16))?;
+    save_model_from(&hybrid, &hcfg, out, dtype(bf16), Some(model))?;
     let layers = hybrid.layers.len();
     println!(
         "upcycled {} ({layers} layers, N_t = {}, K = {}, N_s = {}, a = {}, function_preserving = {}) to {}",
@@ -53,49 +66,6 @@ fn upcycle_cmd(
         moe.segment.num_experts,
         moe.segment.window,
         opts.function_preserving,
-        out.display()
-    );
-    Ok(())
-}
-
-fn logits_cmd(model: &Path, tokens: &str, out: &Path) -> Result<()> {
-    let ids = tokens
-        .split(',')
-        .map(|t| {
-            t.trim()
-                .parse::<i64>()
-                .with_context(|| format!("--tokens: `{t}` is not a token id"))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let device = ensure_backend()?;
-    let (cfg, m) = load_model::<Backend>(model, &device)?;
-    let vocab = cfg.model.vocab_size;
-    if let Some(bad) = ids.iter().find(|&&i| i < 0 || i as usize >= vocab) {
-        bail!("--tokens: id {bad} is outside the vocabulary (size {vocab})");
-    }
-    let t = ids.len();
-    if t == 0 {
-        bail!("--tokens: no token ids given");
-    }
-    let input = Tensor::<Backend, 2, Int>::from_data(TensorData::new(ids, [1, t]), &device);
-    let logits = m.forward(input, None).logits.reshape([t, vocab]);
-    let data = logits
-        .into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?;
-    let mut tensors = BTreeMap::new();
-    tensors.insert(
-        "logits".to_string(),
-        HostTensor {
-            shape: vec![t, vocab],
-            data,
-        },
-    );
-    write_file(out, &tensors, SaveDtype::F32)?;
-    println!(
-        "wrote logits [{t}, {vocab}] of {} to {}",
-        model.display(),
         out.display()
     );
     Ok(())
@@ -166,17 +136,7 @@ enum Command {
         bf16: bool,
     },
     /// Write the logits of a model for given token ids to a safetensors file.
-    Logits {
-        /// Model directory: a Hugging Face dense model or an exported hybrid model.
-        #[arg(long)]
-        model: PathBuf,
-        /// Comma-separated token ids.
-        #[arg(long)]
-        tokens: String,
-        /// Output file; holds one f32 tensor `logits` of shape [T, vocab].
-        #[arg(long)]
-        out: PathBuf,
-    },
+    Logits(LogitsArgs),
     /// Load a model directory and save it again (one file, f32 or bf16).
     Convert {
         /// Input model directory.
@@ -279,43 +239,15 @@ pub fn run() -> Result<()> {
         Command::Generate(args) => generate_cmd(args),
         Command::Eval(args) => eval_cmd(args),
         Command::Routing(args) => routing_cmd(args),
-        Command::Logits { model, tokens, out } => logits_cmd(&model, &tokens, &out),
+        Command::Logits(args) => logits_cmd(&args),
         Command::Convert { model, out, bf16 } => {
+            refuse_existing(&out)?;
             let device = ensure_backend()?;
-            let (cfg, m) = load_model::<Backend>(&model, &device)?;
-            save_model(&m, &cfg, &out, dtype(bf16))?;
+            let (cfg, m) = load_model(&model, &device)?;
+            save_model_from(&m, &cfg, &out, dtype(bf16), Some(&model))?;
             println!("saved {} to {}", model.display(), out.display());
             Ok(())
         }
-    }
-}
-
-/// Fails with one line when the compiled-in backend has no usable device (e.g. `--features
-/// cuda` on a machine without the NVIDIA driver) instead of a panic backtrace.
-pub fn ensure_backend() -> Result<burn::tensor::Device<Backend>> {
-    let device = backend::device();
-    #[allow(clippy::clone_on_copy)] // the device is Copy on ndarray only
-    let probe_device = device.clone();
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let probe = std::panic::catch_unwind(move || {
-        Tensor::<Backend, 1>::zeros([1], &probe_device)
-            .into_data()
-            .to_vec::<f32>()
-            .is_ok()
-    });
-    std::panic::set_hook(hook);
-    match probe {
-        Ok(true) => Ok(device),
-        _ => bail!(
-            "the {} backend has no usable device here{}",
-            backend::NAME,
-            if backend::NAME == "cuda" {
-                " (no CUDA driver found); rebuild without `--features cuda` or install the NVIDIA driver"
-            } else {
-                "; rebuild with another backend feature"
-            }
-        ),
     }
 }
 

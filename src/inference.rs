@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use multipl_moe::backend::Backend;
 use multipl_moe::core::{CausalLm, SamplingConfig};
-use multipl_moe::qwen::load_model;
 use multipl_moe::train::files::write_atomic;
 use multipl_moe::train::multiple::exec::ExecLimits;
 use multipl_moe::train::multiple::generate::{SampleSettings, generate_completions};
@@ -19,7 +18,7 @@ use multipl_moe::train::progress::Progress;
 use multipl_moe::train::textgen::{SpecialTokens, TextGenerateOptions, generate_text};
 use multipl_moe::train::tokenizer::TextTokenizer;
 
-use crate::cli::ensure_backend;
+use crate::loading::{ensure_backend, load_model};
 
 /// `--tokenizer`, else `tokenizer.json` next to the model's weights.
 fn tokenizer_path(model: &Path, explicit: Option<&Path>) -> PathBuf {
@@ -41,7 +40,17 @@ fn load_tokenizer(model: &Path, explicit: Option<&Path>) -> Result<TextTokenizer
 fn load(model: &Path, tokenizer: Option<&Path>) -> Result<(CausalLm<Backend>, TextTokenizer)> {
     let tokenizer = load_tokenizer(model, tokenizer)?;
     let device = ensure_backend()?;
-    let (_, m) = load_model::<Backend>(model, &device)?;
+    let (cfg, m) = load_model(model, &device)?;
+    // As `train` does: every id the tokenizer can produce must have an embedding row.
+    if tokenizer.vocab_size() > cfg.model.vocab_size {
+        bail!(
+            "the tokenizer has {} tokens but the model {} has vocab_size {}: they do not belong \
+             together (pass the model's own tokenizer with --tokenizer)",
+            tokenizer.vocab_size(),
+            model.display(),
+            cfg.model.vocab_size
+        );
+    }
     Ok((m, tokenizer))
 }
 

@@ -2,6 +2,8 @@
 
 mod cli;
 mod inference;
+mod loading;
+mod logits;
 
 fn main() {
     if let Err(err) = cli::run() {

@@ -30,6 +30,7 @@ fn backend_logits_match_ndarray() {
             "multipl-moe-parity-{routing:?}-{}",
             std::process::id()
         ));
+        let _ = std::fs::remove_dir_all(&dir);
         save_model(&reference, &cfg, &dir, SaveDtype::F32).unwrap();
         let device = Default::default();
         let (loaded_cfg, model) = load_model::<TestBackend>(&dir, &device).unwrap();

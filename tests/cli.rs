@@ -27,6 +27,7 @@ fn saved_model(name: &str) -> PathBuf {
     let model = config
         .init::<TestBackend>(&Default::default())
         .expect("valid");
+    let _ = std::fs::remove_dir_all(&dir);
     save_model(&model, &config, &dir, SaveDtype::F32).expect("saves");
     tokenizer.save(&dir.join("tokenizer.json")).expect("saves");
     dir

@@ -292,3 +292,120 @@ fn presets_follow_the_spec() {
     let back: MultiplMoeConfig = serde_json::from_str(&json).unwrap();
     assert_eq!(back, MultiplMoeConfig::tiny());
 }
+
+/// A one-layer hybrid model (so a segment's output depends only on its own routing).
+fn one_layer(routing: SegmentRouting, device: &burn::tensor::Device<B>) -> CausalLm<B> {
+    let mut moe = MoeConfig::tiny().with_router_init_std(0.5);
+    moe.segment.routing = routing;
+    moe.segment.window = 4;
+    MultiplMoeConfig::new(QwenConfig {
+        vocab_size: 97,
+        num_hidden_layers: 1,
+        ..QwenConfig::tiny()
+    })
+    .with_moe(Some(moe))
+    .init(device)
+    .expect("valid config")
+}
+
+/// Batch logits vs one sequence at a time (what `multipl-moe logits --tokens-file` computes vs
+/// `--tokens`): in paper mode expert choice competes over the `V = B·P` segments of the
+/// batch, so a window's logits differ exactly where its segment's gates differ; in causal
+/// mode nothing competes and the logits are equal everywhere.
+#[test]
+fn batch_logits_differ_from_single_ones_exactly_where_paper_routing_competes() {
+    let device = Default::default();
+    let rows = sequences(None);
+    let (t, a) = (rows[0].len(), 4);
+    let p = t.div_ceil(a);
+    for routing in [SegmentRouting::Paper, SegmentRouting::Causal] {
+        let model = one_layer(routing, &device);
+        let vocab = model.vocab_size();
+        let batch = model.forward(tokens(&rows, &device), None);
+        let seg = |out: &multipl_moe::core::CausalLmOutput<B>| {
+            let r = out.routing[0].as_ref().expect("hybrid layer");
+            values(r.segment.gates.clone())
+        };
+        let batch_gates = seg(&batch);
+        let batch_logits = values(batch.logits);
+        let n_s = batch_gates.len() / (rows.len() * p);
+        let mut differing = 0;
+        for (b, row) in rows.iter().enumerate() {
+            let single = model.forward(tokens(std::slice::from_ref(row), &device), None);
+            let single_gates = seg(&single);
+            let single_logits = values(single.logits);
+            for w in 0..p {
+                let gates_equal = (0..n_s).all(|i| {
+                    (batch_gates[(b * p + w) * n_s + i] - single_gates[w * n_s + i]).abs() < 1e-6
+                });
+                let positions = w * a..((w + 1) * a).min(t);
+                let max_diff = positions
+                    .flat_map(|pos| (0..vocab).map(move |v| (pos, v)))
+                    .map(|(pos, v)| {
+                        (batch_logits[(b * t + pos) * vocab + v] - single_logits[pos * vocab + v])
+                            .abs()
+                    })
+                    .fold(0.0f32, f32::max);
+                if gates_equal {
+                    assert!(
+                        max_diff < 1e-4,
+                        "{routing:?} b{b} w{w}: same gates, Δ {max_diff}"
+                    );
+                } else {
+                    assert!(
+                        max_diff > 1e-5,
+                        "{routing:?} b{b} w{w}: gates differ, Δ {max_diff}"
+                    );
+                    differing += 1;
+                }
+            }
+        }
+        match routing {
+            SegmentRouting::Paper => assert!(differing > 0, "no segment competed"),
+            SegmentRouting::Causal => assert_eq!(differing, 0, "causal routing competed"),
+        }
+    }
+}
+
+/// The cap rule (docs/FORMAT.md): no segment is served by more than `max_experts_per_segment`
+/// experts, in training and inference, in both modes.
+#[test]
+fn max_experts_per_segment_caps_every_mode() {
+    let device = Default::default();
+    let rows = sequences(None);
+    for routing in [SegmentRouting::Paper, SegmentRouting::Causal] {
+        let mut moe = MoeConfig::tiny().with_router_init_std(0.5);
+        moe.segment.routing = routing;
+        moe.segment.window = 4;
+        moe.segment.capacity_factor = 3.0; // uncapped: ~3 experts per segment
+        moe.segment.max_experts_per_segment = Some(1);
+        let model = MultiplMoeConfig::new(QwenConfig {
+            vocab_size: 97,
+            ..QwenConfig::tiny()
+        })
+        .with_moe(Some(moe))
+        .init::<B>(&device)
+        .expect("valid config");
+        let out = model.forward(tokens(&rows, &device), None);
+        for layer in out.routing.iter().flatten() {
+            let gates = values(layer.segment.gates.clone());
+            let n_s = layer.segment.probs.dims()[1];
+            for (v, row) in gates.chunks(n_s).enumerate() {
+                let served = row.iter().filter(|g| **g > 0.0).count();
+                assert!(
+                    served <= 1,
+                    "{routing:?} training: segment {v} served by {served}"
+                );
+            }
+        }
+        for layer in &model.layers {
+            if let FeedForward::Hybrid(h) = &layer.mlp {
+                assert_eq!(
+                    h.segment_moe.experts_per_segment(),
+                    1,
+                    "{routing:?} inference"
+                );
+            }
+        }
+    }
+}

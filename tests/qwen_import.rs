@@ -232,3 +232,61 @@ fn bad_config_names_the_field() {
         );
     }
 }
+
+/// Applies `edit` to the `weight_map` of a scratch copy of the sharded fixture and returns the
+/// load error.
+fn index_err(
+    tag: &str,
+    edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) -> QwenError {
+    let dir = scratch("qwen2-gqa-bf16", tag);
+    let path = dir.join("model.safetensors.index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(index["weight_map"].as_object_mut().unwrap());
+    std::fs::write(&path, index.to_string()).unwrap();
+    load_err(&dir)
+}
+
+#[test]
+fn index_and_shards_must_agree_key_by_key() {
+    const KEY: &str = "model.norm.weight";
+    // A key a shard holds but the index does not list.
+    let err = index_err("unlisted", |m| {
+        m.remove(KEY);
+    });
+    assert!(
+        matches!(err, QwenError::ShardConflict { ref key, .. } if key == KEY),
+        "{err}"
+    );
+    assert!(err.to_string().contains("not listed"), "{err}");
+    // A key listed in a shard that does not hold it.
+    let err = index_err("wrong-shard", |m| {
+        let held = m[KEY].as_str().unwrap().to_string();
+        let other = m
+            .values()
+            .map(|v| v.as_str().unwrap().to_string())
+            .find(|f| *f != held)
+            .unwrap();
+        m.insert(KEY.into(), other.into());
+    });
+    assert!(
+        matches!(err, QwenError::ShardConflict { ref key, .. } if key == KEY),
+        "{err}"
+    );
+    // One shard listed under two names.
+    let err = index_err("two-names", |m| {
+        let held = m[KEY].as_str().unwrap().to_string();
+        m.insert(KEY.into(), format!("./{held}").into());
+    });
+    assert!(err.to_string().contains("two names"), "{err}");
+    // A listed key no shard holds.
+    let err = index_err("phantom", |m| {
+        let any = m.values().next().unwrap().clone();
+        m.insert("model.phantom.weight".into(), any);
+    });
+    assert!(
+        matches!(err, QwenError::ShardConflict { ref key, .. } if key == "model.phantom.weight"),
+        "{err}"
+    );
+}

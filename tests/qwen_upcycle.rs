@@ -187,6 +187,7 @@ fn export_round_trip_is_bit_exact_and_bf16_rounds() {
     )
     .unwrap();
     let dir = std::env::temp_dir().join(format!("multipl-moe-export-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
     save_model(&hybrid, &hcfg, &dir, SaveDtype::F32).unwrap();
     let (cfg2, loaded) = load_model::<B>(&dir, &device).unwrap();
     assert_eq!(cfg2, hcfg);
@@ -195,8 +196,26 @@ fn export_round_trip_is_bit_exact_and_bf16_rounds() {
         model_tensors(&loaded).unwrap(),
     );
     assert_eq!(a, b, "f32 save -> load must be bit-exact");
-    assert!(!dir.join("model.tmp").exists() && !dir.join("config.tmp").exists());
+    let parent = dir.parent().unwrap();
+    let strays: Vec<_> = std::fs::read_dir(parent)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".partial-"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .contains("multipl-moe-export")
+        })
+        .collect();
+    assert!(strays.is_empty(), "temporary directories left: {strays:?}");
 
+    // Nothing is overwritten: a second save into the same directory is refused.
+    assert!(matches!(
+        save_model(&hybrid, &hcfg, &dir, SaveDtype::Bf16),
+        Err(multipl_moe::qwen::QwenError::OutputExists(_))
+    ));
+    let dir = dir.with_extension("bf16");
+    let _ = std::fs::remove_dir_all(&dir);
     save_model(&hybrid, &hcfg, &dir, SaveDtype::Bf16).unwrap();
     let (_, loaded) = load_model::<B>(&dir, &device).unwrap();
     let c = model_tensors(&loaded).unwrap();

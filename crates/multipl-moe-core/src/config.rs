@@ -1,6 +1,7 @@
 //! Model and MoE configurations (SPEC §1–§5), with presets and validation.
 
 use crate::error::ConfigError;
+use crate::rope::RopeScaling;
 use burn::config::Config;
 
 /// The dense Qwen2 architecture (SPEC §1). Field names are those of Hugging Face's
@@ -28,9 +29,14 @@ pub struct QwenConfig {
     /// Whether the LM head reuses the embedding matrix.
     #[config(default = false)]
     pub tie_word_embeddings: bool,
-    /// Longest sequence the rotary tables cover.
+    /// Positions the precomputed rotary tables cover; also the longest prompt plus
+    /// generation of [`crate::CausalLm::generate`]. A forward pass accepts any length, as
+    /// transformers does.
     #[config(default = 32768)]
     pub max_position_embeddings: usize,
+    /// Rotary frequency scaling (`linear` or `yarn`); `None` is transformers' `default`.
+    #[config(default = "None")]
+    pub rope_scaling: Option<RopeScaling>,
 }
 
 impl QwenConfig {
@@ -117,6 +123,9 @@ impl QwenConfig {
                 "must be finite and > 0",
             ));
         }
+        if let Some(scaling) = &self.rope_scaling {
+            scaling.validate()?;
+        }
         Ok(())
     }
 }
@@ -185,7 +194,7 @@ pub struct SegmentMoeConfig {
     #[config(default = "GateScale::One")]
     pub gate_scale: GateScale,
     /// Optional cap on how many experts may take one segment (released code: 4, greedy in
-    /// expert order).
+    /// expert order), in every mode (docs/FORMAT.md, "the cap rule").
     #[config(default = "None")]
     pub max_experts_per_segment: Option<usize>,
     /// Paper (expert choice) or causal routing.

@@ -35,4 +35,9 @@ pub use error::{ConfigError, GenerateError};
 pub use generate::{GenerateOptions, Generated, StopReason};
 pub use hybrid::{HybridMoe, HybridMoeConfig, LayerRouting};
 pub use model::{CausalLm, CausalLmOutput, Logits};
+pub use rope::RopeScaling;
 pub use sampling::{Sampler, SamplingConfig};
+
+/// The backend of the unit tests: burn-ndarray on the CPU (as llama-burn's `TestBackend`).
+#[cfg(test)]
+pub type TestBackend = burn::backend::NdArray;

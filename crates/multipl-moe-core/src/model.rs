@@ -57,6 +57,19 @@ impl<B: Backend> CausalLmOutput<B> {
 impl MultiplMoeConfig {
     /// Builds a randomly initialised model after validating the config.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<CausalLm<B>, ConfigError> {
+        let model = self.init_for_loading(device)?;
+        materialize(&model);
+        Ok(model)
+    }
+
+    /// Builds the model with burn's lazily initialised parameters and draws none of them: for
+    /// a loader that sets every parameter (`Param::initialized`) before it is read, so that
+    /// loading never spends time on random values it overwrites. A parameter left unset
+    /// draws its random value on first use.
+    pub fn init_for_loading<B: Backend>(
+        &self,
+        device: &B::Device,
+    ) -> Result<CausalLm<B>, ConfigError> {
         self.validate()?;
         let m = &self.model;
         let layers = (0..m.num_hidden_layers)
@@ -93,9 +106,9 @@ impl MultiplMoeConfig {
             }),
             rope: RopeConfig::new(m.head_dim(), m.max_position_embeddings)
                 .with_theta(m.rope_theta)
+                .with_scaling(m.rope_scaling.clone())
                 .init(device),
         };
-        materialize(&model);
         Ok(model)
     }
 }

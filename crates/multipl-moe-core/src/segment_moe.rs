@@ -63,7 +63,7 @@ pub struct SegmentMoe<B: Backend> {
     pub pooling: Pooling,
     /// Gate scale γ.
     pub gate_scale: GateScale,
-    /// Optional cap on experts per segment (paper mode).
+    /// Optional cap on experts per segment (every mode; see [`Self::experts_per_segment`]).
     pub max_experts_per_segment: Option<usize>,
     /// Paper or causal routing.
     pub routing: SegmentRouting,
@@ -254,13 +254,17 @@ impl<B: Backend> SegmentMoe<B> {
 
     /// Experts per segment when each segment chooses its own (causal mode, and paper mode at
     /// inference): `k = clamp(round(c), 1, N_s)` — under expert choice a segment receives
-    /// `N_s·r/V ≈ c` experts on average — and, in paper mode, at most the per-segment cap.
+    /// `N_s·r/V ≈ c` experts on average — and never more than `max_experts_per_segment`.
+    ///
+    /// The cap rule, one for every mode (docs/FORMAT.md): no segment is served by more than
+    /// `max_experts_per_segment` experts — in paper-mode training by the greedy pass of
+    /// [`expert_choice`] in expert order, everywhere else by this `k`.
     pub fn experts_per_segment(&self) -> usize {
         let n_s = self.experts.num_experts();
         let k = (self.capacity_factor.round() as usize).clamp(1, n_s);
-        match (self.routing, self.max_experts_per_segment) {
-            (SegmentRouting::Paper, Some(cap)) => k.min(cap.max(1)),
-            _ => k,
+        match self.max_experts_per_segment {
+            Some(cap) => k.min(cap.max(1)),
+            None => k,
         }
     }
 

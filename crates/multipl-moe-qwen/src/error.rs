@@ -64,6 +64,17 @@ pub enum QwenError {
         /// The index file.
         index: PathBuf,
     },
+    /// The output model directory exists and is not empty.
+    #[error("{} exists and is not empty; choose a new directory or remove it first", .0.display())]
+    OutputExists(PathBuf),
+    /// A sharded checkpoint's index and its shards disagree about a key.
+    #[error("tensor `{key}`: {reason}")]
+    ShardConflict {
+        /// The safetensors key.
+        key: String,
+        /// Which files disagree, and how.
+        reason: String,
+    },
     /// `config.json` (or the index) is unreadable, lacks a field or contradicts itself.
     #[error("{}: field `{field}`: {reason}", path.display())]
     BadConfig {

@@ -8,10 +8,10 @@ use burn::tensor::{Tensor, backend::Backend};
 use multipl_moe_core::experts::ExpertBank;
 use multipl_moe_core::{CausalLm, MultiplMoeConfig};
 
-use crate::error::{Result, io_err};
+use crate::error::{QwenError, Result, io_err};
 use crate::hf_config::config_json;
 use crate::params::{Layout, ParamVisitor, walk};
-use crate::tensors::{HostTensor, SaveDtype, write_atomic, write_file};
+use crate::tensors::{HostTensor, SaveDtype, write_file};
 
 /// Every parameter of `model` as host tensors in the file layout, by key.
 pub fn model_tensors<B: Backend>(model: &CausalLm<B>) -> Result<BTreeMap<String, HostTensor>> {
@@ -22,24 +22,115 @@ pub fn model_tensors<B: Backend>(model: &CausalLm<B>) -> Result<BTreeMap<String,
     Ok(collector.0)
 }
 
-/// Writes `dir/config.json` and `dir/model.safetensors` (each via a temporary file).
+/// Files next to a model's weights that describe how to use it; [`save_model_from`] copies
+/// those present in the source directory.
+pub const SIDE_FILES: [&str; 6] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+    "vocab.json",
+    "merges.txt",
+];
+
+/// Writes the model directory `dir` (`config.json` + `model.safetensors`); see
+/// [`save_model_from`].
 pub fn save_model<B: Backend>(
     model: &CausalLm<B>,
     config: &MultiplMoeConfig,
     dir: &Path,
     dtype: SaveDtype,
 ) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    save_model_from(model, config, dir, dtype, None)
+}
+
+/// Writes the model directory `dir`: `config.json`, `model.safetensors`, and the
+/// [`SIDE_FILES`] found in `source` (e.g. the tokenizer of the model it was made from).
+///
+/// Nothing is overwritten and nothing is half-written: an existing non-empty `dir` is an error
+/// ([`QwenError::OutputExists`]); the files are written to a sibling temporary directory
+/// (`.NAME.partial-PID`) that is renamed to `dir` at the end. Partial directories left by
+/// killed processes (whose PID is gone) are removed first.
+pub fn save_model_from<B: Backend>(
+    model: &CausalLm<B>,
+    config: &MultiplMoeConfig,
+    dir: &Path,
+    dtype: SaveDtype,
+    source: Option<&Path>,
+) -> Result<()> {
+    if dir
+        .read_dir()
+        .map(|mut entries| entries.next().is_some())
+        .unwrap_or(false)
+        || dir.is_file()
+    {
+        return Err(QwenError::OutputExists(dir.to_path_buf()));
+    }
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| QwenError::OutputExists(dir.to_path_buf()))?;
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(io_err(&parent))?;
+    remove_stale_partials(&parent, &name);
+    let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir(&tmp).map_err(io_err(&tmp))?;
+    let written = write_dir(model, config, &tmp, dtype, source).and_then(|()| {
+        if dir.exists() {
+            std::fs::remove_dir(dir).map_err(io_err(dir))?;
+        }
+        std::fs::rename(&tmp, dir).map_err(io_err(dir))
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    written
+}
+
+fn write_dir<B: Backend>(
+    model: &CausalLm<B>,
+    config: &MultiplMoeConfig,
+    dir: &Path,
+    dtype: SaveDtype,
+    source: Option<&Path>,
+) -> Result<()> {
     let tensors = model_tensors(model)?;
     write_file(&dir.join("model.safetensors"), &tensors, dtype)?;
     let torch_dtype = match dtype {
         SaveDtype::F32 => "float32",
         SaveDtype::Bf16 => "bfloat16",
     };
-    write_atomic(
-        &dir.join("config.json"),
-        config_json(config, torch_dtype).as_bytes(),
-    )
+    let config_path = dir.join("config.json");
+    std::fs::write(&config_path, config_json(config, torch_dtype)).map_err(io_err(&config_path))?;
+    for file in SIDE_FILES {
+        if let Some(from) = source.map(|s| s.join(file)).filter(|p| p.is_file()) {
+            std::fs::copy(&from, dir.join(file)).map_err(io_err(&from))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes `.NAME.partial-PID` directories in `parent` whose process no longer runs (Linux:
+/// `/proc/PID` is gone); elsewhere none is removed.
+fn remove_stale_partials(parent: &Path, name: &str) {
+    let prefix = format!(".{name}.partial-");
+    let Ok(entries) = parent.read_dir() else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file_name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let alive = Path::new("/proc").join(pid).exists() || !Path::new("/proc/self").exists();
+        if !alive {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 struct Collector(BTreeMap<String, HostTensor>);

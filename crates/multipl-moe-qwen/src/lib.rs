@@ -15,8 +15,8 @@ pub mod tensors;
 pub mod upcycle;
 
 pub use error::{QwenError, Result};
-pub use export::save_model;
+pub use export::{SIDE_FILES, save_model, save_model_from};
 pub use freeze::{FreezePolicy, apply_freeze};
-pub use load::load_model;
+pub use load::{LoadedModel, load_model, load_model_with_notes};
 pub use tensors::SaveDtype;
 pub use upcycle::{UpcycleOptions, upcycle};

@@ -12,16 +12,51 @@ use crate::hf_config::read_config;
 use crate::params::{Layout, ParamVisitor, walk};
 use crate::tensors::{HostTensor, TensorStore};
 
-/// Loads `dir` (`config.json` + `model.safetensors` or shards) onto `device`. f32, f16 and
-/// bf16 weights are converted to the backend's float type. Every parameter must be present
-/// with its exact shape, and every tensor in the files must be used.
+/// A loaded model, its config, and what the loader has to say about the files.
+#[derive(Debug)]
+pub struct LoadedModel<B: Backend> {
+    /// The model's config (from `config.json`).
+    pub config: MultiplMoeConfig,
+    /// The model, on the requested device.
+    pub model: CausalLm<B>,
+    /// Things a user should know that are not errors, e.g. a redundant `lm_head.weight`
+    /// beside `tie_word_embeddings: true` that differs from the embedding.
+    pub notes: Vec<String>,
+}
+
+/// Loads `dir` (`config.json` + `model.safetensors` or shards) onto `device`; see
+/// [`load_model_with_notes`].
 pub fn load_model<B: Backend>(
     dir: &Path,
     device: &B::Device,
 ) -> Result<(MultiplMoeConfig, CausalLm<B>)> {
-    let config = read_config(dir)?;
+    let loaded = load_model_with_notes(dir, device)?;
+    Ok((loaded.config, loaded.model))
+}
+
+/// Loads `dir` onto `device`. f32, f16 and bf16 weights are converted to the backend's float
+/// type one tensor at a time from the memory-mapped files; no parameter is drawn at random
+/// first. Every parameter must be present with its exact shape, and every tensor in the
+/// files must be used.
+///
+/// A model with `tie_word_embeddings: true` may also ship `lm_head.weight` (some hub uploads
+/// do). As transformers 5 does, an identical copy is accepted and the head stays tied, while a
+/// head that differs from the embedding unties the model (the file's head is used, the
+/// returned config says `tie_word_embeddings: false`), with a note.
+pub fn load_model_with_notes<B: Backend>(dir: &Path, device: &B::Device) -> Result<LoadedModel<B>> {
+    let mut config = read_config(dir)?;
     let mut store = TensorStore::open(dir)?;
-    let mut model = config.init::<B>(device)?;
+    let mut notes = Vec::new();
+    let redundant_head = config.model.tie_word_embeddings && store.contains(LM_HEAD);
+    if redundant_head && !store.same_bytes(LM_HEAD, EMBED) {
+        config.model.tie_word_embeddings = false;
+        notes.push(format!(
+            "{}: tie_word_embeddings is true but `{LM_HEAD}` differs from `{EMBED}`: \
+             loaded untied with the file's head, as transformers 5 does",
+            dir.display()
+        ));
+    }
+    let mut model = config.init_for_loading::<B>(device)?;
     walk(
         &mut model,
         &mut Loader {
@@ -29,9 +64,19 @@ pub fn load_model<B: Backend>(
             device,
         },
     )?;
+    if config.model.tie_word_embeddings && redundant_head {
+        store.mark_used(LM_HEAD);
+    }
     store.finish()?;
-    Ok((config, model))
+    Ok(LoadedModel {
+        config,
+        model,
+        notes,
+    })
 }
+
+const LM_HEAD: &str = "lm_head.weight";
+const EMBED: &str = "model.embed_tokens.weight";
 
 struct Loader<'a, B: Backend> {
     store: &'a mut TensorStore,
@@ -51,22 +96,21 @@ impl<B: Backend> ParamVisitor<B> for Loader<'_, B> {
         param: &mut Param<Tensor<B, D>>,
         layout: Layout,
     ) -> Result<()> {
-        let mut shape = param.dims().to_vec();
-        if layout == Layout::Transposed {
-            shape.reverse();
-        }
-        let t = self.store.take(key, &shape)?;
-        let mut value: Tensor<B, D> = self.upload(t);
-        if layout == Layout::Transposed {
-            value = value.transpose();
-        }
-        *param = Param::initialized(param.id, value);
+        // `lazy_shape`: the shape without drawing the lazy initial value.
+        let shape = param.lazy_shape().to_vec();
+        // A Linear weight is transposed on the host, so the parameter is contiguous: a
+        // strided view would be copied by every matmul that reads it.
+        let t = match (layout, shape.as_slice()) {
+            (Layout::Transposed, &[rows, cols]) => self.store.take_transposed(key, [cols, rows])?,
+            _ => self.store.take(key, &shape)?,
+        };
+        *param = Param::initialized(param.id, self.upload(t));
         Ok(())
     }
 
     fn bank(&mut self, prefix: &str, bank: &mut ExpertBank<B>) -> Result<()> {
         for (i, expert) in bank.experts.iter_mut().enumerate() {
-            let [d, f2] = expert.gate_up.dims();
+            let [d, f2] = expert.gate_up.lazy_shape().dims();
             let f = f2 / 2;
             let gate = self
                 .store

@@ -1,90 +1,213 @@
 //! Reading and writing safetensors files: single files and `model-0000k-of-0000n` shards.
 //!
-//! burn-store's `SafetensorsStore` reads one file into one module; a Hugging Face checkpoint
-//! may be sharded, our expert weights are stacked while the file keeps one matrix per expert,
-//! and every Linear is transposed. So this module reads every tensor (f32, f16 or bf16) into
-//! f32 by key, and the loader ([`crate::load`]) maps keys to parameters and checks that the
-//! files together cover every parameter and hold nothing unused.
+//! Files are memory-mapped (`memmap2`) and each tensor is converted to f32 only when the
+//! loader takes it, transposed on the way where the file's `[out, in]` must become burn's
+//! `[in, out]`; its mapped pages are then released. So an import holds the f32 model plus one
+//! tensor, never a host copy of every shard. The loader ([`crate::load`]) maps keys to
+//! parameters and checks that the files together cover every parameter and hold nothing
+//! unused. A sharded checkpoint's index must agree with its shards key by key.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use memmap2::{Mmap, UncheckedAdvice};
+use rayon::prelude::*;
+use safetensors::{Dtype, SafeTensors, tensor::Metadata, tensor::TensorView};
 
 use crate::error::{QwenError, Result, io_err};
 
 /// One tensor read from a file, converted to f32.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostTensor {
-    /// Shape as stored.
+    /// Shape.
     pub shape: Vec<usize>,
     /// Values, row-major.
     pub data: Vec<f32>,
 }
 
-/// All tensors of a model directory, by key, and which keys were consumed.
-#[derive(Debug, Default)]
+/// One mapped safetensors file and its parsed header.
+struct Shard {
+    path: PathBuf,
+    map: Mmap,
+    /// Byte offset of the data section (8 + header length).
+    data_start: usize,
+    meta: Metadata,
+}
+
+/// The tensors of a model directory, by key, read lazily from the mapped files, and which
+/// keys were consumed.
 pub struct TensorStore {
     dir: PathBuf,
-    tensors: BTreeMap<String, HostTensor>,
+    shards: Vec<Shard>,
+    keys: BTreeMap<String, usize>,
     used: HashSet<String>,
 }
 
+impl std::fmt::Debug for TensorStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TensorStore")
+            .field("dir", &self.dir)
+            .field("tensors", &self.keys.len())
+            .finish()
+    }
+}
+
 impl TensorStore {
-    /// Reads `model.safetensors`, or the shards listed in `model.safetensors.index.json`.
+    /// Maps `model.safetensors`, or the shards listed in `model.safetensors.index.json`,
+    /// checking the index against the shards: every key a shard holds must be listed for that
+    /// shard, every listed key must be in its shard, no key may be in two shards, and no shard
+    /// may be listed under two names.
+    ///
+    /// The files must not be modified while the store is alive (they are memory-mapped).
     pub fn open(dir: &Path) -> Result<Self> {
         let single = dir.join("model.safetensors");
-        let index = dir.join("model.safetensors.index.json");
-        let files = if single.exists() {
-            vec![single]
-        } else if index.exists() {
-            shard_files(&index)?
+        let index_path = dir.join("model.safetensors.index.json");
+        let (files, index) = if single.exists() {
+            (vec![single], None)
+        } else if index_path.exists() {
+            let index = ShardIndex::read(&index_path)?;
+            (index.files.clone(), Some(index))
         } else {
             return Err(QwenError::MissingFile(single));
         };
-        let mut tensors = BTreeMap::new();
-        for file in files {
-            read_file(&file, &mut tensors)?;
-        }
-        Ok(Self {
+        let mut store = Self {
             dir: dir.to_path_buf(),
-            tensors,
+            shards: Vec::with_capacity(files.len()),
+            keys: BTreeMap::new(),
             used: HashSet::new(),
-        })
+        };
+        for file in files {
+            store.map_file(file)?;
+        }
+        if let Some(index) = index {
+            index.check(&store)?;
+        }
+        Ok(store)
+    }
+
+    fn map_file(&mut self, path: PathBuf) -> Result<()> {
+        let file = std::fs::File::open(&path).map_err(io_err(&path))?;
+        // SAFETY: the file is only read, and the documented contract of `open` is that it is
+        // not modified while mapped (as candle and safetensors' own examples map files).
+        let map = unsafe { Mmap::map(&file) }.map_err(io_err(&path))?;
+        let corrupt = |e: safetensors::SafeTensorError| QwenError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        let (header, meta) = SafeTensors::read_metadata(&map).map_err(corrupt)?;
+        let shard = self.shards.len();
+        for key in meta.tensors().keys() {
+            if let Some(&other) = self.keys.get(key) {
+                return Err(QwenError::ShardConflict {
+                    key: key.clone(),
+                    reason: format!(
+                        "held by both {} and {}",
+                        self.shards[other].path.display(),
+                        path.display()
+                    ),
+                });
+            }
+            self.keys.insert(key.clone(), shard);
+        }
+        self.shards.push(Shard {
+            path,
+            map,
+            data_start: 8 + header,
+            meta,
+        });
+        Ok(())
     }
 
     /// Whether `key` is present.
     pub fn contains(&self, key: &str) -> bool {
-        self.tensors.contains_key(key)
+        self.keys.contains_key(key)
     }
 
-    /// Takes the tensor `key`, checking its shape.
+    /// Takes the tensor `key` as stored, checking its shape.
     pub fn take(&mut self, key: &str, shape: &[usize]) -> Result<HostTensor> {
-        let tensor = self.tensors.get(key).ok_or_else(|| QwenError::MissingKey {
+        self.take_as(key, shape, false)
+    }
+
+    /// Takes the 2-D tensor `key` stored `[out, in]` (PyTorch's Linear layout) as `[in, out]`
+    /// (burn's), transposed during the conversion to f32.
+    pub fn take_transposed(&mut self, key: &str, stored: [usize; 2]) -> Result<HostTensor> {
+        self.take_as(key, &stored, true)
+    }
+
+    fn take_as(&mut self, key: &str, shape: &[usize], transpose: bool) -> Result<HostTensor> {
+        let shard = self
+            .keys
+            .get(key)
+            .map(|&i| &self.shards[i])
+            .ok_or_else(|| QwenError::MissingKey {
+                key: key.to_string(),
+                dir: self.dir.clone(),
+            })?;
+        let info = shard.meta.info(key).ok_or_else(|| QwenError::MissingKey {
             key: key.to_string(),
             dir: self.dir.clone(),
         })?;
-        if tensor.shape != shape {
+        if info.shape != shape {
             return Err(QwenError::ShapeMismatch {
                 key: key.to_string(),
                 expected: shape.to_vec(),
-                found: tensor.shape.clone(),
+                found: info.shape.clone(),
             });
         }
+        let (begin, end) = info.data_offsets;
+        let (begin, end) = (shard.data_start + begin, shard.data_start + end);
+        let raw = &shard.map[begin..end];
+        let (data, shape) = if transpose {
+            let [rows, cols] = [shape[0], shape[1]];
+            let data = convert(key, &shard.path, info.dtype, raw, Some((rows, cols)))?;
+            (data, vec![cols, rows])
+        } else {
+            (
+                convert(key, &shard.path, info.dtype, raw, None)?,
+                shape.to_vec(),
+            )
+        };
+        // The bytes are converted: give their pages back (re-read from the file if asked
+        // again). SAFETY: a read-only shared file mapping loses nothing by dropping pages.
+        let _ = unsafe {
+            shard
+                .map
+                .unchecked_advise_range(UncheckedAdvice::DontNeed, begin, end - begin)
+        };
         self.used.insert(key.to_string());
-        Ok(tensor.clone())
+        Ok(HostTensor { shape, data })
+    }
+
+    /// Whether `a` and `b` are both present with the same dtype, shape and bytes.
+    pub fn same_bytes(&self, a: &str, b: &str) -> bool {
+        let view = |key: &str| {
+            let shard = &self.shards[*self.keys.get(key)?];
+            let info = shard.meta.info(key)?;
+            let (begin, end) = info.data_offsets;
+            let bytes = &shard.map[shard.data_start + begin..shard.data_start + end];
+            Some((info.dtype, info.shape.clone(), bytes))
+        };
+        matches!((view(a), view(b)), (Some(x), Some(y)) if x == y)
+    }
+
+    /// Counts `key` as used without reading it.
+    pub fn mark_used(&mut self, key: &str) {
+        self.used.insert(key.to_string());
+    }
+
+    /// Keys present in the files and not taken yet.
+    pub fn unused(&self) -> Vec<String> {
+        self.keys
+            .keys()
+            .filter(|k| !self.used.contains(*k))
+            .cloned()
+            .collect()
     }
 
     /// Fails if some tensor was never taken (a model/checkpoint mismatch).
     pub fn finish(self) -> Result<()> {
-        let unused: Vec<String> = self
-            .tensors
-            .keys()
-            .filter(|k| !self.used.contains(*k))
-            .take(8)
-            .cloned()
-            .collect();
+        let unused: Vec<String> = self.unused().into_iter().take(8).collect();
         if unused.is_empty() {
             Ok(())
         } else {
@@ -96,75 +219,143 @@ impl TensorStore {
     }
 }
 
-/// The distinct shard files of an index, in order, each checked to exist.
-fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
-    let text = std::fs::read_to_string(index).map_err(io_err(index))?;
-    let bad = |reason: String| QwenError::BadConfig {
-        path: index.to_path_buf(),
-        field: "weight_map".into(),
-        reason,
-    };
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
-    let map = json
-        .get("weight_map")
-        .and_then(|m| m.as_object())
-        .ok_or_else(|| bad("missing or not an object".into()))?;
-    let dir = index.parent().unwrap_or(Path::new("."));
-    let mut files: Vec<PathBuf> = Vec::new();
-    for (key, file) in map {
-        let name = file
-            .as_str()
-            .ok_or_else(|| bad(format!("`{key}` maps to a non-string")))?;
-        let path = dir.join(name);
-        if !files.contains(&path) {
+/// `model.safetensors.index.json`: which shard holds which key.
+struct ShardIndex {
+    path: PathBuf,
+    /// Distinct shard files, sorted.
+    files: Vec<PathBuf>,
+    /// Key → shard file.
+    weight_map: BTreeMap<String, PathBuf>,
+}
+
+impl ShardIndex {
+    fn read(index: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(index).map_err(io_err(index))?;
+        let bad = |reason: String| QwenError::BadConfig {
+            path: index.to_path_buf(),
+            field: "weight_map".into(),
+            reason,
+        };
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+        let map = json
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| bad("missing or not an object".into()))?;
+        let dir = index.parent().unwrap_or(Path::new("."));
+        let mut files: Vec<PathBuf> = Vec::new();
+        let mut names: BTreeMap<PathBuf, String> = BTreeMap::new();
+        let mut weight_map = BTreeMap::new();
+        for (key, file) in map {
+            let name = file
+                .as_str()
+                .ok_or_else(|| bad(format!("`{key}` maps to a non-string")))?;
+            let path = dir.join(name);
             if !path.exists() {
                 return Err(QwenError::MissingShard {
                     shard: path,
                     index: index.to_path_buf(),
                 });
             }
-            files.push(path);
+            let canonical = path.canonicalize().map_err(io_err(&path))?;
+            match names.get(&canonical) {
+                Some(first) if first != name => {
+                    return Err(bad(format!(
+                        "shard {} is listed under two names, `{first}` and `{name}`",
+                        canonical.display()
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    names.insert(canonical, name.to_string());
+                    files.push(path.clone());
+                }
+            }
+            weight_map.insert(key.clone(), path);
+        }
+        files.sort();
+        Ok(Self {
+            path: index.to_path_buf(),
+            files,
+            weight_map,
+        })
+    }
+
+    /// Every key of every shard is listed for that shard, and every listed key is there.
+    fn check(&self, store: &TensorStore) -> Result<()> {
+        for (key, &shard) in &store.keys {
+            let held_by = &store.shards[shard].path;
+            match self.weight_map.get(key) {
+                None => {
+                    return Err(QwenError::ShardConflict {
+                        key: key.clone(),
+                        reason: format!(
+                            "in {} but not listed in {}",
+                            held_by.display(),
+                            self.path.display()
+                        ),
+                    });
+                }
+                Some(listed) if listed != held_by => {
+                    return Err(QwenError::ShardConflict {
+                        key: key.clone(),
+                        reason: format!(
+                            "{} lists it in {}, but {} holds it",
+                            self.path.display(),
+                            listed.display(),
+                            held_by.display()
+                        ),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some((key, listed)) = self
+            .weight_map
+            .iter()
+            .find(|(key, _)| !store.keys.contains_key(*key))
+        {
+            return Err(QwenError::ShardConflict {
+                key: key.clone(),
+                reason: format!(
+                    "{} lists it in {}, which does not hold it",
+                    self.path.display(),
+                    listed.display()
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Elements converted per parallel task.
+const CHUNK: usize = 1 << 16;
+
+/// `raw` (f32, f16 or bf16, little-endian) as f32; transposed from a row-major
+/// `[rows, cols]` to `[cols, rows]` when `transpose` is `Some((rows, cols))`.
+fn convert(
+    key: &str,
+    path: &Path,
+    dtype: Dtype,
+    raw: &[u8],
+    transpose: Option<(usize, usize)>,
+) -> Result<Vec<f32>> {
+    // One monomorphised loop per dtype, so the decoder inlines and vectorises.
+    fn run<const N: usize>(
+        raw: &[u8],
+        transpose: Option<(usize, usize)>,
+        decode: impl Fn([u8; N]) -> f32 + Sync,
+    ) -> Vec<f32> {
+        let (elements, _) = raw.as_chunks::<N>();
+        match transpose {
+            None => plain(elements, decode),
+            Some((rows, cols)) => transposed(elements, rows, cols, decode),
         }
     }
-    files.sort();
-    Ok(files)
-}
-
-fn read_file(path: &Path, out: &mut BTreeMap<String, HostTensor>) -> Result<()> {
-    let bytes = std::fs::read(path).map_err(io_err(path))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| QwenError::Corrupt {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    for (key, view) in st.tensors() {
-        let data = to_f32(&key, path, &view)?;
-        out.insert(
-            key,
-            HostTensor {
-                shape: view.shape().to_vec(),
-                data,
-            },
-        );
-    }
-    Ok(())
-}
-
-fn to_f32(key: &str, path: &Path, view: &TensorView<'_>) -> Result<Vec<f32>> {
-    let raw = view.data();
-    Ok(match view.dtype() {
-        Dtype::F32 => raw
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        Dtype::F16 => raw
-            .chunks_exact(2)
-            .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => raw
-            .chunks_exact(2)
-            .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
+    Ok(match dtype {
+        Dtype::F32 => run::<4>(raw, transpose, f32::from_le_bytes),
+        Dtype::F16 => run::<2>(raw, transpose, |b| f16::from_le_bytes(b).to_f32()),
+        Dtype::BF16 => run::<2>(raw, transpose, |b| bf16::from_le_bytes(b).to_f32()),
         other => {
             return Err(QwenError::UnsupportedDtype {
                 key: key.to_string(),
@@ -173,6 +364,47 @@ fn to_f32(key: &str, path: &Path, view: &TensorView<'_>) -> Result<Vec<f32>> {
             });
         }
     })
+}
+
+/// Element-wise conversion on rayon's threads.
+fn plain<const N: usize>(elements: &[[u8; N]], decode: impl Fn([u8; N]) -> f32 + Sync) -> Vec<f32> {
+    let mut out = vec![0.0f32; elements.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(elements.par_chunks(CHUNK))
+        .for_each(|(out, elements)| {
+            for (o, e) in out.iter_mut().zip(elements) {
+                *o = decode(*e);
+            }
+        });
+    out
+}
+
+/// `[rows, cols]` → `[cols, rows]` with conversion, in one pass: a band of 16 output rows per
+/// task, so each task reads 16 adjacent elements of every input row.
+fn transposed<const N: usize>(
+    elements: &[[u8; N]],
+    rows: usize,
+    cols: usize,
+    decode: impl Fn([u8; N]) -> f32 + Sync,
+) -> Vec<f32> {
+    const BAND: usize = 16;
+    let mut out = vec![0.0f32; rows * cols];
+    if rows == 0 {
+        return out;
+    }
+    out.par_chunks_mut(BAND * rows)
+        .enumerate()
+        .for_each(|(band, chunk)| {
+            let c0 = band * BAND;
+            let width = chunk.len() / rows;
+            for r in 0..rows {
+                let row = &elements[r * cols + c0..r * cols + c0 + width];
+                for (j, e) in row.iter().enumerate() {
+                    chunk[j * rows + r] = decode(*e);
+                }
+            }
+        });
+    out
 }
 
 /// The dtype in which [`write_file`] stores tensors.

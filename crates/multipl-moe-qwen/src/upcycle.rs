@@ -49,6 +49,13 @@ pub fn upcycle<B: Backend>(
     if options.function_preserving {
         moe.lambda_token = 1.0;
     }
+    if !(options.expert_noise.is_finite() && options.expert_noise >= 0.0) {
+        return Err(ConfigError::field(
+            "expert_noise",
+            options.expert_noise,
+            "must be finite and >= 0",
+        ));
+    }
     let new_config = MultiplMoeConfig::new(config.model.clone()).with_moe(Some(moe.clone()));
     new_config.validate()?;
     multipl_moe_core::model::materialize(&model);

@@ -9,7 +9,7 @@ use std::path::Path;
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use multipl_moe_core::{CausalLm, MoeConfig, MultiplMoeConfig, QwenConfig};
-use multipl_moe_qwen::{FreezePolicy, SaveDtype, UpcycleOptions, save_model, upcycle};
+use multipl_moe_qwen::{FreezePolicy, SaveDtype, UpcycleOptions, save_model_from, upcycle};
 use serde::{Deserialize, Serialize};
 
 use crate::corpus::{Document, Language, embedded};
@@ -256,8 +256,13 @@ pub fn run_demo<B: AutodiffBackend>(
         ("dense-ft", &dense_ft, &model_cfg),
         ("multipl-moe", &moe, &hybrid_cfg),
     ] {
-        save_model(model, config, &out.join(name), SaveDtype::F32)?;
-        tokenizer.save(&out.join(name).join("tokenizer.json"))?;
+        // The demo rewrites its own run directory; each model dir is replaced whole, with
+        // the run's tokenizer.json copied in.
+        let dir = out.join(name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| crate::TrainError::io(&dir, e))?;
+        }
+        save_model_from(model, config, &dir, SaveDtype::F32, Some(out))?;
     }
     let report_path = out.join("report.json");
     std::fs::write(

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::AutodiffBackend;
 use multipl_moe_core::{MoeConfig, MultiplMoeConfig, QwenConfig};
-use multipl_moe_qwen::{SaveDtype, UpcycleOptions, load_model, save_model, upcycle};
+use multipl_moe_qwen::{SaveDtype, UpcycleOptions, load_model, save_model_from, upcycle};
 use serde::{Deserialize, Serialize};
 
 use crate::corpus::read_path;
@@ -173,8 +173,13 @@ pub fn run_training<B: AutodiffBackend>(
             .with_resume(resume_from)
             .with_devices(devices.to_vec()),
     )?;
-    save_model(&trained, &model_cfg, &out.join("model"), SaveDtype::F32)?;
-    tokenizer.save(&out.join("model").join("tokenizer.json"))?;
+    // The run's own export, replaced whole when a resumed run finishes again.
+    tokenizer.save(&out.join("tokenizer.json"))?;
+    let dir = out.join("model");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| crate::TrainError::io(&dir, e))?;
+    }
+    save_model_from(&trained, &model_cfg, &dir, SaveDtype::F32, Some(out))?;
     println!("saved the trained model to {}", out.join("model").display());
     Ok(())
 }

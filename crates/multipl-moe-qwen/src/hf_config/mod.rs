@@ -1,11 +1,16 @@
-//! `config.json` of a Hugging Face Qwen2 model, and of our hybrid export (docs/FORMAT.md).
+//! `config.json` of a Hugging Face Qwen2 model, and of our hybrid export (docs/FORMAT.md):
+//! [`file`] mirrors the file through serde, [`convert`] turns it into the model config.
 
 use std::path::Path;
 
-use multipl_moe_core::{MoeConfig, MultiplMoeConfig, QwenConfig};
+pub mod convert;
+pub mod file;
+
+use multipl_moe_core::{MultiplMoeConfig, RopeScaling};
 use serde_json::{Map, Value, json};
 
 use crate::error::{QwenError, Result, io_err};
+use convert::FieldError;
 
 /// The key under which an exported hybrid model stores its [`MoeConfig`].
 pub const MOE_KEY: &str = "multipl_moe";
@@ -17,92 +22,17 @@ pub fn read_config(dir: &Path) -> Result<MultiplMoeConfig> {
     parse_config(&text, &path)
 }
 
-/// Parses the text of a `config.json`; `path` only names the file in errors.
+/// Parses the text of a `config.json` (transformers 4.x or 5.x layout, or our hybrid export);
+/// `path` only names the file in errors. Every field that changes the forward pass is either
+/// implemented or refused by name ([`convert`]).
 pub fn parse_config(text: &str, path: &Path) -> Result<MultiplMoeConfig> {
-    let bad = |field: &str, reason: String| QwenError::BadConfig {
+    let bad = |field: String, reason: String| QwenError::BadConfig {
         path: path.to_path_buf(),
-        field: field.to_string(),
+        field,
         reason,
     };
-    let json: Value =
-        serde_json::from_str(text).map_err(|e| bad("<root>", format!("invalid JSON: {e}")))?;
-    let obj = json
-        .as_object()
-        .ok_or_else(|| bad("<root>", "not a JSON object".into()))?;
-    let usize_field = |name: &str| -> Result<Option<usize>> {
-        match obj.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(|n| Some(n as usize))
-                .ok_or_else(|| bad(name, format!("expected a non-negative integer, found {v}"))),
-        }
-    };
-    let required = |name: &str| -> Result<usize> {
-        usize_field(name)?.ok_or_else(|| bad(name, "missing".into()))
-    };
-    let f64_field = |name: &str, default: f64| -> Result<f64> {
-        match obj.get(name) {
-            None | Some(Value::Null) => Ok(default),
-            Some(v) => v
-                .as_f64()
-                .ok_or_else(|| bad(name, format!("expected a number, found {v}"))),
-        }
-    };
-    if let Some(mt) = obj.get("model_type").and_then(Value::as_str)
-        && mt != "qwen2"
-    {
-        return Err(bad("model_type", format!("`{mt}` is not `qwen2`")));
-    }
-    if let Some(act) = obj.get("hidden_act").and_then(Value::as_str)
-        && act != "silu"
-    {
-        return Err(bad(
-            "hidden_act",
-            format!("`{act}` unsupported, only `silu`"),
-        ));
-    }
-    if obj.get("use_sliding_window").and_then(Value::as_bool) == Some(true) {
-        return Err(bad(
-            "use_sliding_window",
-            "sliding-window attention is not supported".into(),
-        ));
-    }
-    let heads = required("num_attention_heads")?;
-    let hidden = required("hidden_size")?;
-    let model = QwenConfig::new(
-        required("vocab_size")?,
-        hidden,
-        required("intermediate_size")?,
-        required("num_hidden_layers")?,
-        heads,
-        usize_field("num_key_value_heads")?.unwrap_or(heads),
-    )
-    .with_rope_theta(f64_field("rope_theta", 10000.0)?)
-    .with_rms_norm_eps(f64_field("rms_norm_eps", 1e-6)?)
-    .with_tie_word_embeddings(
-        obj.get("tie_word_embeddings")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
-    )
-    .with_max_position_embeddings(usize_field("max_position_embeddings")?.unwrap_or(32768));
-    if let Some(head_dim) = usize_field("head_dim")?
-        && heads > 0
-        && head_dim * heads != hidden
-    {
-        return Err(bad(
-            "head_dim",
-            format!("{head_dim} × num_attention_heads {heads} != hidden_size {hidden}"),
-        ));
-    }
-    let moe = match obj.get(MOE_KEY) {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            serde_json::from_value::<MoeConfig>(v.clone())
-                .map_err(|e| bad(MOE_KEY, e.to_string()))?,
-        ),
-    };
-    let config = MultiplMoeConfig::new(model).with_moe(moe);
+    let hf = file::parse(text).map_err(|(field, reason)| bad(field, reason))?;
+    let config = MultiplMoeConfig::try_from(hf).map_err(|e: FieldError| bad(e.field, e.reason))?;
     config.validate()?;
     Ok(config)
 }
@@ -121,11 +51,14 @@ pub fn config_json(config: &MultiplMoeConfig, torch_dtype: &str) -> String {
         "num_attention_heads": m.num_attention_heads,
         "num_key_value_heads": m.num_key_value_heads,
         "rope_theta": m.rope_theta,
+        "rope_scaling": rope_scaling_json(m.rope_scaling.as_ref()),
+        "rope_parameters": rope_parameters_json(m.rope_theta, m.rope_scaling.as_ref()),
         "rms_norm_eps": m.rms_norm_eps,
         "tie_word_embeddings": m.tie_word_embeddings,
         "max_position_embeddings": m.max_position_embeddings,
         "use_sliding_window": false,
         "torch_dtype": torch_dtype,
+        "dtype": torch_dtype,
     })
     .as_object()
     .cloned()
@@ -137,4 +70,33 @@ pub fn config_json(config: &MultiplMoeConfig, torch_dtype: &str) -> String {
         );
     }
     serde_json::to_string_pretty(&Value::Object(obj)).unwrap_or_default()
+}
+
+/// transformers 4.x's `rope_scaling`: `null` for the default RoPE, else the scaling with both
+/// `type` (4.x) and `rope_type` (5.x) set.
+fn rope_scaling_json(scaling: Option<&RopeScaling>) -> Value {
+    let Some(scaling) = scaling else {
+        return Value::Null;
+    };
+    let mut obj = serde_json::to_value(scaling)
+        .ok()
+        .and_then(|v| v.as_object().cloned())
+        .unwrap_or_default();
+    if let Some(kind) = obj.get("rope_type").cloned() {
+        obj.insert("type".into(), kind);
+    }
+    Value::Object(obj)
+}
+
+/// transformers 5.x's `rope_parameters`: type, base and scaling in one object.
+fn rope_parameters_json(theta: f64, scaling: Option<&RopeScaling>) -> Value {
+    let mut obj = match scaling {
+        Some(s) => serde_json::to_value(s)
+            .ok()
+            .and_then(|v| v.as_object().cloned())
+            .unwrap_or_default(),
+        None => Map::from_iter([("rope_type".to_string(), json!("default"))]),
+    };
+    obj.insert("rope_theta".into(), json!(theta));
+    Value::Object(obj)
 }
