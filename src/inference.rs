@@ -84,11 +84,20 @@ pub struct GenerateArgs {
     /// tokenizer.json, if not in the model directory.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
+    /// Keep generating after EOS (for benchmarks: always `--max-new-tokens` tokens).
+    #[arg(long)]
+    ignore_eos: bool,
 }
 
 /// Streams a completion to stdout, then prints prefill and decode speed.
 pub fn generate_cmd(args: GenerateArgs) -> Result<()> {
+    let start = std::time::Instant::now();
     let (model, tokenizer) = load(&args.model, args.tokenizer.as_deref())?;
+    eprintln!(
+        "loaded {} in {:.3} s",
+        args.model.display(),
+        start.elapsed().as_secs_f64()
+    );
     let options = TextGenerateOptions {
         max_new_tokens: args.max_new_tokens,
         stop: args.stop,
@@ -97,7 +106,7 @@ pub fn generate_cmd(args: GenerateArgs) -> Result<()> {
             .with_top_p(args.top_p)
             .with_top_k(args.top_k)
             .with_seed(args.seed),
-        stop_at_eos: true,
+        stop_at_eos: !args.ignore_eos,
     };
     let mut stdout = std::io::stdout();
     let out = generate_text(&model, &tokenizer, &args.prompt, &options, |piece| {
