@@ -282,7 +282,8 @@ fn bwrap_args(mounts: &Mounts, vars: &[(String, String)]) -> Vec<String> {
         }
     }
     for root in mounts.readonly {
-        if !root.starts_with("/usr") {
+        // `/usr` is mounted already; `/` (a tool in a non-merged `/bin`) would undo the view.
+        if !root.starts_with("/usr") && root.parent().is_some() {
             ro(root);
         }
     }
