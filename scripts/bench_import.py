@@ -67,11 +67,15 @@ def main():
     args = ap.parse_args()
     make_checkpoint()
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
-    subprocess.run(["cargo", "bench", "-p", "multipl-moe-qwen", "--bench", "import", "--no-run"], cwd=ROOT, env=env, check=True,
-                   capture_output=True)
+    build = subprocess.run(["cargo", "bench", "-p", "multipl-moe-qwen", "--bench", "import", "--no-run",
+                            "--message-format=json"], cwd=ROOT, env=env, check=True, capture_output=True,
+                           text=True).stdout
+    bench = [json.loads(line).get("executable") for line in build.splitlines()
+             if '"executable"' in line]
+    bench = next(b for b in bench if b)
     ours, theirs = [], []
     for _ in range(args.rounds):
-        ours.append(run(["cargo", "bench", "-q", "-p", "multipl-moe-qwen", "--bench", "import", "--", DIR], env))
+        ours.append(run([bench, DIR], env))
         theirs.append(run([sys.executable, "-c", TORCH_LOAD, DIR, str(args.threads)], env))
     med = lambda rows, k: statistics.median(r[k] for r in rows)
     f32 = ours[0]["f32_mib"]

@@ -273,9 +273,10 @@ fn segment_inference_routing_matches_reference() {
             let layer = segment_layer(cfg.clone().with_routing(routing));
             let causal = routing == SegmentRouting::Causal;
             let k = (cfg.capacity_factor.round() as usize).clamp(1, cfg.num_experts);
+            // The cap rule (docs/FORMAT.md): the cap holds in every mode.
             let k = match cfg.max_experts_per_segment {
-                Some(cap) if !causal => k.min(cap),
-                _ => k,
+                Some(cap) => k.min(cap),
+                None => k,
             };
             assert_eq!(layer.experts_per_segment(), k, "config {i}: k");
             let u = randn(b * t * D, 300 + i as u64, 1.0);
