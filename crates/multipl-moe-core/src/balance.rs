@@ -1,4 +1,5 @@
-//! The Switch-style load-balance loss of the token-level router (SPEC §4).
+//! The Switch-style load-balance loss of the token-level router and the training loss
+//! `L = L_NTP + α · L_bal` (SPEC §4).
 
 use burn::tensor::{Int, Tensor, backend::Backend};
 
@@ -50,4 +51,79 @@ pub fn balance_loss<B: Backend>(
         .div(n_real.clone().mul_scalar(picks as f64).unsqueeze());
     let p = routed_probs.mul(mask).sum_dim(0).div(n_real.unsqueeze());
     f.mul(p).sum().mul_scalar(routed as f64)
+}
+
+/// The training loss of SPEC §4: `L = L_NTP + α · L_bal` (`α = 0.01` in the paper); without a
+/// balance loss (a dense model) `L = L_NTP`. Shapes: `[1]` each.
+pub fn combined_loss<B: Backend>(
+    next_token: Tensor<B, 1>,
+    balance: Option<Tensor<B, 1>>,
+    alpha: f64,
+) -> Tensor<B, 1> {
+    match balance {
+        Some(balance) => next_token.add(balance.mul_scalar(alpha)),
+        None => next_token,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TestBackend as B;
+    use burn::tensor::TensorData;
+
+    fn probs(rows: Vec<f32>, n_t: usize) -> Tensor<B, 2> {
+        let n = rows.len() / n_t;
+        Tensor::from_data(TensorData::new(rows, [n, n_t]), &Default::default())
+    }
+
+    fn picks(ids: Vec<i64>, k: usize) -> Tensor<B, 2, Int> {
+        let n = ids.len() / k;
+        Tensor::from_data(TensorData::new(ids, [n, k]), &Default::default())
+    }
+
+    fn scalar(t: Tensor<B, 1>) -> f32 {
+        t.into_data().convert::<f32>().into_vec::<f32>().unwrap()[0]
+    }
+
+    /// Two routed experts, each picked by half the tokens with uniform routed probabilities:
+    /// `E_r Σ f·P = 2 · (½·½ + ½·½) = 1`.
+    #[test]
+    fn perfect_balance_gives_one() {
+        let p = probs(vec![0.5, 0.25, 0.25, 0.5, 0.25, 0.25], 3);
+        let loss = balance_loss(p, picks(vec![1, 2], 1), 0, None);
+        assert!((scalar(loss) - 1.0).abs() < 1e-6);
+    }
+
+    /// Everything on routed expert 1 with routed probability 0.9: f = (1, 0), P = (0.9, 0.1),
+    /// so `L = 2 · 0.9 = 1.8`; the shared column (0) does not count.
+    #[test]
+    fn collapse_is_penalised_and_the_shared_expert_ignored() {
+        let p = probs(vec![0.5, 0.45, 0.05, 0.9, 0.09, 0.01], 3);
+        let loss = scalar(balance_loss(p, picks(vec![1, 1], 1), 0, None));
+        assert!((loss - 1.8).abs() < 1e-5, "{loss}");
+    }
+
+    /// A padded token counts in neither f nor P: masking the second, collapsed token of a
+    /// batch gives the loss of the first token alone.
+    #[test]
+    fn padding_counts_in_neither_f_nor_p() {
+        let first = vec![0.2, 0.4, 0.4];
+        let alone = balance_loss(probs(first.clone(), 3), picks(vec![2], 1), 0, None);
+        let mut both = first;
+        both.extend([0.0, 1.0, 0.0]);
+        let mask =
+            Tensor::<B, 1>::from_data(TensorData::new(vec![1.0f32, 0.0], [2]), &Default::default());
+        let masked = balance_loss(probs(both, 3), picks(vec![2, 1], 1), 0, Some(mask));
+        assert!((scalar(alone) - scalar(masked)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn combined_loss_adds_alpha_times_balance() {
+        let d = Default::default();
+        let ce = Tensor::<B, 1>::from_floats([2.5], &d);
+        let bal = Tensor::<B, 1>::from_floats([1.2], &d);
+        assert!((scalar(combined_loss(ce.clone(), Some(bal), 0.01)) - 2.512).abs() < 1e-6);
+        assert_eq!(scalar(combined_loss(ce, None, 0.01)), 2.5);
+    }
 }

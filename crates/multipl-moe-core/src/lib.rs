@@ -26,6 +26,7 @@ pub mod sampling;
 pub mod segment_moe;
 pub mod token_moe;
 
+pub use balance::{balance_loss, combined_loss};
 pub use cache::{LayerCache, ModelCache};
 pub use config::{
     GateScale, MoeConfig, MultiplMoeConfig, Pooling, QwenConfig, SegmentMoeConfig, SegmentRouting,

@@ -49,3 +49,24 @@ impl<B: Backend> RmsNorm<B> {
         normed.mul(self.weight.val().unsqueeze())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TestBackend as B;
+
+    /// `y = w ⊙ x / sqrt(mean(x²) + eps)` by hand: x = (3, 4), mean(x²) = 12.5.
+    #[test]
+    fn rms_norm_divides_by_the_root_mean_square() {
+        let device = Default::default();
+        let mut norm = RmsNormConfig::new(2).with_epsilon(1e-6).init::<B>(&device);
+        norm.weight = Param::from_tensor(Tensor::from_floats([1.0, 2.0], &device));
+        let y: Vec<f32> = norm
+            .forward(Tensor::<B, 2>::from_floats([[3.0, 4.0]], &device))
+            .into_data()
+            .into_vec()
+            .unwrap();
+        let rms = (12.5f32 + 1e-6).sqrt();
+        assert!((y[0] - 3.0 / rms).abs() < 1e-6 && (y[1] - 8.0 / rms).abs() < 1e-6);
+    }
+}

@@ -169,3 +169,107 @@ pub fn segment_choice<B: Backend>(
     let weights = probs.gather(1, experts.clone());
     (experts, weights)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TestBackend as B;
+    use burn::tensor::TensorData;
+
+    fn t2(rows: &[&[f32]]) -> Tensor<B, 2> {
+        let n = rows[0].len();
+        let flat: Vec<f32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+        Tensor::from_data(TensorData::new(flat, [rows.len(), n]), &Default::default())
+    }
+
+    fn ints(t: Tensor<B, 2, Int>) -> Vec<i64> {
+        t.into_data().convert::<i64>().into_vec().unwrap()
+    }
+
+    fn floats<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+        t.into_data().convert::<f32>().into_vec().unwrap()
+    }
+
+    #[test]
+    fn top_k_indices_are_best_first_with_ties_to_the_lowest_index_and_k_equal_n() {
+        let x = t2(&[&[0.1, 0.7, 0.7, 0.2], &[4.0, 3.0, 2.0, 1.0]]);
+        assert_eq!(ints(top_k_indices(x.clone(), 2)), vec![1, 2, 0, 1]);
+        assert_eq!(ints(top_k_indices(x, 4)), vec![1, 2, 3, 0, 0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn drop_column_removes_exactly_that_column() {
+        let x = t2(&[&[1.0, 2.0, 3.0], &[4.0, 5.0, 6.0]]);
+        assert_eq!(floats(drop_column(x.clone(), 0)), vec![2.0, 3.0, 5.0, 6.0]);
+        assert_eq!(floats(drop_column(x.clone(), 1)), vec![1.0, 3.0, 4.0, 6.0]);
+        assert_eq!(floats(drop_column(x, 2)), vec![1.0, 2.0, 4.0, 5.0]);
+    }
+
+    /// SPEC §2 by hand: softmax over all four, the best routed one kept with the shared one,
+    /// both divided by their sum.
+    #[test]
+    fn token_gates_follow_the_new_normalisation() {
+        let logits = [0.5f32, 2.0, 1.0, -1.0];
+        let z: f32 = logits.iter().map(|l| l.exp()).sum();
+        let s: Vec<f32> = logits.iter().map(|l| l.exp() / z).collect();
+        let r = token_gates(t2(&[&logits]), 0, 2);
+        assert_eq!(ints(r.experts.clone()), vec![1]);
+        let norm = s[0] + s[1];
+        let gate = floats(r.gates)[0];
+        let shared = floats(r.shared_gate)[0];
+        assert!((gate - s[1] / norm).abs() < 1e-6 && (shared - s[0] / norm).abs() < 1e-6);
+        assert!((gate + shared - 1.0).abs() < 1e-6, "gates sum to 1");
+    }
+
+    /// The shared expert is never among the routed picks, even when it scores highest.
+    #[test]
+    fn token_gates_never_route_to_the_shared_expert() {
+        let r = token_gates(t2(&[&[1.0, 9.0, 2.0, 3.0]]), 1, 3);
+        assert_eq!(ints(r.experts), vec![3, 2]);
+    }
+
+    #[test]
+    fn routed_bank_index_skips_the_shared_column() {
+        let idx = Tensor::<B, 2, Int>::from_data(
+            TensorData::new(vec![0i64, 2, 3, 5], [1, 4]),
+            &Default::default(),
+        );
+        assert_eq!(ints(routed_bank_index(idx, 2)), vec![0, 2, 2, 4]);
+    }
+
+    #[test]
+    fn segment_capacity_is_floor_v_c_over_n_clamped_to_1_and_v() {
+        assert_eq!(segment_capacity(12, 1.0, 6), 2);
+        assert_eq!(segment_capacity(13, 1.0, 6), 2);
+        assert_eq!(segment_capacity(2, 1.0, 6), 1, "at least 1");
+        assert_eq!(segment_capacity(4, 100.0, 2), 4, "at most V");
+        assert_eq!(segment_capacity(10, 0.5, 2), 2);
+    }
+
+    /// SPEC §3 by hand: each expert takes its `r` best segments by its own column of S.
+    #[test]
+    fn expert_choice_takes_each_experts_best_segments() {
+        let s = t2(&[&[0.6, 0.4], &[0.3, 0.7], &[0.9, 0.1]]);
+        let c = expert_choice(s, 2, None);
+        assert_eq!(ints(c.segments), vec![2, 0, 1, 0]);
+        assert_eq!(floats(c.weights), vec![0.9, 0.6, 0.7, 0.4]);
+    }
+
+    /// The released code's cap, greedy in expert order: with a cap of 1, the second expert
+    /// cannot take a segment the first took; a forced pick gets weight 0.
+    #[test]
+    fn expert_choice_cap_is_greedy_in_expert_order() {
+        let s = t2(&[&[0.8, 0.5, 0.1], &[0.1, 0.2, 0.2]]);
+        let c = expert_choice(s, 1, Some(1));
+        assert_eq!(ints(c.segments), vec![0, 1, 0]);
+        assert_eq!(floats(c.weights), vec![0.8, 0.2, 0.0]);
+    }
+
+    #[test]
+    fn causal_segment_choice_picks_each_segments_own_top_experts() {
+        let s = t2(&[&[0.2, 0.5, 0.3], &[0.6, 0.1, 0.3]]);
+        let (experts, weights) = segment_choice(s, 2);
+        assert_eq!(ints(experts), vec![1, 2, 0, 2]);
+        assert_eq!(floats(weights), vec![0.5, 0.3, 0.6, 0.3]);
+    }
+}

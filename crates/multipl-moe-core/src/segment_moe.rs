@@ -367,3 +367,29 @@ fn expand_windows<B: Backend>(routes: Tensor<B, 3>, a: usize) -> Tensor<B, 3> {
         .expand([b, w, a, d])
         .reshape([b, w * a, d])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TestBackend as B;
+
+    fn pooled(pooling: Pooling) -> Vec<f32> {
+        // One sequence of 5 tokens of width 1, windows of 2: (1, 3), (5, -7), (2).
+        let u = Tensor::<B, 3>::from_floats(
+            [[[1.0], [3.0], [5.0], [-7.0], [2.0]]],
+            &Default::default(),
+        );
+        pool_segments(u, 2, pooling).into_data().into_vec().unwrap()
+    }
+
+    /// SPEC §3: the last, shorter window pools over its real tokens only.
+    #[test]
+    fn mean_pooling_averages_each_window_over_its_real_tokens() {
+        assert_eq!(pooled(Pooling::Mean), vec![2.0, -1.0, 2.0]);
+    }
+
+    #[test]
+    fn max_pooling_ignores_the_padding_of_the_last_window() {
+        assert_eq!(pooled(Pooling::Max), vec![3.0, 5.0, 2.0]);
+    }
+}
