@@ -104,12 +104,15 @@ enum Command {
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
-        /// Resume from the last checkpoint in `out`.
-        #[arg(long)]
+        /// Continue the run in `out` after its newest checkpoint whose files all load.
+        #[arg(long, conflicts_with = "overwrite")]
         resume: bool,
+        /// Replace the run already in `out` (without it, a non-empty `out` is refused).
+        #[arg(long)]
+        overwrite: bool,
         /// Data-parallel devices (burn-train's multi-device strategy): the first N GPUs.
-        #[arg(long, default_value_t = 1)]
-        devices: usize,
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        devices: u64,
     },
     /// Upcycle a dense Hugging Face Qwen2 model into MultiPL-MoE and export it.
     Upcycle {
@@ -197,6 +200,7 @@ pub fn run() -> Result<()> {
             model,
             out,
             resume,
+            overwrite,
             devices,
         } => {
             ensure_backend()?;
@@ -205,8 +209,8 @@ pub fn run() -> Result<()> {
                 &data,
                 model.as_deref(),
                 &out,
-                resume,
-                &backend::devices(devices),
+                multipl_moe::train::run::RunMode { resume, overwrite },
+                &backend::devices(usize::try_from(devices)?),
             )?;
             Ok(())
         }

@@ -9,7 +9,9 @@ use common::TestBackend;
 
 use multipl_moe::core::{MoeConfig, MultiplMoeConfig, QwenConfig};
 use multipl_moe::qwen::{SaveDtype, save_model};
+use multipl_moe::train::TrainConfig;
 use multipl_moe::train::corpus::embedded;
+use multipl_moe::train::run::RunConfig;
 use multipl_moe::train::tokenizer::TextTokenizer;
 
 /// A random tiny hybrid model with a BPE tokenizer, saved in the export format.
@@ -124,10 +126,33 @@ fn train_checkpoints_and_resumes() {
         .map(|d| serde_json::json!({"content": d.text, "language": d.language.name()}).to_string())
         .collect();
     std::fs::write(&data, lines.join("\n")).expect("write");
+    // examples/run.toml (strictly parsed) cut down to the tiny corpus.
+    let mut run = RunConfig::from_file(Path::new("examples/run.toml")).expect("example");
+    run.train = TrainConfig {
+        seq_len: 32,
+        batch_size: 4,
+        grad_accumulation: 2,
+        epochs: 2,
+        warmup_steps: 5,
+        checkpoint_every: 10,
+        valid_every: 0,
+        ..run.train
+    };
+    run.model = run.model.map(|m| QwenConfig {
+        vocab_size: 300,
+        hidden_size: 64,
+        intermediate_size: 128,
+        num_hidden_layers: 2,
+        ..m
+    });
+    let config = dir.join("run.json");
+    std::fs::write(&config, serde_json::to_string(&run).expect("json")).expect("write");
     let out = dir.join("run");
     let train = |resume: bool| {
         let mut cmd = bin();
-        cmd.args(["train", "--config", "examples/run.toml", "--data"])
+        cmd.args(["train", "--config"])
+            .arg(&config)
+            .arg("--data")
             .arg(&data)
             .arg("--out")
             .arg(&out);

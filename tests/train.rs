@@ -12,11 +12,15 @@ use multipl_moe::core::{MoeConfig, MultiplMoeConfig, QwenConfig};
 use multipl_moe::qwen::export::model_tensors;
 use multipl_moe::qwen::{FreezePolicy, UpcycleOptions, upcycle};
 use multipl_moe::train::corpus::{Document, Language, embedded, read_tree};
-use multipl_moe::train::data::{LmBatch, Mix, TokenizedDocument, pack, split_documents};
+use multipl_moe::train::data::{
+    LmBatch, Mix, TokenizedDocument, interleave_languages, pack, split_documents,
+};
 use multipl_moe::train::lm::LanguageModel;
+use multipl_moe::train::run::{RunConfig, prepare_out_dir};
 use multipl_moe::train::schedule::WarmupCosine;
 use multipl_moe::train::trainer::{TrainTarget, data_order};
 use multipl_moe::train::{TrainConfig, TrainError, train};
+use std::path::Path;
 
 type A = TestAutodiff;
 
@@ -295,12 +299,26 @@ fn fresh_model() -> multipl_moe::core::CausalLm<A> {
     tiny_cfg().init::<A>(&device).unwrap()
 }
 
+/// Copies a run directory's checkpoints and `loss.csv` (what resuming reads).
+fn copy_run(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.join("checkpoint")).unwrap();
+    for entry in std::fs::read_dir(from.join("checkpoint")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, to.join("checkpoint").join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::copy(from.join("loss.csv"), to.join("loss.csv")).unwrap();
+}
+
 /// 8 sequences × 2 epochs in batches of 2 = 8 steps, a checkpoint every 3 steps: segments of
-/// 3, 3 and 2 steps, the second crossing the epoch boundary. Interrupting after checkpoint 2
-/// and resuming gives the uninterrupted run's losses, step for step.
+/// 3, 3 and 2 steps, the second crossing the epoch boundary. Checkpoint 3 broken in each way a
+/// kill or a disk can break it: resuming falls back to checkpoint 2, says why, and rewrites
+/// `loss.csv` byte for byte as the uninterrupted run wrote it.
 #[test]
-fn resumed_run_repeats_the_uninterrupted_loss_sequence() {
-    let cfg = resumable_cfg();
+fn resume_skips_broken_checkpoints_and_repeats_the_uninterrupted_loss_csv() {
+    let cfg = TrainConfig {
+        keep_checkpoints: 0,
+        ..resumable_cfg()
+    };
     let run = |model, target: &TrainTarget<A>| {
         train(model, 0.0, sequences(8, 12), sequences(2, 12), &cfg, target)
     };
@@ -309,37 +327,101 @@ fn resumed_run_repeats_the_uninterrupted_loss_sequence() {
     let initial = fresh_model();
     let whole = run_dir("resume-whole");
     run(initial.clone(), &TrainTarget::new(&whole)).unwrap();
-    let expected = losses(&whole);
-    assert_eq!(expected.len(), 8, "8 steps");
-    for n in [2, 3] {
-        assert!(whole.join(format!("checkpoint/model-{n}.mpk")).exists());
-    }
-
-    // The same run, killed after checkpoint 2: segment 3's checkpoint and logs never happened.
-    let cut = run_dir("resume-cut");
-    run(initial.clone(), &TrainTarget::new(&cut)).unwrap();
-    for kind in ["model", "optim", "scheduler"] {
-        std::fs::remove_file(cut.join(format!("checkpoint/{kind}-3.mpk"))).unwrap();
-    }
-    assert_eq!(multipl_moe::train::run::last_checkpoint(&cut), Some(2));
-    // A different initial model proves that the weights come from the checkpoint.
-    let device = Default::default();
-    <TestBackend as burn::tensor::backend::Backend>::seed(&device, 1234);
-    let other = tiny_cfg().init::<A>(&device).unwrap();
-    run(other, &TrainTarget::new(&cut).with_resume(Some(2))).unwrap();
-    // loss.csv keeps the 6 rows up to checkpoint 2 and appends the resumed segment's 2.
-    let resumed = losses(&cut);
-    assert_eq!(resumed.len(), 8);
-    for (step, (g, w)) in resumed.iter().zip(&expected).enumerate() {
-        assert!(
-            (g - w).abs() <= 1e-6 * w.abs().max(1.0),
-            "step {step}: resumed {g} vs uninterrupted {w}"
+    let expected = std::fs::read_to_string(whole.join("loss.csv")).unwrap();
+    assert_eq!(losses(&whole).len(), 8, "8 steps");
+    assert_eq!(
+        multipl_moe::train::checkpoint::numbers(&whole.join("checkpoint")),
+        vec![3, 2, 1]
+    );
+    let ckpt = |d: &Path, f: &str| d.join("checkpoint").join(f);
+    type Damage = fn(&Path);
+    let damages: [(&str, Damage); 5] = [
+        ("truncated-model", |d| {
+            let p = d.join("checkpoint/model-3.mpk");
+            let len = std::fs::metadata(&p).unwrap().len();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_len(len / 2)
+                .unwrap();
+        }),
+        ("garbage-optim", |d| {
+            std::fs::write(d.join("checkpoint/optim-3.mpk"), b"\x93garbage").unwrap()
+        }),
+        ("missing-optim", |d| {
+            std::fs::remove_file(d.join("checkpoint/optim-3.mpk")).unwrap()
+        }),
+        ("empty-scheduler", |d| {
+            std::fs::write(d.join("checkpoint/scheduler-3.mpk"), b"").unwrap()
+        }),
+        // Killed while saving checkpoint 3: a temporary file, no model-3, a torn last row.
+        ("killed-during-save", |d| {
+            std::fs::rename(
+                d.join("checkpoint/model-3.mpk"),
+                d.join("checkpoint/.model-3.mpk.tmp"),
+            )
+            .unwrap();
+            let mut text = std::fs::read_to_string(d.join("loss.csv")).unwrap();
+            text.truncate(text.len() - 3);
+            std::fs::write(d.join("loss.csv"), text).unwrap();
+        }),
+    ];
+    for (name, damage) in damages {
+        let cut = run_dir(&format!("resume-{name}"));
+        copy_run(&whole, &cut);
+        damage(&cut);
+        // A different initial model proves that the weights come from the checkpoint.
+        let device = Default::default();
+        <TestBackend as burn::tensor::backend::Backend>::seed(&device, 1234);
+        let other = tiny_cfg().init::<A>(&device).unwrap();
+        run(other, &TrainTarget::new(&cut).with_resume(true))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            std::fs::read_to_string(cut.join("loss.csv")).unwrap(),
+            expected,
+            "{name}: loss.csv differs from the uninterrupted run's"
         );
+        assert!(
+            ckpt(&cut, "model-3.mpk").exists(),
+            "{name}: checkpoint 3 rewritten"
+        );
+        assert!(
+            !ckpt(&cut, ".model-3.mpk.tmp").exists(),
+            "{name}: temporary left"
+        );
+        let _ = std::fs::remove_dir_all(&cut);
     }
-    let err = run(initial, &TrainTarget::new(&cut).with_resume(Some(3))).unwrap_err();
-    assert!(err.to_string().contains("resume"), "{err}");
+    let err = run(initial, &TrainTarget::new(&whole).with_resume(true)).unwrap_err();
+    assert!(err.to_string().contains("already finished"), "{err}");
     let _ = std::fs::remove_dir_all(&whole);
-    let _ = std::fs::remove_dir_all(&cut);
+}
+
+/// `loss.csv` missing rows of the newest checkpoint (rows are written before their
+/// checkpoint, so only an outside hand removes them): that checkpoint is not resumed from.
+#[test]
+fn resume_needs_the_loss_rows_of_its_checkpoint_and_old_checkpoints_are_pruned() {
+    let cfg = resumable_cfg();
+    assert_eq!(cfg.keep_checkpoints, 2, "default");
+    let dir = run_dir("resume-rows");
+    let run = |model, target: &TrainTarget<A>| {
+        train(model, 0.0, sequences(8, 12), sequences(2, 12), &cfg, target)
+    };
+    let initial = fresh_model();
+    run(initial.clone(), &TrainTarget::new(&dir)).unwrap();
+    let ckpt = dir.join("checkpoint");
+    assert_eq!(multipl_moe::train::checkpoint::numbers(&ckpt), vec![3, 2]);
+    let full = std::fs::read_to_string(dir.join("loss.csv")).unwrap();
+    // 6 rows belong to checkpoints 1-2; keep 5: checkpoint 2 is unusable, 1 is pruned.
+    let five: String = full.lines().take(6).map(|l| format!("{l}\n")).collect();
+    std::fs::write(dir.join("loss.csv"), five).unwrap();
+    for kind in ["model", "optim", "scheduler"] {
+        std::fs::remove_file(ckpt.join(format!("{kind}-3.mpk"))).unwrap();
+    }
+    // No usable checkpoint: a fresh start, which rewrites loss.csv whole.
+    run(initial, &TrainTarget::new(&dir).with_resume(true)).unwrap();
+    assert_eq!(std::fs::read_to_string(dir.join("loss.csv")).unwrap(), full);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -388,4 +470,184 @@ fn multi_device_strategy_trains() {
     let steps = losses(&dir).len();
     assert!(steps > 0, "logged {steps} steps");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A small real-looking corpus: links (to a parent directory, to a file, broken), a binary
+/// file, libstdc++-style headers without extension and `.tcc`, `.h` files in C and C++, and
+/// The Stack's JSONL layout.
+#[test]
+fn real_corpus_tree_reads_each_file_once_and_knows_headers() {
+    let dir = run_dir("real-tree");
+    let src = dir.join("src");
+    std::fs::create_dir_all(src.join("include/bits")).unwrap();
+    std::fs::write(src.join("main.rs"), "fn main() {}\n").unwrap();
+    std::fs::write(
+        src.join("include/vector"),
+        "// <vector> -*- C++ -*-\n#pragma once\nnamespace std {}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        src.join("include/bits/stl_vector.tcc"),
+        "template<typename T> void f() {}\n",
+    )
+    .unwrap();
+    std::fs::write(src.join("include/cpp.h"), "namespace a { class B {}; }\n").unwrap();
+    std::fs::write(src.join("include/c.h"), "int add(int a, int b);\n").unwrap();
+    std::fs::write(src.join("LICENSE"), "MIT\n").unwrap();
+    std::fs::write(src.join("tool"), "#!/usr/bin/env ruby\nputs 1\n").unwrap();
+    std::fs::write(src.join("blob.go"), [0u8, 1, 2, 3]).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::symlink;
+        symlink("..", src.join("include/up")).unwrap();
+        symlink(".", src.join("self")).unwrap();
+        symlink("main.rs", src.join("again.rs")).unwrap();
+        symlink("nowhere.py", src.join("broken.py")).unwrap();
+    }
+    let corpus = read_tree(&src).unwrap();
+    let mut langs: Vec<Language> = corpus.documents.iter().map(|d| d.language).collect();
+    langs.sort();
+    assert_eq!(
+        langs,
+        vec![
+            Language::Cpp,
+            Language::Cpp,
+            Language::Cpp,
+            Language::Rust,
+            Language::Ruby
+        ],
+        "vector, stl_vector.tcc, cpp.h; main.rs once; the ruby script"
+    );
+    if cfg!(unix) {
+        assert_eq!(corpus.duplicates, 3, "up, self, again.rs");
+        assert_eq!(corpus.skipped, 4, "c.h, LICENSE, blob.go, broken.py");
+    }
+    assert_eq!(
+        corpus.missing(),
+        vec![Language::Python, Language::Java, Language::Go]
+    );
+    assert_eq!(corpus.counts()[&Language::Cpp].0, 3);
+
+    let jsonl = dir.join("stack.jsonl");
+    std::fs::write(
+        &jsonl,
+        "{\"content\": \"print(1)\", \"lang\": \"Python\", \"size\": 8}\n\
+         {\"content\": \"int x;\", \"lang\": \"C++\"}\n\
+         {\"content\": \"x\", \"lang\": \"COBOL\"}\n",
+    )
+    .unwrap();
+    let stack = multipl_moe::train::corpus::read_path(&jsonl).unwrap();
+    let langs: Vec<Language> = stack.documents.iter().map(|d| d.language).collect();
+    assert_eq!(langs, vec![Language::Python, Language::Cpp]);
+    assert_eq!(stack.skipped, 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn mix_trains_on_the_languages_present_unless_a_group_is_empty() {
+    let mix = Mix::low_resource_over(0.7, &[Language::Python, Language::Rust]).unwrap();
+    assert_eq!(
+        mix.weights,
+        vec![
+            (Language::Python, 0.30000000000000004),
+            (Language::Rust, 0.7)
+        ]
+    );
+    let err = Mix::low_resource_over(0.7, &[Language::Python]).unwrap_err();
+    assert!(err.to_string().contains("rust, go, ruby"), "{err}");
+    assert!(Mix::low_resource_over(0.0, &[Language::Python]).is_ok());
+}
+
+fn write_config(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = run_dir(&format!("cfg-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("run.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The example config with one line replaced or added.
+fn example_with(name: &str, from: &str, to: &str) -> Result<RunConfig, TrainError> {
+    let text = std::fs::read_to_string("examples/run.toml").unwrap();
+    assert!(text.contains(from), "examples/run.toml has `{from}`");
+    RunConfig::from_file(&write_config(name, &text.replacen(from, to, 1)))
+}
+
+#[test]
+fn run_config_refuses_unknown_keys_and_out_of_range_values_by_name() {
+    let example = RunConfig::from_file(Path::new("examples/run.toml")).unwrap();
+    assert!(example.train.max_valid_batches > 0 && example.train.valid_every > 0);
+    let msg = |r: Result<RunConfig, TrainError>| r.unwrap_err().to_string();
+    let e = msg(example_with("typo", "checkpoint_every", "checkpoint_evry"));
+    assert!(
+        e.contains("`train.checkpoint_evry` (did you mean `train.checkpoint_every`?)"),
+        "{e}"
+    );
+    let e = msg(example_with("typo2", "valid_fraction", "valid_fraktion"));
+    assert!(
+        e.contains("`valid_fraktion`") && e.contains("`valid_fraction`"),
+        "{e}"
+    );
+    let e = msg(example_with("nested", "top_k = 2", "top_k = 2\ntopk = 2"));
+    assert!(e.contains("`moe.token.topk`"), "{e}");
+    for (from, to, key, range) in [
+        (
+            "low_resource_share = 0.7",
+            "low_resource_share = 1.5",
+            "low_resource_share",
+            "[0, 1]",
+        ),
+        (
+            "low_resource_share = 0.7",
+            "low_resource_share = nan",
+            "low_resource_share",
+            "NaN",
+        ),
+        (
+            "valid_fraction = 0.05",
+            "valid_fraction = 2",
+            "valid_fraction",
+            "(0, 1)",
+        ),
+        ("lr = 0.002", "lr = -1", "lr", "(0, ∞)"),
+        ("batch_size = 8", "batch_size = 0", "batch_size", ">= 1"),
+    ] {
+        let e = msg(example_with(key, from, to));
+        assert!(
+            e.contains(&format!("`{key}`")) && e.contains(range),
+            "{to}: {e}"
+        );
+    }
+}
+
+#[test]
+fn a_run_never_overwrites_an_earlier_one_silently() {
+    let dir = run_dir("overwrite");
+    prepare_out_dir(&dir, false, false).unwrap();
+    std::fs::create_dir_all(dir.join("checkpoint")).unwrap();
+    std::fs::write(dir.join("loss.csv"), "micro_batch,loss\n").unwrap();
+    std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+    let err = prepare_out_dir(&dir, false, false).unwrap_err();
+    assert!(matches!(err, TrainError::OutputExists { .. }), "{err}");
+    assert!(err.to_string().contains("--resume"), "{err}");
+    prepare_out_dir(&dir, true, false).unwrap();
+    assert!(dir.join("loss.csv").exists(), "resume keeps the run");
+    prepare_out_dir(&dir, false, true).unwrap();
+    assert!(!dir.join("loss.csv").exists() && !dir.join("checkpoint").exists());
+    assert!(
+        dir.join("notes.txt").exists(),
+        "only the run's own files are replaced"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn capped_validation_takes_every_language_in_turn() {
+    let seqs: Vec<_> = sequences(12, 4);
+    let mut by_lang = seqs.clone();
+    by_lang.sort_by_key(|s| s.language);
+    let mixed = interleave_languages(by_lang);
+    assert_eq!(mixed.len(), 12);
+    let first: Vec<Language> = mixed[..6].iter().map(|s| s.language).collect();
+    assert_eq!(first, Language::ALL.to_vec());
 }

@@ -40,17 +40,51 @@ impl Language {
         matches!(self, Language::Rust | Language::Go | Language::Ruby)
     }
 
-    /// The language of a file extension (`py`, `java`, `cpp`/`cc`/`cxx`/`hpp`/`h`, `rs`, `go`, `rb`).
+    /// The language of a file extension: `py`; `java`; `cpp`, `cc`, `cxx`, `c++`, `hpp`,
+    /// `hh`, `hxx`, `h++`, `tcc`, `ipp`; `rs`; `go`; `rb`. `.h` is not here: C and C++ share
+    /// it, see [`Language::detect`].
     pub fn from_extension(ext: &str) -> Option<Self> {
         Some(match ext.to_ascii_lowercase().as_str() {
             "py" => Language::Python,
             "java" => Language::Java,
-            "cpp" | "cc" | "cxx" | "hpp" | "hh" | "h" => Language::Cpp,
+            "cpp" | "cc" | "cxx" | "c++" | "hpp" | "hh" | "hxx" | "h++" | "tcc" | "ipp" => {
+                Language::Cpp
+            }
             "rs" => Language::Rust,
             "go" => Language::Go,
             "rb" => Language::Ruby,
             _ => return None,
         })
+    }
+
+    /// The language of a file from its name and text. By extension first
+    /// ([`Language::from_extension`]); a `.h` file is C++ when its text looks like C++
+    /// ([`looks_like_cpp`]), and skipped as C otherwise; a file without extension is known by
+    /// an editor mode line (`-*- C++ -*-`, as libstdc++'s `<vector>` has), a C++-looking
+    /// header ([`looks_like_cpp`] plus an `#include` or include guard), or a `python`/`ruby`
+    /// shebang.
+    pub fn detect(path: &Path, text: &str) -> Option<Self> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("h" | "H") => looks_like_cpp(text).then_some(Language::Cpp),
+            Some(ext) => Language::from_extension(ext),
+            None => {
+                let head: String = text.lines().take(5).collect::<Vec<_>>().join("\n");
+                let first = text.lines().next().unwrap_or("");
+                if head.to_ascii_lowercase().contains("-*- c++ -*-") {
+                    Some(Language::Cpp)
+                } else if first.starts_with("#!") && first.contains("python") {
+                    Some(Language::Python)
+                } else if first.starts_with("#!") && first.contains("ruby") {
+                    Some(Language::Ruby)
+                } else if (text.contains("#include") || text.contains("#ifndef"))
+                    && looks_like_cpp(text)
+                {
+                    Some(Language::Cpp)
+                } else {
+                    None
+                }
+            }
+        }
     }
 
     /// Parses a name as written in JSONL (`python`, `java`, `cpp`/`c++`, `rust`, `go`, `ruby`).
@@ -79,6 +113,23 @@ impl Language {
     }
 }
 
+/// Whether C/C++ source text uses C++: a `-*- C++ -*-` mode line, a namespace, a template,
+/// `std::`, or an access specifier.
+pub fn looks_like_cpp(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    lower.contains("-*- c++ -*-")
+        || [
+            "namespace ",
+            "template <",
+            "template<",
+            "std::",
+            "public:",
+            "private:",
+        ]
+        .iter()
+        .any(|sign| text.contains(sign))
+}
+
 /// One source document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Document {
@@ -95,54 +146,88 @@ pub struct Corpus {
     pub documents: Vec<Document>,
     /// Files skipped: binary, unreadable, or of no known language.
     pub skipped: usize,
+    /// Paths reached a second time through a symbolic link (each file is read once, by
+    /// canonical path); not counted in `skipped`.
+    pub duplicates: usize,
 }
 
-/// Reads every file under `dir` whose extension names a language. Binary (NUL byte) or
+impl Corpus {
+    /// Documents and bytes of each language present.
+    pub fn counts(&self) -> std::collections::BTreeMap<Language, (usize, usize)> {
+        let mut counts = std::collections::BTreeMap::new();
+        for d in &self.documents {
+            let c: &mut (usize, usize) = counts.entry(d.language).or_default();
+            c.0 += 1;
+            c.1 += d.text.len();
+        }
+        counts
+    }
+
+    /// The languages of [`Language::ALL`] with no document.
+    pub fn missing(&self) -> Vec<Language> {
+        let counts = self.counts();
+        Language::ALL
+            .into_iter()
+            .filter(|l| !counts.contains_key(l))
+            .collect()
+    }
+}
+
+/// Reads every file under `dir` whose language [`Language::detect`] knows. Symbolic links
+/// are followed, but every directory and file is visited once, by canonical path, so a link
+/// to a parent neither loops nor duplicates documents; broken links, binary (NUL byte) and
 /// non-UTF-8 files are skipped and counted, not fatal.
 pub fn read_tree(dir: &Path) -> Result<Corpus> {
     let mut corpus = Corpus::default();
+    let root = dir.canonicalize().map_err(|e| TrainError::io(dir, e))?;
+    let mut seen_dirs = std::collections::BTreeSet::from([root.clone()]);
+    let mut seen_files = std::collections::BTreeSet::new();
     let mut stack = vec![dir.to_path_buf()];
     let mut files = Vec::new();
     while let Some(d) = stack.pop() {
         let entries = std::fs::read_dir(&d).map_err(|e| TrainError::io(&d, e))?;
         for entry in entries {
             let path = entry.map_err(|e| TrainError::io(&d, e))?.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
+            // `canonicalize` resolves every link; a broken one fails.
+            let Ok(real) = path.canonicalize() else {
+                corpus.skipped += 1;
+                continue;
+            };
+            if real.is_dir() {
+                if seen_dirs.insert(real) {
+                    stack.push(path);
+                } else {
+                    corpus.duplicates += 1;
+                }
+            } else if seen_files.insert(real) {
                 files.push(path);
+            } else {
+                corpus.duplicates += 1;
             }
         }
     }
     files.sort();
     for path in files {
-        let lang = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .and_then(Language::from_extension);
-        let Some(language) = lang else {
-            corpus.skipped += 1;
-            continue;
-        };
-        match std::fs::read(&path)
+        let text = std::fs::read(&path)
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
-        {
-            Some(text) if !text.contains('\0') => {
-                corpus.documents.push(Document { language, text })
-            }
-            _ => corpus.skipped += 1,
+            .filter(|t| !t.contains('\0'));
+        match text.and_then(|t| Some((Language::detect(&path, &t)?, t))) {
+            Some((language, text)) => corpus.documents.push(Document { language, text }),
+            None => corpus.skipped += 1,
         }
     }
     Ok(corpus)
 }
 
-/// Reads JSONL lines `{"content": ..., "language": ...}`; a line without a known language is
-/// skipped and counted. A malformed line is an error naming its number.
+/// Reads JSONL lines `{"content": ..., "language": ...}`, or The Stack's
+/// `{"content": ..., "lang": ...}` (other keys are ignored); a line without a known language
+/// is skipped and counted. A malformed line is an error naming its number.
 pub fn read_jsonl(path: &Path) -> Result<Corpus> {
     #[derive(Deserialize)]
     struct Line {
         content: String,
+        #[serde(alias = "lang")]
         language: Option<String>,
     }
     let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
@@ -192,7 +277,7 @@ pub fn embedded(per_language: usize) -> Corpus {
     }
     Corpus {
         documents,
-        skipped: 0,
+        ..Corpus::default()
     }
 }
 

@@ -126,6 +126,23 @@ pub fn pack(
     out
 }
 
+/// The sequences reordered to take one of each language in turn (in [`Language::ALL`]
+/// order, each language's own order kept), so that any prefix covers every language.
+pub fn interleave_languages(seqs: Vec<Sequence>) -> Vec<Sequence> {
+    let mut by_lang: BTreeMap<Language, std::collections::VecDeque<Sequence>> = BTreeMap::new();
+    let total = seqs.len();
+    for s in seqs {
+        by_lang.entry(s.language).or_default().push_back(s);
+    }
+    let mut out = Vec::with_capacity(total);
+    while out.len() < total {
+        for queue in by_lang.values_mut() {
+            out.extend(queue.pop_front());
+        }
+    }
+    out
+}
+
 /// A language mix: the share of sequences drawn from each language.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Mix {
@@ -163,6 +180,39 @@ impl Mix {
             .filter(|(_, w)| *w > 0.0)
             .collect();
         Self { weights }
+    }
+
+    /// [`Mix::low_resource`] over the languages `available` only: each group's share is
+    /// spread over its languages present. A group with a positive share and no language
+    /// present is an error naming the group's languages.
+    pub fn low_resource_over(low_share: f64, available: &[Language]) -> Result<Self> {
+        let mut weights = Vec::new();
+        for (low, share) in [(false, 1.0 - low_share), (true, low_share)] {
+            let group: Vec<Language> = Language::ALL
+                .into_iter()
+                .filter(|l| l.is_low_resource() == low)
+                .collect();
+            let present: Vec<Language> = group
+                .iter()
+                .copied()
+                .filter(|l| available.contains(l))
+                .collect();
+            if share <= 0.0 {
+                continue;
+            }
+            if present.is_empty() {
+                let names: Vec<&str> = group.iter().map(|l| l.name()).collect();
+                return Err(TrainError::NotEnoughData(format!(
+                    "low_resource_share = {low_share} asks for {} data ({}), and the corpus has none",
+                    if low { "low-resource" } else { "high-resource" },
+                    names.join(", ")
+                )));
+            }
+            let w = share / present.len() as f64;
+            weights.extend(present.into_iter().map(|l| (l, w)));
+        }
+        weights.sort_by_key(|(l, _)| *l);
+        Ok(Self { weights })
     }
 
     /// Draws `total` sequences following the mix (cycling through a language's sequences if it

@@ -34,6 +34,20 @@ pub enum TrainError {
         /// Why.
         reason: String,
     },
+    /// A config file has keys its type does not know.
+    #[error("{}: unknown key {}", path.display(), keys.join(", unknown key "))]
+    UnknownKeys {
+        /// The file.
+        path: PathBuf,
+        /// Each unknown key, dotted, with a hint when a known key is close.
+        keys: Vec<String>,
+    },
+    /// A run directory would be overwritten.
+    #[error("{} is not empty; pass --resume to continue the run there, or --overwrite to replace it", path.display())]
+    OutputExists {
+        /// The run directory.
+        path: PathBuf,
+    },
     /// Not enough data for the requested split or sequence length.
     #[error("not enough data: {0}")]
     NotEnoughData(String),

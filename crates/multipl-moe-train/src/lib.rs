@@ -7,6 +7,7 @@
 //! documents, packed with EOS separators and mixed by language.
 
 pub mod agreement;
+pub mod checkpoint;
 pub mod corpus;
 pub mod data;
 pub mod error;
@@ -14,14 +15,17 @@ pub mod eval;
 pub mod files;
 pub mod generator;
 pub mod lm;
+pub mod loss_log;
 pub mod metrics;
 pub mod multiple;
 pub mod pipeline;
 pub mod progress;
 pub mod run;
 pub mod schedule;
+pub mod strict;
 pub mod textgen;
 pub mod tokenizer;
+pub mod train_config;
 pub mod trainer;
 
 pub use error::{Result, TrainError};

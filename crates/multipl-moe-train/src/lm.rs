@@ -13,17 +13,20 @@ use burn::train::{InferenceStep, TrainOutput, TrainStep};
 use multipl_moe_core::CausalLm;
 
 use crate::data::LmBatch;
+use crate::loss_log::LossLog;
 use crate::metrics::{LmOutput, RoutingStats};
 
-/// Watches the training loss: keeps every micro-batch's value, and on a non-finite one
-/// records `(loss, step)` and stops burn-train's loop through its interrupter, before the
-/// epoch's checkpoint is written.
+/// Watches the training loss: keeps every micro-batch's value (and appends it to the run's
+/// `loss.csv` when given one, before the segment's checkpoint is written), and on a
+/// non-finite one records `(loss, step)` and stops burn-train's loop through its interrupter,
+/// before the epoch's checkpoint is written.
 #[derive(Clone, Default)]
 pub struct NonFiniteGuard {
     steps: Arc<AtomicUsize>,
     seen: Arc<Mutex<Option<(f64, usize)>>>,
     losses: Arc<Mutex<Vec<f64>>>,
     interrupter: Option<burn::train::Interrupter>,
+    log: Option<Arc<Mutex<LossLog>>>,
 }
 
 impl std::fmt::Debug for NonFiniteGuard {
@@ -41,6 +44,12 @@ impl NonFiniteGuard {
         }
     }
 
+    /// Also appends every loss to `log`.
+    pub fn with_log(mut self, log: Arc<Mutex<LossLog>>) -> Self {
+        self.log = Some(log);
+        self
+    }
+
     /// `(loss, step)` of the first non-finite loss, if any.
     pub fn seen(&self) -> Option<(f64, usize)> {
         self.seen.lock().ok().and_then(|s| *s)
@@ -55,6 +64,9 @@ impl NonFiniteGuard {
         let step = self.steps.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut losses) = self.losses.lock() {
             losses.push(loss);
+        }
+        if let Some(Ok(mut log)) = self.log.as_ref().map(|l| l.lock()) {
+            log.append(loss);
         }
         if loss.is_finite() {
             return;
@@ -111,8 +123,9 @@ impl<B: Backend> LanguageModel<B> {
             Some(p) => targets.not_equal_elem(p as i64).float(),
             None => nll.ones_like(),
         };
-        let per_seq = nll
-            .mul(mask.clone())
+        let masked = nll.mul(mask.clone());
+        let per_seq = masked
+            .clone()
             .sum_dim(1)
             .div(mask.clone().sum_dim(1).clamp_min(1.0))
             .reshape([b]);
@@ -125,8 +138,11 @@ impl<B: Backend> LanguageModel<B> {
             None => (ce.clone(), None),
         };
         let stats = RoutingStats::from_routing(&out.routing);
-        // Read the reported scalars back once per step, not once per dashboard metric.
-        let tokens = mask.sum().into_scalar().to_f64();
+        // Read the reported scalars back once per step, not once per dashboard metric:
+        // summed target NLL and target tokens in one transfer.
+        let sums = Tensor::cat(vec![masked.sum(), mask.sum()], 0).into_data();
+        let sums: Vec<f64> = sums.iter::<f64>().collect();
+        let (nll_sum, tokens) = (sums[0], sums[1]);
         let ce_value = ce.into_scalar().to_f64();
         let balance_value = balance.map(|b| b.into_scalar().to_f64());
         LmOutput::new(
@@ -138,6 +154,7 @@ impl<B: Backend> LanguageModel<B> {
             stats,
             tokens,
         )
+        .with_nll_sum(nll_sum)
     }
 }
 

@@ -115,6 +115,8 @@ pub struct LmOutput<B: Backend> {
     pub stats: RoutingStats,
     /// Target tokens in the batch.
     pub tokens: f64,
+    /// Summed next-token NLL of those tokens.
+    pub nll_sum: f64,
 }
 
 impl<B: Backend> LmOutput<B> {
@@ -136,7 +138,15 @@ impl<B: Backend> LmOutput<B> {
             languages,
             stats,
             tokens,
+            nll_sum: ce * tokens,
         }
+    }
+
+    /// Sets the summed NLL of the batch's target tokens (default: `ce × tokens`, exact when
+    /// every sequence has the same number of targets).
+    pub fn with_nll_sum(mut self, nll_sum: f64) -> Self {
+        self.nll_sum = nll_sum;
+        self
     }
 
     /// The loss as a number.
@@ -164,6 +174,7 @@ impl<B: Backend> Adaptor<LossInput<B>> for LmOutput<B> {
 pub struct StatInput {
     values: [f64; 7],
     tokens: f64,
+    nll_sum: f64,
 }
 
 /// Which scalar a [`StatMetric`] shows.
@@ -173,7 +184,7 @@ pub enum Stat {
     CrossEntropy = 0,
     /// Load-balance loss.
     Balance = 1,
-    /// `exp(CE)`.
+    /// `exp(CE)` of the batch; the dashboard shows [`PerplexityMetric`] instead.
     Perplexity = 2,
     /// Token-level max-load fraction.
     TokenMaxLoad = 3,
@@ -214,6 +225,7 @@ impl<B: Backend> Adaptor<StatInput> for LmOutput<B> {
                 s.segment_entropy,
             ],
             tokens: self.tokens,
+            nll_sum: self.nll_sum,
         }
     }
 }
@@ -270,6 +282,115 @@ impl Numeric for StatMetric {
 
     fn running_value(&self) -> NumericEntry {
         self.state.running_value()
+    }
+}
+
+/// `exp(Σ NLL / Σ tokens)`: the perplexity of all target tokens seen, the exponential of the
+/// token-weighted mean cross-entropy (not the mean of per-batch perplexities, which
+/// overweights bad batches).
+pub fn perplexity(nll_sum: f64, tokens: f64) -> f64 {
+    (nll_sum / tokens.max(1.0)).exp()
+}
+
+/// The dashboard's perplexity: [`perplexity`] over the whole epoch (a validation pass) so
+/// far, with the batch's own beside it.
+#[derive(Clone)]
+pub struct PerplexityMetric {
+    name: MetricName,
+    nll_sum: f64,
+    tokens: f64,
+}
+
+impl Default for PerplexityMetric {
+    fn default() -> Self {
+        Self {
+            name: Arc::new(Stat::Perplexity.name().into()),
+            nll_sum: 0.0,
+            tokens: 0.0,
+        }
+    }
+}
+
+impl PerplexityMetric {
+    /// Adds a batch; returns the perplexity of the epoch so far and of the batch.
+    fn add(&mut self, input: &StatInput) -> (f64, f64) {
+        self.nll_sum += input.nll_sum;
+        self.tokens += input.tokens;
+        (
+            perplexity(self.nll_sum, self.tokens),
+            perplexity(input.nll_sum, input.tokens),
+        )
+    }
+}
+
+impl Metric for PerplexityMetric {
+    type Input = StatInput;
+
+    fn update(&mut self, input: &StatInput, _: &MetricMetadata) -> SerializedEntry {
+        let (epoch, batch) = self.add(input);
+        SerializedEntry::new(
+            format!("epoch {epoch:.4} - batch {batch:.4}"),
+            NumericEntry::Value(batch).serialize(),
+        )
+    }
+
+    fn clear(&mut self) {
+        self.nll_sum = 0.0;
+        self.tokens = 0.0;
+    }
+
+    fn name(&self) -> MetricName {
+        self.name.clone()
+    }
+
+    fn attributes(&self) -> MetricAttributes {
+        NumericAttributes {
+            unit: None,
+            higher_is_better: false,
+        }
+        .into()
+    }
+}
+
+impl Numeric for PerplexityMetric {
+    fn value(&self) -> NumericEntry {
+        NumericEntry::Value(perplexity(self.nll_sum, self.tokens))
+    }
+
+    fn running_value(&self) -> NumericEntry {
+        NumericEntry::Value(perplexity(self.nll_sum, self.tokens))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn perplexity_is_exp_of_the_token_weighted_mean_ce() {
+        // Two batches: CE 1.0 over 30 tokens and 3.0 over 10 tokens.
+        let (a, b) = ((1.0, 30.0), (3.0, 10.0));
+        let mut m = PerplexityMetric::default();
+        for (ce, tokens) in [a, b] {
+            let input = StatInput {
+                nll_sum: ce * tokens,
+                tokens,
+                ..StatInput::default()
+            };
+            m.add(&input);
+        }
+        let want = ((30.0 + 30.0) / 40.0f64).exp();
+        assert!((m.running_value().current() - want).abs() < 1e-12);
+        let mean_of_exp = (1.0f64.exp() + 3.0f64.exp()) / 2.0;
+        assert!(
+            (want - mean_of_exp).abs() > 1.0,
+            "the two definitions differ here"
+        );
+        m.clear();
+        assert!(
+            (m.running_value().current() - 1.0).abs() < 1e-12,
+            "empty: exp(0)"
+        );
     }
 }
 

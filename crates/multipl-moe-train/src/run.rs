@@ -1,6 +1,7 @@
 //! `multipl-moe train`: a run described by a TOML or JSON file, on a real corpus, optionally
 //! upcycling a Hugging Face checkpoint with the paper's recipe.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::AutodiffBackend;
@@ -8,10 +9,13 @@ use multipl_moe_core::{MoeConfig, MultiplMoeConfig, QwenConfig};
 use multipl_moe_qwen::{SaveDtype, UpcycleOptions, load_model, save_model_from, upcycle};
 use serde::{Deserialize, Serialize};
 
-use crate::corpus::read_path;
-use crate::data::{Mix, pack, split_documents, tokenize};
+use crate::corpus::{Corpus, Language, read_path};
+use crate::data::{Mix, Sequence, TokenizedDocument, pack, split_documents, tokenize};
 use crate::error::{Result, TrainError};
+use crate::files::write_atomic;
+use crate::strict::parse_strict;
 use crate::tokenizer::TextTokenizer;
+use crate::train_config::{Range, check_count, check_real};
 use crate::trainer::{TrainConfig, TrainTarget, train};
 
 fn default_share() -> f64 {
@@ -42,7 +46,7 @@ pub struct RunConfig {
     /// Held-out fraction of each language's documents.
     #[serde(default = "default_valid")]
     pub valid_fraction: f64,
-    /// Training sequences drawn from the mix per run; default: as many as packed.
+    /// Training sequences drawn from the mix, at most as many as packed (the default).
     #[serde(default)]
     pub sequences: Option<usize>,
     /// Upcycling options.
@@ -51,51 +55,171 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
-    /// Reads a `.toml` or `.json` file.
+    /// Reads a `.toml` or `.json` file; unknown keys and values out of range are errors
+    /// naming the key ([`parse_strict`], [`RunConfig::validate`]).
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-        let bad = |reason: String| TrainError::Data {
-            path: path.to_path_buf(),
-            reason,
-        };
-        if path.extension().and_then(|e| e.to_str()) == Some("toml") {
-            toml::from_str(&text).map_err(|e| bad(e.to_string()))
-        } else {
-            serde_json::from_str(&text).map_err(|e| bad(e.to_string()))
+        let cfg: Self = parse_strict(path, &text)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Rejects values out of range; the error names the key, its range and the value.
+    pub fn validate(&self) -> Result<()> {
+        self.train.validate()?;
+        check_real(
+            "low_resource_share",
+            self.low_resource_share,
+            Range::Closed(0.0, 1.0),
+        )?;
+        check_real("valid_fraction", self.valid_fraction, Range::Open(0.0, 1.0))?;
+        if let Some(n) = self.sequences {
+            check_count("sequences", n, 1)?;
         }
+        Ok(())
     }
 }
 
-/// The highest epoch with a model checkpoint under `dir/checkpoint`.
+/// The newest checkpoint number with any file under `dir/checkpoint` (complete or not; a
+/// resumed run checks, see [`crate::trainer::train`]).
 pub fn last_checkpoint(dir: &Path) -> Option<usize> {
-    std::fs::read_dir(dir.join("checkpoint"))
-        .ok()?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter_map(|n| n.strip_prefix("model-")?.split('.').next()?.parse().ok())
-        .max()
+    crate::checkpoint::numbers(&dir.join("checkpoint"))
+        .first()
+        .copied()
 }
 
-/// Runs `multipl-moe train`.
+/// Per-language counts of a run's data, written to `OUT/data.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LanguageCounts {
+    /// Documents read.
+    pub documents: usize,
+    /// Their bytes.
+    pub bytes: usize,
+    /// Documents in the training split.
+    pub train_documents: usize,
+    /// Documents held out for validation.
+    pub valid_documents: usize,
+    /// Tokens of the training split (EOS separators not counted).
+    pub train_tokens: usize,
+    /// Tokens of the validation split.
+    pub valid_tokens: usize,
+    /// Packed training sequences available to the mix.
+    pub train_sequences: usize,
+    /// Packed validation sequences.
+    pub valid_sequences: usize,
+}
+
+/// What a run read: `OUT/data.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DataReport {
+    /// Files skipped: binary, unreadable, or of no known language.
+    pub skipped_files: usize,
+    /// Paths reached again through a symbolic link (read once).
+    pub duplicate_paths: usize,
+    /// Languages of the paper with no document.
+    pub missing_languages: Vec<Language>,
+    /// Counts per language present.
+    pub languages: BTreeMap<Language, LanguageCounts>,
+}
+
+impl DataReport {
+    /// One line per language, for the terminal.
+    pub fn lines(&self) -> String {
+        let mut s = String::new();
+        for (lang, c) in &self.languages {
+            s += &format!(
+                "  {:<7}{:>7} documents ({} train, {} valid), {:>10} tokens ({} train, {} valid)\n",
+                lang.name(),
+                c.documents,
+                c.train_documents,
+                c.valid_documents,
+                c.train_tokens + c.valid_tokens,
+                c.train_tokens,
+                c.valid_tokens
+            );
+        }
+        if !self.missing_languages.is_empty() {
+            let names: Vec<&str> = self.missing_languages.iter().map(|l| l.name()).collect();
+            s += &format!("  missing: {} (no document)\n", names.join(", "));
+        }
+        s
+    }
+}
+
+/// Entries a run writes in its directory; `--overwrite` deletes these and nothing else.
+pub const RUN_ENTRIES: [&str; 9] = [
+    "checkpoint",
+    "train",
+    "valid",
+    "model",
+    "loss.csv",
+    "experiment.log",
+    "tokenizer.json",
+    "data.json",
+    "run.json",
+];
+
+/// Makes `out` ready for a run: a missing or empty directory is fine, as is any with
+/// `resume`; otherwise `overwrite` deletes the entries of an earlier run ([`RUN_ENTRIES`])
+/// and without it the run is refused ([`TrainError::OutputExists`]).
+pub fn prepare_out_dir(out: &Path, resume: bool, overwrite: bool) -> Result<()> {
+    if out.is_file() {
+        return Err(TrainError::OutputExists {
+            path: out.to_path_buf(),
+        });
+    }
+    let non_empty = out.read_dir().is_ok_and(|mut d| d.next().is_some());
+    if resume || !non_empty {
+        return Ok(());
+    }
+    if !overwrite {
+        return Err(TrainError::OutputExists {
+            path: out.to_path_buf(),
+        });
+    }
+    for name in RUN_ENTRIES {
+        let path = out.join(name);
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match removed {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(TrainError::io(&path, e));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// How `multipl-moe train` treats an existing run directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunMode {
+    /// Continue after the newest usable checkpoint.
+    pub resume: bool,
+    /// Replace an earlier run's files.
+    pub overwrite: bool,
+}
+
+/// Runs `multipl-moe train`: a fresh model is initialised from the backend seeded with
+/// `train.seed`, so the same config, data and machine give the same `loss.csv`.
 pub fn run_training<B: AutodiffBackend>(
     config: &Path,
     data: &Path,
     model_dir: Option<&Path>,
     out: &Path,
-    resume: bool,
+    mode: RunMode,
     devices: &[B::Device],
 ) -> Result<()> {
     let device = devices.first().ok_or(TrainError::Config {
         field: "devices",
-        reason: "at least one device is needed".into(),
+        reason: "must be >= 1, got 0".into(),
     })?;
     let cfg = RunConfig::from_file(config)?;
-    cfg.train.validate()?;
+    prepare_out_dir(out, mode.resume, mode.overwrite)?;
     let corpus = read_path(data)?;
-    println!(
-        "data: {} documents, {} files skipped (binary, unreadable or unknown language)",
-        corpus.documents.len(),
-        corpus.skipped
-    );
     let (train_docs, valid_docs) =
         split_documents(&corpus.documents, cfg.valid_fraction, cfg.train.seed);
 
@@ -104,16 +228,14 @@ pub fn run_training<B: AutodiffBackend>(
         .clone()
         .or_else(|| model_dir.map(|d| d.join("tokenizer.json")));
     let (model_cfg, model) = match model_dir {
-        Some(dir) => {
-            let (c, m) = load_model::<B>(dir, device)?;
-            (c, m)
-        }
+        Some(dir) => load_model::<B>(dir, device)?,
         None => {
             let base = cfg.model.clone().ok_or(TrainError::Config {
                 field: "model",
                 reason: "needed when no --model is given".into(),
             })?;
             let c = MultiplMoeConfig::new(base);
+            B::seed(device, cfg.train.seed);
             let m = c.init::<B>(device)?;
             (c, m)
         }
@@ -146,23 +268,34 @@ pub fn run_training<B: AutodiffBackend>(
         }
     };
     let seq = cfg.train.seq_len;
-    let train_packed = pack(&tokenize(&train_docs, &tokenizer)?, seq, tokenizer.eos());
-    let valid_packed = pack(&tokenize(&valid_docs, &tokenizer)?, seq, tokenizer.eos());
-    let mix = Mix::low_resource(cfg.low_resource_share);
-    let available: usize = train_packed.values().map(Vec::len).sum();
-    let train_seqs = mix.sample(
+    let train_tok = tokenize(&train_docs, &tokenizer)?;
+    let valid_tok = tokenize(&valid_docs, &tokenizer)?;
+    let train_packed = pack(&train_tok, seq, tokenizer.eos());
+    let valid_packed = pack(&valid_tok, seq, tokenizer.eos());
+    let report = data_report(
+        &corpus,
+        &train_tok,
+        &valid_tok,
         &train_packed,
-        cfg.sequences.unwrap_or(available),
-        cfg.train.seed,
-    )?;
+        &valid_packed,
+    );
+    println!(
+        "data: {} documents, {} files skipped (binary, unreadable or unknown language), {} paths \
+         reached again through links\n{}",
+        corpus.documents.len(),
+        corpus.skipped,
+        corpus.duplicates,
+        report.lines()
+    );
+    std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
+    write_atomic(&out.join("data.json"), pretty(&report).as_bytes())?;
+    write_atomic(&out.join("run.json"), pretty(&cfg).as_bytes())?;
+    let available: Vec<Language> = train_packed.keys().copied().collect();
+    let mix = Mix::low_resource_over(cfg.low_resource_share, &available)?;
+    let total: usize = train_packed.values().map(Vec::len).sum();
+    let drawn = cfg.sequences.map_or(total, |n| n.min(total));
+    let train_seqs = mix.sample(&train_packed, drawn, cfg.train.seed)?;
     let valid_seqs: Vec<_> = valid_packed.values().flatten().cloned().collect();
-    let resume_from = if resume { last_checkpoint(out) } else { None };
-    if resume && resume_from.is_none() {
-        println!(
-            "no checkpoint under {}; starting from scratch",
-            out.display()
-        );
-    }
     let trained = train(
         model,
         alpha,
@@ -170,7 +303,7 @@ pub fn run_training<B: AutodiffBackend>(
         valid_seqs,
         &cfg.train,
         &TrainTarget::new(out)
-            .with_resume(resume_from)
+            .with_resume(mode.resume)
             .with_devices(devices.to_vec()),
     )?;
     // The run's own export, replaced whole when a resumed run finishes again.
@@ -182,4 +315,44 @@ pub fn run_training<B: AutodiffBackend>(
     save_model_from(&trained, &model_cfg, &dir, SaveDtype::F32, Some(out))?;
     println!("saved the trained model to {}", out.join("model").display());
     Ok(())
+}
+
+fn pretty(value: &impl Serialize) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_default()
+}
+
+/// Counts of [`DataReport`] from the corpus, its tokenized splits and their packing.
+fn data_report(
+    corpus: &Corpus,
+    train: &[TokenizedDocument],
+    valid: &[TokenizedDocument],
+    train_packed: &BTreeMap<Language, Vec<Sequence>>,
+    valid_packed: &BTreeMap<Language, Vec<Sequence>>,
+) -> DataReport {
+    let mut languages: BTreeMap<Language, LanguageCounts> = BTreeMap::new();
+    for (lang, (documents, bytes)) in corpus.counts() {
+        let c = languages.entry(lang).or_default();
+        c.documents = documents;
+        c.bytes = bytes;
+    }
+    for d in train {
+        let c = languages.entry(d.language).or_default();
+        c.train_documents += 1;
+        c.train_tokens += d.ids.len();
+    }
+    for d in valid {
+        let c = languages.entry(d.language).or_default();
+        c.valid_documents += 1;
+        c.valid_tokens += d.ids.len();
+    }
+    for (lang, c) in languages.iter_mut() {
+        c.train_sequences = train_packed.get(lang).map_or(0, Vec::len);
+        c.valid_sequences = valid_packed.get(lang).map_or(0, Vec::len);
+    }
+    DataReport {
+        skipped_files: corpus.skipped,
+        duplicate_paths: corpus.duplicates,
+        missing_languages: corpus.missing(),
+        languages,
+    }
 }

@@ -1,135 +1,43 @@
-//! Training with burn-train's `SupervisedTraining` (SPEC §5 recipe as a preset).
+//! Training with burn-train's `SupervisedTraining`: checkpoint segments, resume, `loss.csv`.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::data::dataset::InMemDataset;
 use burn::grad_clipping::GradientClippingConfig;
-use burn::optim::AdamWConfig;
-use burn::record::CompactRecorder;
+use burn::module::Module;
+use burn::optim::lr_scheduler::LrScheduler;
+use burn::optim::{AdamWConfig, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::metric::{LearningRateMetric, LossMetric};
 use burn::train::{
     ExecutionStrategy, Interrupter, Learner, MultiDeviceOptim, SupervisedTraining, TrainingStrategy,
 };
 use multipl_moe_core::CausalLm;
-use multipl_moe_qwen::{FreezePolicy, apply_freeze};
-use serde::{Deserialize, Serialize};
+use multipl_moe_qwen::apply_freeze;
 
+use crate::checkpoint::{self, AtomicRecorder, SaveOnly, check_record, newest_complete};
 use crate::corpus::Rng;
-use crate::data::{LmBatcher, Sequence};
+use crate::data::{LmBatcher, Sequence, interleave_languages};
 use crate::error::{Result, TrainError};
-use crate::files::write_atomic;
 use crate::lm::{LanguageModel, NonFiniteGuard};
-use crate::metrics::{PlainRenderer, Stat, StatMetric, TokensPerSecond};
+use crate::loss_log::{LossLog, complete_rows};
+use crate::metrics::{PerplexityMetric, PlainRenderer, Stat, StatMetric, TokensPerSecond};
 use crate::schedule::WarmupCosine;
 
-/// Optimisation settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainConfig {
-    /// Peak learning rate.
-    pub lr: f64,
-    /// Final learning rate of the cosine decay.
-    pub min_lr: f64,
-    /// Linear warm-up steps.
-    pub warmup_steps: usize,
-    /// AdamW weight decay.
-    pub weight_decay: f64,
-    /// Gradient-norm clipping threshold.
-    pub grad_clip: f64,
-    /// Sequences per micro-batch.
-    pub batch_size: usize,
-    /// Micro-batches accumulated per optimizer step.
-    pub grad_accumulation: usize,
-    /// Tokens per sequence.
-    pub seq_len: usize,
-    /// Passes over the training sequences.
-    pub epochs: usize,
-    /// Optimizer steps between checkpoints (and validations); `0`: once per epoch. A
-    /// checkpoint is always written at the end.
-    #[serde(default)]
-    pub checkpoint_every: usize,
-    /// Data-order seed.
-    pub seed: u64,
-    /// What trains.
-    pub freeze: FreezePolicy,
-}
+pub use crate::train_config::TrainConfig;
 
-impl TrainConfig {
-    /// SPEC §5: AdamW, lr 7e-6 cosine to 0 after 100 warm-up steps, weight decay 0.1,
-    /// clipping 1.0, sequence length 1024, global batch 64 (here 8 × 8 accumulation per
-    /// device), the paper's freeze.
-    pub fn paper_recipe() -> Self {
-        Self {
-            lr: 7e-6,
-            min_lr: 0.0,
-            warmup_steps: 100,
-            weight_decay: 0.1,
-            grad_clip: 1.0,
-            batch_size: 8,
-            grad_accumulation: 8,
-            seq_len: 1024,
-            epochs: 1,
-            checkpoint_every: 0,
-            seed: 42,
-            freeze: FreezePolicy::paper(),
-        }
-    }
-
-    /// The demo's settings for tiny models on a CPU.
-    pub fn tiny() -> Self {
-        Self {
-            lr: 3e-3,
-            min_lr: 3e-4,
-            warmup_steps: 10,
-            weight_decay: 0.1,
-            grad_clip: 1.0,
-            batch_size: 8,
-            grad_accumulation: 1,
-            seq_len: 64,
-            epochs: 1,
-            checkpoint_every: 0,
-            seed: 42,
-            freeze: FreezePolicy::all(),
-        }
-    }
-
-    /// Rejects settings that cannot train; the error names the field.
-    pub fn validate(&self) -> Result<()> {
-        let bad = |field, reason: &str| {
-            Err(TrainError::Config {
-                field,
-                reason: reason.into(),
-            })
-        };
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad("lr", "must be > 0");
-        }
-        if self.batch_size == 0 {
-            return bad("batch_size", "must be > 0");
-        }
-        if self.grad_accumulation == 0 {
-            return bad("grad_accumulation", "must be > 0");
-        }
-        if self.seq_len < 2 {
-            return bad("seq_len", "must be >= 2");
-        }
-        if self.epochs == 0 {
-            return bad("epochs", "must be > 0");
-        }
-        Ok(())
-    }
-}
-
-/// Where a run keeps its checkpoints and metric logs, where it resumes, and which devices it
-/// uses.
+/// Where a run keeps its checkpoints and metric logs, whether it resumes, and which devices
+/// it uses.
 #[derive(Debug, Clone)]
 pub struct TrainTarget<B: AutodiffBackend> {
-    /// Run directory: `checkpoint/`, `train/`, `valid/`, `experiment.log`.
+    /// Run directory: `checkpoint/`, `loss.csv`, `train/`, `valid/`, `experiment.log`.
     pub dir: PathBuf,
-    /// Continue after this checkpoint (see [`crate::run::last_checkpoint`]).
-    pub resume: Option<usize>,
+    /// Continue after the newest usable checkpoint in `dir` (see [`train`]); `false`: a fresh
+    /// run, which deletes the checkpoints of an earlier run in `dir`.
+    pub resume: bool,
     /// Data-parallel devices for burn-train's multi-device strategy (each micro-batch is
     /// split across them, gradients are summed on the first); empty or one: the model's
     /// device.
@@ -141,13 +49,13 @@ impl<B: AutodiffBackend> TrainTarget<B> {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
-            resume: None,
+            resume: false,
             devices: Vec::new(),
         }
     }
 
-    /// Continues after checkpoint `resume`, if any.
-    pub fn with_resume(mut self, resume: Option<usize>) -> Self {
+    /// Continues after the newest usable checkpoint, if `resume`.
+    pub fn with_resume(mut self, resume: bool) -> Self {
         self.resume = resume;
         self
     }
@@ -175,16 +83,83 @@ pub fn data_order(len: usize, epochs: usize, seed: u64) -> Vec<usize> {
     order
 }
 
+/// How a run is cut into checkpoint segments, and what each writes.
+struct Plan<'a> {
+    segments: Vec<&'a [usize]>,
+    batch_size: usize,
+    grad_accumulation: usize,
+    valid_every: usize,
+}
+
+impl Plan<'_> {
+    /// `loss.csv` rows (micro-batches) of segments `1..=c`.
+    fn rows_until(&self, c: usize) -> usize {
+        self.segments[..c]
+            .iter()
+            .map(|s| s.len().div_ceil(self.batch_size))
+            .sum()
+    }
+
+    /// Whether segment `number` (1-based) ends with a validation pass.
+    fn validates(&self, number: usize) -> bool {
+        let step = |c| self.rows_until(c) / self.grad_accumulation;
+        number == self.segments.len()
+            || self.valid_every == 0
+            || step(number) / self.valid_every > step(number - 1) / self.valid_every
+    }
+}
+
+/// Why checkpoint `number` under `dir` cannot be resumed from: a file that does not load as
+/// the record burn-train will restore (model, `optimizer`'s state, scheduler), a number past
+/// this run's last, or a `loss.csv` without its rows.
+fn unusable<B, O>(
+    _optimizer: &O,
+    dir: &Path,
+    number: usize,
+    plan: &Plan,
+    loss_rows: usize,
+    device: &B::Device,
+) -> std::result::Result<(), String>
+where
+    B: AutodiffBackend,
+    O: Optimizer<LanguageModel<B>, B>,
+{
+    if number > plan.segments.len() {
+        return Err(format!(
+            "past this run's last checkpoint ({}); was the config changed?",
+            plan.segments.len()
+        ));
+    }
+    check_record::<B, <LanguageModel<B> as Module<B>>::Record>(dir, "model", number, device)?;
+    check_record::<B, O::Record>(dir, "optim", number, device)?;
+    check_record::<B, <WarmupCosine as LrScheduler>::Record<B>>(dir, "scheduler", number, device)?;
+    let needed = plan.rows_until(number);
+    if loss_rows < needed {
+        return Err(format!(
+            "loss.csv has {loss_rows} rows, the checkpoint needs {needed}"
+        ));
+    }
+    Ok(())
+}
+
 /// Trains `model` on `train`, validating on `valid`, and returns the trained model (inner
 /// backend).
 ///
 /// The run is cut into *checkpoint segments* of `cfg.checkpoint_every` optimizer steps (one
 /// epoch when 0). Each segment is one burn-train epoch (`SupervisedTraining` with
 /// `num_epochs = i` resuming from checkpoint `i − 1`), so burn-train's own checkpointer saves
-/// model, optimizer and scheduler after every segment, and the dashboard shows segment
-/// `i` as epoch `i`. Resuming from checkpoint `c` runs segments `c + 1..`, with the same data
-/// order ([`data_order`]). A non-finite loss stops training with
-/// [`TrainError::NonFiniteLoss`]; the last good checkpoint stays on disk.
+/// model, optimizer and scheduler after every segment — each file atomically
+/// ([`AtomicRecorder`]) — and the dashboard shows segment `i` as epoch `i`. Every
+/// micro-batch's loss is appended to `loss.csv` as it is computed, so a checkpoint's rows are
+/// on disk before it is. After each segment all but the newest `cfg.keep_checkpoints`
+/// checkpoints are deleted.
+///
+/// With `target.resume`, the run continues after the newest checkpoint whose model,
+/// optimizer and scheduler files all load and whose rows `loss.csv` holds; newer ones are
+/// skipped with their reason printed. `loss.csv` is cut back to that checkpoint's rows, and
+/// the data order ([`data_order`]) makes the rest of the run the uninterrupted one. A
+/// non-finite loss stops training with [`TrainError::NonFiniteLoss`]; the last good
+/// checkpoint stays on disk.
 pub fn train<B: AutodiffBackend>(
     model: CausalLm<B>,
     balance_coef: f64,
@@ -203,6 +178,7 @@ pub fn train<B: AutodiffBackend>(
         )));
     }
     let dir = target.dir.as_path();
+    let ckpt_dir = dir.join("checkpoint");
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
     let per_step = cfg.batch_size * cfg.grad_accumulation;
     let steps = cfg.epochs * train.len() / per_step;
@@ -211,61 +187,88 @@ pub fn train<B: AutodiffBackend>(
         0 => train.len(),
         n => n * per_step,
     };
-    let segments: Vec<&[usize]> = order.chunks(segment_len).collect();
-    let first = target.resume.map_or(1, |c| c + 1);
-    if first > segments.len() {
-        return Err(TrainError::Config {
-            field: "resume",
-            reason: if first - 1 == segments.len() {
-                format!(
-                    "the run already finished at checkpoint {}; nothing is left to train",
-                    first - 1
-                )
-            } else {
-                format!(
-                    "checkpoint {} is past the last of this run ({})",
-                    first - 1,
-                    segments.len()
-                )
-            },
-        });
-    }
-
-    // `loss.csv`: one row per micro-batch, across resumes. Rows written after the checkpoint
-    // we resume from (by a run that was killed later) are dropped.
-    let loss_log = dir.join("loss.csv");
-    let kept_rows: usize = segments[..first - 1]
-        .iter()
-        .map(|s| s.len().div_ceil(cfg.batch_size))
-        .sum();
-    let mut rows: Vec<String> = std::fs::read_to_string(&loss_log)
-        .unwrap_or_default()
-        .lines()
-        .skip(1)
-        .take(kept_rows)
-        .map(str::to_string)
-        .collect();
-    write_loss_log(&loss_log, &rows)?;
+    let plan = Plan {
+        segments: order.chunks(segment_len).collect(),
+        batch_size: cfg.batch_size,
+        grad_accumulation: cfg.grad_accumulation,
+        valid_every: cfg.valid_every,
+    };
+    let valid = match cfg.max_valid_batches {
+        0 => valid,
+        n => {
+            let mut v = interleave_languages(valid);
+            v.truncate(n * cfg.batch_size);
+            v
+        }
+    };
 
     let model = apply_freeze(model, &cfg.freeze);
+    let device = model
+        .devices()
+        .into_iter()
+        .next()
+        .ok_or_else(|| TrainError::NotEnoughData("the model has no parameter".into()))?;
     let schedule = WarmupCosine::new(cfg.lr, cfg.min_lr, cfg.warmup_steps, steps);
     let optim = AdamWConfig::new()
         .with_weight_decay(cfg.weight_decay as f32)
         .with_grad_clipping(Some(GradientClippingConfig::Norm(cfg.grad_clip as f32)));
+    let loss_path = dir.join("loss.csv");
+    let resumed = if target.resume {
+        let rows = complete_rows(&loss_path)?.len();
+        let probe = optim.init::<B, LanguageModel<B>>();
+        let (found, skipped) = newest_complete(&ckpt_dir, |n| {
+            unusable(&probe, &ckpt_dir, n, &plan, rows, &device)
+        });
+        for s in &skipped {
+            println!("skipping checkpoint {}: {}", s.number, s.reason);
+        }
+        match found {
+            Some(c) => println!("resuming after checkpoint {c} of {}", plan.segments.len()),
+            None => println!(
+                "no usable checkpoint under {}; starting from scratch",
+                ckpt_dir.display()
+            ),
+        }
+        found.unwrap_or(0)
+    } else {
+        for n in checkpoint::numbers(&ckpt_dir) {
+            checkpoint::remove(&ckpt_dir, n).map_err(|e| TrainError::io(&ckpt_dir, e))?;
+        }
+        0
+    };
+    if resumed == plan.segments.len() {
+        return Err(TrainError::Config {
+            field: "resume",
+            reason: format!(
+                "the run already finished at checkpoint {resumed}; nothing is left to train"
+            ),
+        });
+    }
+    checkpoint::remove_temporaries(&ckpt_dir).map_err(|e| TrainError::io(&ckpt_dir, e))?;
+    let loss_log = Arc::new(Mutex::new(LossLog::open(
+        &loss_path,
+        plan.rows_until(resumed),
+    )?));
+
     let mut trained = None;
-    for (i, segment) in segments.iter().enumerate().skip(first - 1) {
+    for (i, segment) in plan.segments.iter().enumerate().skip(resumed) {
         let number = i + 1;
         let interrupter = Interrupter::new();
         let mut lm = LanguageModel::new(model.clone(), balance_coef);
-        lm.non_finite = NonFiniteGuard::new(interrupter.clone());
+        lm.non_finite = NonFiniteGuard::new(interrupter.clone()).with_log(loss_log.clone());
         let guard = lm.non_finite.clone();
         let items: Vec<Sequence> = segment.iter().map(|&j| train[j].clone()).collect();
+        let valid_items = if plan.validates(number) {
+            valid.clone()
+        } else {
+            Vec::new()
+        };
         let dl_train = DataLoaderBuilder::new(LmBatcher)
             .batch_size(cfg.batch_size)
             .build(InMemDataset::new(items));
         let dl_valid = DataLoaderBuilder::new(LmBatcher)
             .batch_size(cfg.batch_size)
-            .build(InMemDataset::new(valid.clone()));
+            .build(InMemDataset::new(valid_items));
         let learner = Learner::new(lm, optim.init(), schedule.clone());
         // The dashboard: loss, CE, balance loss and perplexity (train and valid), learning
         // rate, tokens/s, and each level's expert load.
@@ -276,15 +279,16 @@ pub fn train<B: AutodiffBackend>(
             .metric_valid_numeric(StatMetric::new(Stat::CrossEntropy))
             .metric_train_numeric(StatMetric::new(Stat::Balance))
             .metric_valid_numeric(StatMetric::new(Stat::Balance))
-            .metric_train_numeric(StatMetric::new(Stat::Perplexity))
-            .metric_valid_numeric(StatMetric::new(Stat::Perplexity))
+            .metric_train_numeric(PerplexityMetric::default())
+            .metric_valid_numeric(PerplexityMetric::default())
             .metric_train_numeric(LearningRateMetric::new())
             .metric_train_numeric(TokensPerSecond::default())
             .metric_train_numeric(StatMetric::new(Stat::TokenMaxLoad))
             .metric_train_numeric(StatMetric::new(Stat::TokenEntropy))
             .metric_train_numeric(StatMetric::new(Stat::SegmentMaxLoad))
             .metric_train_numeric(StatMetric::new(Stat::SegmentEntropy))
-            .with_file_checkpointer(CompactRecorder::new())
+            .with_file_checkpointer(AtomicRecorder::default())
+            .with_checkpointing_strategy(SaveOnly)
             .grads_accumulation(cfg.grad_accumulation)
             .num_epochs(number)
             .with_interrupter(interrupter);
@@ -303,28 +307,19 @@ pub fn train<B: AutodiffBackend>(
             training = training.renderer(PlainRenderer::new(10));
         }
         let result = training.launch(learner);
-        for loss in guard.losses() {
-            rows.push(format!("{},{loss}", rows.len() + 1));
+        if let Ok(mut log) = loss_log.lock() {
+            log.check()?;
         }
-        write_loss_log(&loss_log, &rows)?;
         if let Some((loss, step)) = guard.seen() {
             return Err(TrainError::NonFiniteLoss {
                 loss,
                 step: i * segment_len / per_step + step,
-                dir: dir.join("checkpoint"),
+                dir: ckpt_dir,
             });
         }
+        checkpoint::prune(&ckpt_dir, number, cfg.keep_checkpoints)
+            .map_err(|e| TrainError::io(&ckpt_dir, e))?;
         trained = Some(result.model.lm);
     }
     trained.ok_or_else(|| TrainError::NotEnoughData("no training step to run".into()))
-}
-
-/// Writes `loss.csv` (header `micro_batch,loss`) with [`write_atomic`].
-fn write_loss_log(path: &std::path::Path, rows: &[String]) -> Result<()> {
-    let mut text = String::from("micro_batch,loss\n");
-    for row in rows {
-        text.push_str(row);
-        text.push('\n');
-    }
-    write_atomic(path, text.as_bytes())
 }
