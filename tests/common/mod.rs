@@ -5,21 +5,24 @@ pub mod reference;
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 
+/// The backend the suite runs on: CUDA with `--features cuda` (scripts/gpu-check.sh).
+#[cfg(feature = "cuda")]
+pub type TestBackend = burn::backend::Cuda;
 /// The backend the suite runs on: wgpu with `--features wgpu`, otherwise ndarray.
-#[cfg(feature = "wgpu")]
+#[cfg(all(feature = "wgpu", not(feature = "cuda")))]
 pub type TestBackend = burn::backend::Wgpu;
 /// The backend the suite runs on: wgpu with `--features wgpu`, otherwise ndarray.
-#[cfg(not(feature = "wgpu"))]
+#[cfg(not(any(feature = "wgpu", feature = "cuda")))]
 pub type TestBackend = burn::backend::NdArray;
 
 /// Autodiff over the backend under test.
 pub type TestAutodiff = burn::backend::Autodiff<TestBackend>;
 
 /// Tolerance against the plain-loop references: 1e-5 on ndarray, 1e-4 on GPU backends.
-#[cfg(feature = "wgpu")]
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub const TOL: f32 = 1e-4;
 /// Tolerance against the plain-loop references: 1e-5 on ndarray, 1e-4 on GPU backends.
-#[cfg(not(feature = "wgpu"))]
+#[cfg(not(any(feature = "wgpu", feature = "cuda")))]
 pub const TOL: f32 = 1e-5;
 
 /// The tensor's values, row-major.
