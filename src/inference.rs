@@ -15,7 +15,7 @@ use multipl_moe::train::multiple::report::{EvalSettings, evaluate};
 use multipl_moe::train::multiple::sandbox::{ResourceLimits, Sandbox};
 use multipl_moe::train::multiple::{Completion, Problem, cut_at_stop, read_jsonl, read_problems};
 use multipl_moe::train::progress::Progress;
-use multipl_moe::train::textgen::{SpecialTokens, TextGenerateOptions, generate_text};
+use multipl_moe::train::textgen::{SpecialTokens, TextGenerateOptions, generate_text_with};
 use multipl_moe::train::tokenizer::TextTokenizer;
 
 use crate::loading::{ensure_backend, load_model};
@@ -108,11 +108,25 @@ pub fn generate_cmd(args: GenerateArgs) -> Result<()> {
             .with_seed(args.seed),
         stop_at_eos: !args.ignore_eos,
     };
+    // As `eval`: stop at EOS, Qwen's end tokens and generation_config.json's eos_token_id,
+    // and leave special tokens out of the text.
+    let special = SpecialTokens::load(
+        &tokenizer,
+        &tokenizer_path(&args.model, args.tokenizer.as_deref()),
+        &args.model.join("generation_config.json"),
+    )?;
     let mut stdout = std::io::stdout();
-    let out = generate_text(&model, &tokenizer, &args.prompt, &options, |piece| {
-        let _ = stdout.write_all(piece.as_bytes());
-        let _ = stdout.flush();
-    })?;
+    let out = generate_text_with(
+        &model,
+        &tokenizer,
+        &args.prompt,
+        &options,
+        &special,
+        |piece| {
+            let _ = stdout.write_all(piece.as_bytes());
+            let _ = stdout.flush();
+        },
+    )?;
     println!();
     let g = &out.generated;
     eprintln!(
@@ -322,6 +336,10 @@ pub struct RoutingArgs {
     /// Source tree or JSONL; default: the demo's embedded corpus.
     #[arg(long)]
     data: Option<PathBuf>,
+    /// A `train` run directory: hold out its validation split (its run.json's
+    /// `valid_fraction` and `train.seed`) of `--data` instead of the demo's.
+    #[arg(long, requires = "data")]
+    run: Option<PathBuf>,
     /// Validation sequences.
     #[arg(long, default_value_t = 48)]
     sequences: usize,
@@ -336,21 +354,48 @@ pub struct RoutingArgs {
     tokenizer: Option<PathBuf>,
 }
 
-/// Measures inference-vs-training segment routing on the validation split (the demo's split:
-/// whole documents, fraction 0.1, seed 7) and prints it.
+/// Measures inference-vs-training segment routing on a validation split and prints it: the
+/// demo's (whole documents, fraction 0.1, seed 7), or with `--run` that `train` run's.
 pub fn routing_cmd(args: RoutingArgs) -> Result<()> {
     use multipl_moe::train::agreement::routing_agreement;
     use multipl_moe::train::corpus::{Language, embedded, read_path};
     use multipl_moe::train::data::{pack, split_documents, tokenize};
     use multipl_moe::train::pipeline::DemoConfig;
+    use multipl_moe::train::run::RunConfig;
 
+    for (name, value) in [
+        ("--sequences", args.sequences),
+        ("--seq-len", args.seq_len),
+        ("--batch", args.batch),
+    ] {
+        if value == 0 {
+            bail!("{name} must be >= 1, got 0");
+        }
+    }
+    if args.seq_len < 2 {
+        bail!("--seq-len must be >= 2 (one input and one target), got 1");
+    }
     let (model, tokenizer) = load(&args.model, args.tokenizer.as_deref())?;
+    let max_len = model.rope.cos.dims()[0];
+    if args.seq_len > max_len {
+        bail!(
+            "--seq-len {} is longer than the model's {max_len} positions (max_position_embeddings)",
+            args.seq_len
+        );
+    }
     let demo = DemoConfig::tiny();
+    let (valid_fraction, seed) = match &args.run {
+        Some(run) => {
+            let cfg = RunConfig::from_file(&run.join("run.json"))?;
+            (cfg.valid_fraction, cfg.train.seed)
+        }
+        None => (demo.valid_fraction, 7),
+    };
     let corpus = match &args.data {
         Some(path) => read_path(path)?,
         None => embedded(demo.documents_per_language),
     };
-    let (_, valid) = split_documents(&corpus.documents, demo.valid_fraction, 7);
+    let (_, valid) = split_documents(&corpus.documents, valid_fraction, seed);
     let mut packed = pack(
         &tokenize(&valid, &tokenizer)?,
         args.seq_len,

@@ -7,6 +7,8 @@
 //!
 //! Every module is generic over `B: Backend`; this crate never picks a backend.
 
+#![warn(missing_docs)]
+
 pub mod attention;
 pub mod balance;
 pub mod cache;

@@ -5,6 +5,8 @@
 //! of the dense model into the hybrid MoE (SPEC §5), and export of dense or hybrid models
 //! (`docs/FORMAT.md`).
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod export;
 pub mod freeze;

@@ -6,6 +6,8 @@
 //! data pipeline: source trees, JSONL or the embedded corpus, tokenized, split by whole
 //! documents, packed with EOS separators and mixed by language.
 
+#![warn(missing_docs)]
+
 pub mod agreement;
 pub mod checkpoint;
 pub mod corpus;

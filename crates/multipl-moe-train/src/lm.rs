@@ -10,7 +10,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::cast::ToElement;
 use burn::tensor::{Int, Tensor};
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
-use multipl_moe_core::CausalLm;
+use multipl_moe_core::{CausalLm, combined_loss};
 
 use crate::data::LmBatch;
 use crate::loss_log::LossLog;
@@ -130,13 +130,8 @@ impl<B: Backend> LanguageModel<B> {
             .div(mask.clone().sum_dim(1).clamp_min(1.0))
             .reshape([b]);
         let ce = per_seq.clone().mean();
-        let (loss, balance) = match balance_loss {
-            Some(bal) => (
-                ce.clone().add(bal.clone().mul_scalar(self.balance_coef)),
-                Some(bal),
-            ),
-            None => (ce.clone(), None),
-        };
+        let loss = combined_loss(ce.clone(), balance_loss.clone(), self.balance_coef);
+        let balance = balance_loss;
         let stats = RoutingStats::from_routing(&out.routing);
         // Read the reported scalars back once per step, not once per dashboard metric:
         // summed target NLL and target tokens in one transfer.
