@@ -248,10 +248,10 @@ impl<B: Backend> CausalLm<B> {
     /// Final norm and LM head: `[B, T, d] -> [B, T, vocab]`, as one 2-D matmul.
     ///
     /// The head is the largest matrix of a small model (`d × 151 936` for Qwen1.5). With tied
-    /// embeddings the product is formed as `(E · hᵀ)ᵀ` rather than `h · Eᵀ`: on burn-ndarray
-    /// a transposed right operand is copied into standard layout on every call, which makes
-    /// `h · Eᵀ` 24× slower for one row (decoding; BENCHMARKS.md). GPU backends handle both
-    /// alike.
+    /// embeddings the product is formed as `(E · hᵀ)ᵀ` rather than `h · Eᵀ`, so the embedding
+    /// `E [vocab, d]` is read in its stored row-major layout as the left operand: the
+    /// `151936 × 1024 × 1` product of BENCHMARKS.md's matmul table ("qwen decode, tied LM
+    /// head") when decoding. GPU backends handle both forms alike.
     pub fn head(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, t, d] = h.dims();
         let h = self.norm.forward(h).reshape([b * t, d]);

@@ -38,9 +38,9 @@ pub struct TrainTarget<B: AutodiffBackend> {
     /// Continue after the newest usable checkpoint in `dir` (see [`train`]); `false`: a fresh
     /// run, which deletes the checkpoints of an earlier run in `dir`.
     pub resume: bool,
-    /// Data-parallel devices for burn-train's multi-device strategy (each micro-batch is
-    /// split across them, gradients are summed on the first); empty or one: the model's
-    /// device.
+    /// Data-parallel devices for burn-train's multi-device strategy (each device takes its own
+    /// micro-batch, so the global batch is `N × batch_size × grad_accumulation`; gradients are
+    /// summed on the first, as the README says); empty or one: the model's device.
     pub devices: Vec<B::Device>,
 }
 
