@@ -37,17 +37,24 @@ TOKENS = torch.tensor([[1, 5, 9, 77, 3, 120, 64, 2, 2, 31, 8, 100],
                        [0, 127, 44, 45, 46, 7, 7, 7, 90, 12, 13, 14]])
 
 
-def build(name, seed, dtype, max_shard_size, **cfg):
-    torch.manual_seed(seed)
-    config = Qwen2Config(**cfg)
-    model = Qwen2ForCausalLM(config).eval()
-    # Non-trivial norms and biases so that a skipped weight shows in the logits.
+def perturb(model, large=()):
+    """Non-trivial norms and biases, so that a skipped weight shows in the logits; the weights
+    whose names contain one of `large` redrawn with std 0.5."""
     with torch.no_grad():
         for n, p in model.named_parameters():
             if "norm" in n:
                 p.copy_(1.0 + 0.1 * torch.randn_like(p))
             elif n.endswith("bias"):
                 p.copy_(0.05 * torch.randn_like(p))
+            elif any(part in n for part in large):
+                p.copy_(0.5 * torch.randn_like(p))
+
+
+def build(name, seed, dtype, max_shard_size, **cfg):
+    torch.manual_seed(seed)
+    config = Qwen2Config(**cfg)
+    model = Qwen2ForCausalLM(config).eval()
+    perturb(model)
     out = os.path.join(ROOT, name)
     model.to(dtype).save_pretrained(out, safe_serialization=True, max_shard_size=max_shard_size)
     # Reference logits: the saved (possibly bf16-rounded) weights, computed in f32.
@@ -109,14 +116,7 @@ def rope_fixtures():
                          rope_parameters={"rope_type": "default", "rope_theta": 1e6},
                          tie_word_embeddings=True)
     model = Qwen2ForCausalLM(config).eval()
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "norm" in n:
-                p.copy_(1.0 + 0.1 * torch.randn_like(p))
-            elif n.endswith("bias"):
-                p.copy_(0.05 * torch.randn_like(p))
-            elif "embed" in n or "q_proj" in n or "k_proj" in n:
-                p.copy_(0.5 * torch.randn_like(p))  # large q/k make position errors visible
+    perturb(model, large=("embed", "q_proj", "k_proj"))  # large q/k make position errors visible
     model.save_pretrained(out, safe_serialization=True)
     saved = json.load(open(os.path.join(out, "config.json")))
     os.remove(os.path.join(out, "config.json"))

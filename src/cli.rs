@@ -7,6 +7,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use clap::{Parser, Subcommand};
 use multipl_moe::backend::{self, Backend, TrainBackend};
 use multipl_moe::core::{MoeConfig, MultiplMoeConfig, QwenConfig, SegmentRouting};
+use multipl_moe::qwen::export::occupied;
 use multipl_moe::qwen::{SaveDtype, UpcycleOptions, save_model_from, upcycle};
 
 use crate::inference::{EvalArgs, GenerateArgs, RoutingArgs, eval_cmd, generate_cmd, routing_cmd};
@@ -33,7 +34,7 @@ fn dtype(bf16: bool) -> SaveDtype {
 /// `upcycle` and `convert` never overwrite: an existing non-empty output directory (the
 /// source directory included) is refused before the model is loaded.
 fn refuse_existing(out: &Path) -> Result<()> {
-    if out.is_file() || out.read_dir().is_ok_and(|mut d| d.next().is_some()) {
+    if occupied(out) {
         bail!(
             "--out {} exists and is not empty; choose a new directory",
             out.display()

@@ -216,26 +216,14 @@ fn time_limit_holds_and_no_process_outlives_the_evaluation() {
     let start = Instant::now();
     let report = eval(&problems, &records, limit);
     let elapsed = start.elapsed();
-    assert_eq!(
-        status_of(&report, "hostile_0"),
-        vec![Status::Ok],
-        "{report:?}"
-    );
-    assert_eq!(
-        status_of(&report, "hostile_1"),
-        vec![Status::Ok],
-        "{report:?}"
-    );
-    assert_eq!(
-        status_of(&report, "hostile_2"),
-        vec![Status::Ok],
-        "{report:?}"
-    );
-    assert_eq!(
-        status_of(&report, "hostile_3"),
-        vec![Status::Timeout],
-        "{report:?}"
-    );
+    for (name, status) in [
+        ("hostile_0", Status::Ok),
+        ("hostile_1", Status::Ok),
+        ("hostile_2", Status::Ok),
+        ("hostile_3", Status::Timeout),
+    ] {
+        assert_eq!(status_of(&report, name), vec![status], "{name}: {report:?}");
+    }
     assert!(elapsed < limit + Duration::from_secs(5), "took {elapsed:?}");
     assert_eq!(processes_with(&marker), Vec::<String>::new());
 }

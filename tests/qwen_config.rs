@@ -8,9 +8,9 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Int, Tensor, TensorData};
+use common::fixtures::{rewrite_safetensors, transformers_reference};
 use common::{TestBackend, assert_close, values};
 use multipl_moe::qwen::{QwenError, load_model, load_model_with_notes};
-use safetensors::SafeTensors;
 
 type B = TestBackend;
 
@@ -38,24 +38,7 @@ fn variant(name: &str) -> String {
 
 /// (tokens, T, logits) of `reference-{name}.safetensors`.
 fn reference(name: &str) -> (Vec<i64>, usize, Vec<f32>) {
-    let bytes =
-        std::fs::read(rope_fixture().join(format!("reference-{name}.safetensors"))).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let tokens = st.tensor("tokens").unwrap();
-    let t = tokens.shape()[1];
-    let ids = tokens
-        .data()
-        .chunks_exact(8)
-        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    let logits = st
-        .tensor("logits")
-        .unwrap()
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    (ids, t, logits)
+    transformers_reference(&rope_fixture().join(format!("reference-{name}.safetensors")))
 }
 
 fn check_parity(name: &str) {
@@ -195,35 +178,19 @@ fn sliding_window_flag_without_a_sliding_layer_is_accepted() {
 
 /// Adds `lm_head.weight` = `embedding · scale` to the fixture's (tied) weights.
 fn with_redundant_head(dir: &Path, scale: f32) {
-    let path = dir.join("model.safetensors");
-    let bytes = std::fs::read(&path).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(k, v)| (k, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
-        .collect();
-    let embed = tensors
-        .iter()
-        .find(|t| t.0 == "model.embed_tokens.weight")
-        .unwrap()
-        .clone();
-    let head: Vec<u8> = embed
-        .3
-        .chunks_exact(4)
-        .flat_map(|b| (f32::from_le_bytes(b.try_into().unwrap()) * scale).to_le_bytes())
-        .collect();
-    tensors.push(("lm_head.weight".into(), embed.1, embed.2, head));
-    let views: Vec<_> = tensors
-        .iter()
-        .map(|(k, dt, s, d)| {
-            (
-                k.clone(),
-                safetensors::tensor::TensorView::new(*dt, s.clone(), d).unwrap(),
-            )
-        })
-        .collect();
-    std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+    rewrite_safetensors(&dir.join("model.safetensors"), |tensors| {
+        let embed = tensors
+            .iter()
+            .find(|t| t.0 == "model.embed_tokens.weight")
+            .unwrap()
+            .clone();
+        let head: Vec<u8> = embed
+            .3
+            .chunks_exact(4)
+            .flat_map(|b| (f32::from_le_bytes(b.try_into().unwrap()) * scale).to_le_bytes())
+            .collect();
+        tensors.push(("lm_head.weight".into(), embed.1, embed.2, head));
+    });
 }
 
 #[test]

@@ -6,9 +6,9 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Int, Tensor, TensorData};
+use common::fixtures::{RawTensor, rewrite_safetensors, transformers_reference};
 use common::{TestBackend, assert_close, values};
 use multipl_moe::qwen::{QwenError, load_model};
-use safetensors::SafeTensors;
 
 type B = TestBackend;
 
@@ -20,23 +20,7 @@ fn fixture(name: &str) -> PathBuf {
 
 /// (tokens [2, T], transformers logits) of a fixture.
 fn reference(dir: &Path) -> (Vec<i64>, usize, Vec<f32>) {
-    let bytes = std::fs::read(dir.join("reference.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let tokens = st.tensor("tokens").unwrap();
-    let t = tokens.shape()[1];
-    let ids = tokens
-        .data()
-        .chunks_exact(8)
-        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    let logits = st
-        .tensor("logits")
-        .unwrap()
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    (ids, t, logits)
+    transformers_reference(&dir.join("reference.safetensors"))
 }
 
 fn check_parity(name: &str) {
@@ -84,29 +68,8 @@ fn load_err(dir: &Path) -> QwenError {
 }
 
 /// Rewrites the single-file fixture with `edit` applied to its tensors.
-fn rewrite(
-    dir: &Path,
-    edit: impl FnOnce(&mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>),
-) {
-    let path = dir.join("model.safetensors");
-    let bytes = std::fs::read(&path).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<_> = st
-        .tensors()
-        .into_iter()
-        .map(|(k, v)| (k, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
-        .collect();
-    edit(&mut tensors);
-    let views: Vec<_> = tensors
-        .iter()
-        .map(|(k, dt, s, d)| {
-            (
-                k.clone(),
-                safetensors::tensor::TensorView::new(*dt, s.clone(), d).unwrap(),
-            )
-        })
-        .collect();
-    std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+fn rewrite(dir: &Path, edit: impl FnOnce(&mut Vec<RawTensor>)) {
+    rewrite_safetensors(&dir.join("model.safetensors"), edit);
 }
 
 #[test]

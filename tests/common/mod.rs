@@ -1,6 +1,7 @@
 //! Shared helpers of the integration tests: the backend under test and tensor ↔ Vec moves.
 #![allow(dead_code)]
 
+pub mod fixtures;
 pub mod reference;
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};

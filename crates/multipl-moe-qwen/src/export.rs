@@ -58,12 +58,7 @@ pub fn save_model_from<B: Backend>(
     dtype: SaveDtype,
     source: Option<&Path>,
 ) -> Result<()> {
-    if dir
-        .read_dir()
-        .map(|mut entries| entries.next().is_some())
-        .unwrap_or(false)
-        || dir.is_file()
-    {
+    if occupied(dir) {
         return Err(QwenError::OutputExists(dir.to_path_buf()));
     }
     let name = dir
@@ -89,6 +84,12 @@ pub fn save_model_from<B: Backend>(
         let _ = std::fs::remove_dir_all(&tmp);
     }
     written
+}
+
+/// Whether writing an output directory at `path` would overwrite something: `path` is a
+/// file, or a directory with at least one entry.
+pub fn occupied(path: &Path) -> bool {
+    path.is_file() || path.read_dir().is_ok_and(|mut d| d.next().is_some())
 }
 
 fn write_dir<B: Backend>(

@@ -112,27 +112,23 @@ impl<B: Backend> ParamVisitor<B> for Loader<'_, B> {
         for (i, expert) in bank.experts.iter_mut().enumerate() {
             let [d, f2] = expert.gate_up.lazy_shape().dims();
             let f = f2 / 2;
+            // The file's [out, in] matrices arrive as burn's [in, out] (`take_transposed`);
+            // gate and up are then fused row by row into [d, 2f].
             let gate = self
                 .store
-                .take(&format!("{prefix}.{i}.gate_proj.weight"), &[f, d])?
+                .take_transposed(&format!("{prefix}.{i}.gate_proj.weight"), [f, d])?
                 .data;
             let up = self
                 .store
-                .take(&format!("{prefix}.{i}.up_proj.weight"), &[f, d])?
+                .take_transposed(&format!("{prefix}.{i}.up_proj.weight"), [f, d])?
                 .data;
-            let dn = self
+            let down = self
                 .store
-                .take(&format!("{prefix}.{i}.down_proj.weight"), &[d, f])?
-                .data;
-            // The file's [out, in] matrices, transposed and fused into burn's [d, 2f], [f, d].
+                .take_transposed(&format!("{prefix}.{i}.down_proj.weight"), [d, f])?;
             let mut gate_up = Vec::with_capacity(d * f2);
-            for r in 0..d {
-                gate_up.extend((0..f).map(|c| gate[c * d + r]));
-                gate_up.extend((0..f).map(|c| up[c * d + r]));
-            }
-            let mut down = Vec::with_capacity(f * d);
-            for r in 0..f {
-                down.extend((0..d).map(|c| dn[c * f + r]));
+            for (g, u) in gate.chunks_exact(f).zip(up.chunks_exact(f)) {
+                gate_up.extend_from_slice(g);
+                gate_up.extend_from_slice(u);
             }
             expert.gate_up = Param::initialized(
                 expert.gate_up.id,
@@ -141,13 +137,7 @@ impl<B: Backend> ParamVisitor<B> for Loader<'_, B> {
                     data: gate_up,
                 }),
             );
-            expert.down = Param::initialized(
-                expert.down.id,
-                self.upload(HostTensor {
-                    shape: vec![f, d],
-                    data: down,
-                }),
-            );
+            expert.down = Param::initialized(expert.down.id, self.upload(down));
         }
         Ok(())
     }

@@ -168,8 +168,7 @@ pub fn prepare_out_dir(out: &Path, resume: bool, overwrite: bool) -> Result<()> 
             path: out.to_path_buf(),
         });
     }
-    let non_empty = out.read_dir().is_ok_and(|mut d| d.next().is_some());
-    if resume || !non_empty {
+    if resume || !multipl_moe_qwen::export::occupied(out) {
         return Ok(());
     }
     if !overwrite {

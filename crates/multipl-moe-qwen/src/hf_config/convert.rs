@@ -256,15 +256,12 @@ fn rope(hf: &HfConfig, max_positions: usize) -> Result<(f64, Option<RopeScaling>
             };
             // transformers: `get("beta_fast") or 32`, so 0 also means the default.
             let or_default = |v: Option<f64>, d: f64| v.filter(|x| *x != 0.0).unwrap_or(d);
+            let (mscale, mscale_all_dim) = (number("mscale")?, number("mscale_all_dim")?);
             Some(RopeScaling::Yarn {
                 factor,
                 original_max_position_embeddings: original,
                 attention_factor: number("attention_factor")?.unwrap_or_else(|| {
-                    RopeScaling::yarn_attention_factor(
-                        factor,
-                        number("mscale").ok().flatten(),
-                        number("mscale_all_dim").ok().flatten(),
-                    )
+                    RopeScaling::yarn_attention_factor(factor, mscale, mscale_all_dim)
                 }),
                 beta_fast: or_default(number("beta_fast")?, 32.0),
                 beta_slow: or_default(number("beta_slow")?, 1.0),
