@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::error::EvalError;
+use super::process::Ended;
 use super::sandbox::{Mounts, Sandbox};
 use super::toolchain::Toolchain;
 use crate::corpus::Language;
@@ -176,7 +177,7 @@ pub fn execute(
         } else {
             limits.run
         };
-        let result = match sandbox.run(&step.argv, &mounts, &env, dir.path(), limit) {
+        let result = match run_step(sandbox, &step.argv, &mounts, &env, dir.path(), limit) {
             Ok(r) => r,
             Err(e) => return failed(format!("starting `{}`: {e}", step.argv.join(" "))),
         };
@@ -205,6 +206,39 @@ pub fn execute(
         status: Status::Ok,
         exit_code: last.as_ref().and_then(|r| r.code),
         output: last.map(|r| r.output).unwrap_or_default(),
+    }
+}
+
+/// How many times a step is started when the sandbox itself fails to start.
+const SANDBOX_TRIES: usize = 3;
+
+/// Runs one step, starting it again (up to [`SANDBOX_TRIES`] times in all) when the sandbox
+/// failed before the program could run (a transient namespace or mount failure is not the
+/// completion's fault). The last failure is returned with its output marked as the
+/// sandbox's.
+fn run_step(
+    sandbox: &Sandbox,
+    argv: &[String],
+    mounts: &Mounts,
+    env: &[(String, String)],
+    scratch: &Path,
+    limit: Duration,
+) -> std::io::Result<Ended> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let mut ended = sandbox.run(argv, mounts, env, scratch, limit)?;
+        if !ended.sandbox_failed {
+            return Ok(ended);
+        }
+        if tries == SANDBOX_TRIES {
+            ended.output = format!(
+                "the sandbox failed to start ({tries} tries): {}",
+                ended.output
+            );
+            return Ok(ended);
+        }
+        std::thread::sleep(Duration::from_millis(100 * tries as u64));
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use super::sandbox::{Mounts, Sandbox};
+use super::sandbox::{Mounts, Sandbox, SandboxKind};
 
 /// How a command ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +17,10 @@ pub struct Ended {
     pub timed_out: bool,
     /// The start of its stdout and stderr (interleaved as written).
     pub output: String,
+    /// Under bubblewrap: the sandbox failed before the program ran or could report an exit
+    /// (bwrap ended without its `exit-code` status line and not by the limit), so the
+    /// program is not to blame.
+    pub sandbox_failed: bool,
 }
 
 /// Most bytes of output kept.
@@ -69,7 +73,8 @@ impl Sandbox {
         };
         kill_group(&mut child);
         let _ = child.wait();
-        if let Some(init) = namespace_init(&status_file) {
+        let status = BwrapStatus::read(&status_file);
+        if let Some(init) = status.child_pid {
             wait_gone(init, TEARDOWN);
         }
         let mut kept = Vec::new();
@@ -80,6 +85,10 @@ impl Sandbox {
             code,
             timed_out,
             output: String::from_utf8_lossy(&kept).into_owned(),
+            sandbox_failed: self.kind() == SandboxKind::Bubblewrap
+                && !timed_out
+                && code != Some(0)
+                && status.exit_code.is_none(),
         })
     }
 }
@@ -99,13 +108,39 @@ fn kill_group(child: &mut std::process::Child) {
     let _ = child.kill();
 }
 
-/// The PID (outside) of the namespace's init, from bwrap's `{"child-pid": N, ...}` line.
-fn namespace_init(status_file: &Path) -> Option<u32> {
-    let text = std::fs::read_to_string(status_file).ok()?;
-    text.lines().find_map(|line| {
-        let value: serde_json::Value = serde_json::from_str(line).ok()?;
-        u32::try_from(value.get("child-pid")?.as_u64()?).ok()
-    })
+/// What bwrap wrote to its `--json-status-fd`.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct BwrapStatus {
+    /// The PID (outside) of the namespace's init, from the `{"child-pid": N, ...}` line.
+    child_pid: Option<u32>,
+    /// The program's exit status, from the `{"exit-code": N}` line bwrap writes when the
+    /// program ends (128 + the signal when a signal killed it).
+    exit_code: Option<i64>,
+}
+
+impl BwrapStatus {
+    /// Reads the status file; a missing or unreadable file gives the empty status.
+    fn read(status_file: &Path) -> Self {
+        let text = std::fs::read_to_string(status_file).unwrap_or_default();
+        Self::parse(&text)
+    }
+
+    /// Parses bwrap's JSON status lines, skipping lines that are not JSON.
+    fn parse(text: &str) -> Self {
+        let mut status = Self::default();
+        for value in text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        {
+            if let Some(pid) = value.get("child-pid").and_then(serde_json::Value::as_u64) {
+                status.child_pid = u32::try_from(pid).ok();
+            }
+            if let Some(code) = value.get("exit-code").and_then(serde_json::Value::as_i64) {
+                status.exit_code = Some(code);
+            }
+        }
+        status
+    }
 }
 
 /// Waits until process `pid` has exited (gone or a zombie), at most `limit`. An init exits
@@ -124,5 +159,27 @@ fn wait_gone(pid: u32, limit: Duration) {
             return;
         }
         std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BwrapStatus;
+
+    #[test]
+    fn bwrap_status_lines_give_the_init_and_the_exit_code() {
+        // As bubblewrap 0.8 writes them: the namespaces line, then the exit line.
+        let ran = "{ \"child-pid\": 9752, \"pid-namespace\": 4026532181 }\n{ \"exit-code\": 3 }\n";
+        assert_eq!(
+            BwrapStatus::parse(ran),
+            BwrapStatus {
+                child_pid: Some(9752),
+                exit_code: Some(3)
+            }
+        );
+        // A mount that fails: the child was created but the program never ran.
+        let failed = "{ \"child-pid\": 9735, \"pid-namespace\": 4026532181 }";
+        assert_eq!(BwrapStatus::parse(failed).exit_code, None);
+        assert_eq!(BwrapStatus::parse("not json\n"), BwrapStatus::default());
     }
 }
