@@ -23,9 +23,9 @@ use multipl_moe::core::{
     GenerateOptions, MoeConfig, MultiplMoeConfig, QwenConfig, Sampler, SamplingConfig,
 };
 use multipl_moe::qwen::{FreezePolicy, apply_freeze};
-use multipl_moe::train::corpus::Language;
-use multipl_moe::train::data::LmBatch;
-use multipl_moe::train::lm::LanguageModel;
+use multipl_moe::train::data::corpus::Language;
+use multipl_moe::train::data::dataset::LmBatch;
+use multipl_moe::train::training::lm::LanguageModel;
 
 struct Bench {
     name: &'static str,

@@ -188,8 +188,8 @@ pub fn run() -> Result<()> {
         Command::Demo { out } => {
             let device = ensure_backend()?;
             println!("backend: {}", backend::NAME);
-            multipl_moe::train::pipeline::run_demo::<TrainBackend>(
-                &multipl_moe::train::pipeline::DemoConfig::tiny(),
+            multipl_moe::train::demo::pipeline::run_demo::<TrainBackend>(
+                &multipl_moe::train::demo::pipeline::DemoConfig::tiny(),
                 &out,
                 &device,
             )?;
@@ -205,12 +205,12 @@ pub fn run() -> Result<()> {
             devices,
         } => {
             ensure_backend()?;
-            multipl_moe::train::run::run_training::<TrainBackend>(
+            multipl_moe::train::training::run::run_training::<TrainBackend>(
                 &config,
                 &data,
                 model.as_deref(),
                 &out,
-                multipl_moe::train::run::RunMode { resume, overwrite },
+                multipl_moe::train::training::run::RunMode { resume, overwrite },
                 &backend::devices(usize::try_from(devices)?),
             )?;
             Ok(())

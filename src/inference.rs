@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use multipl_moe::backend::Backend;
 use multipl_moe::core::{CausalLm, SamplingConfig};
+use multipl_moe::train::data::tokenizer::TextTokenizer;
 use multipl_moe::train::files::write_atomic;
+use multipl_moe::train::infer::textgen::{SpecialTokens, TextGenerateOptions, generate_text_with};
 use multipl_moe::train::multiple::exec::ExecLimits;
 use multipl_moe::train::multiple::generate::{SampleSettings, generate_completions};
 use multipl_moe::train::multiple::log::CompletionLog;
@@ -15,8 +17,6 @@ use multipl_moe::train::multiple::report::{EvalSettings, evaluate};
 use multipl_moe::train::multiple::sandbox::{ResourceLimits, Sandbox};
 use multipl_moe::train::multiple::{Completion, Problem, cut_at_stop, read_jsonl, read_problems};
 use multipl_moe::train::progress::Progress;
-use multipl_moe::train::textgen::{SpecialTokens, TextGenerateOptions, generate_text_with};
-use multipl_moe::train::tokenizer::TextTokenizer;
 
 use crate::loading::{ensure_backend, load_model};
 
@@ -357,11 +357,11 @@ pub struct RoutingArgs {
 /// Measures inference-vs-training segment routing on a validation split and prints it: the
 /// demo's (whole documents, fraction 0.1, seed 7), or with `--run` that `train` run's.
 pub fn routing_cmd(args: RoutingArgs) -> Result<()> {
-    use multipl_moe::train::agreement::routing_agreement;
-    use multipl_moe::train::corpus::{Language, embedded, read_path};
-    use multipl_moe::train::data::{pack, split_documents, tokenize};
-    use multipl_moe::train::pipeline::DemoConfig;
-    use multipl_moe::train::run::RunConfig;
+    use multipl_moe::train::data::corpus::{Language, embedded, read_path};
+    use multipl_moe::train::data::dataset::{pack, split_documents, tokenize};
+    use multipl_moe::train::demo::agreement::routing_agreement;
+    use multipl_moe::train::demo::pipeline::DemoConfig;
+    use multipl_moe::train::training::run::RunConfig;
 
     for (name, value) in [
         ("--sequences", args.sequences),

@@ -10,9 +10,9 @@ use common::TestBackend;
 use multipl_moe::core::{MoeConfig, MultiplMoeConfig, QwenConfig};
 use multipl_moe::qwen::{SaveDtype, save_model};
 use multipl_moe::train::TrainConfig;
-use multipl_moe::train::corpus::embedded;
-use multipl_moe::train::run::RunConfig;
-use multipl_moe::train::tokenizer::TextTokenizer;
+use multipl_moe::train::data::corpus::embedded;
+use multipl_moe::train::data::tokenizer::TextTokenizer;
+use multipl_moe::train::training::run::RunConfig;
 
 /// A random tiny hybrid model with a BPE tokenizer, saved in the export format.
 fn saved_model(name: &str) -> PathBuf {
@@ -169,7 +169,7 @@ fn train_checkpoints_and_resumes() {
     };
     train(false);
     assert!(out.join("model/config.json").exists() && out.join("model/tokenizer.json").exists());
-    let last = multipl_moe::train::run::last_checkpoint(&out).expect("checkpoints");
+    let last = multipl_moe::train::training::run::last_checkpoint(&out).expect("checkpoints");
     assert!(last >= 2, "several checkpoints of 10 steps: {last}");
     let rows = |p: &Path| std::fs::read_to_string(p.join("loss.csv")).expect("loss.csv");
     let full = rows(&out);

@@ -297,13 +297,13 @@ fn sampling_is_seeded_and_validated() {
     assert!(err.to_string().contains("temperature"), "{err}");
 }
 
-fn validation() -> Vec<multipl_moe::train::data::Sequence> {
+fn validation() -> Vec<multipl_moe::train::data::dataset::Sequence> {
     (0..4)
-        .map(|s| multipl_moe::train::data::Sequence {
+        .map(|s| multipl_moe::train::data::dataset::Sequence {
             tokens: (0..13)
                 .map(|i| ((i * 5 + s * 11 + 1) % VOCAB) as u32)
                 .collect(),
-            language: multipl_moe::train::corpus::Language::Rust,
+            language: multipl_moe::train::data::corpus::Language::Rust,
         })
         .collect()
 }
@@ -312,7 +312,7 @@ fn validation() -> Vec<multipl_moe::train::data::Sequence> {
 /// batched training loss.
 #[test]
 fn agreement_is_trivial_in_causal_mode() {
-    use multipl_moe::train::agreement::routing_agreement;
+    use multipl_moe::train::demo::agreement::routing_agreement;
     let model = model(Some(SegmentRouting::Causal), 64);
     let report = routing_agreement(&model, &validation(), 2, &Default::default());
     assert!(report.layers.is_empty());
@@ -327,7 +327,7 @@ fn agreement_is_trivial_in_causal_mode() {
 /// segment takes every expert at inference, so the two agree exactly.
 #[test]
 fn agreement_is_total_when_every_expert_takes_every_segment() {
-    use multipl_moe::train::agreement::routing_agreement;
+    use multipl_moe::train::demo::agreement::routing_agreement;
     let device = Default::default();
     B::seed(&device, 5);
     let mut moe = MoeConfig::tiny().with_router_init_std(0.5);

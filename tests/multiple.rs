@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::TestBackend;
 use multipl_moe::core::{CausalLm, MultiplMoeConfig, QwenConfig};
-use multipl_moe::train::corpus::Language;
+use multipl_moe::train::data::corpus::Language;
+use multipl_moe::train::data::tokenizer::TextTokenizer;
+use multipl_moe::train::infer::textgen::{SpecialTokens, TextGenerateOptions, generate_text_with};
 use multipl_moe::train::multiple::exec::{ExecLimits, Status};
 use multipl_moe::train::multiple::generate::{SampleSettings, generate_completions};
 use multipl_moe::train::multiple::log::CompletionLog;
@@ -18,8 +20,6 @@ use multipl_moe::train::multiple::report::{EvalReport, EvalSettings, evaluate};
 use multipl_moe::train::multiple::sandbox::{ResourceLimits, Sandbox, SandboxKind};
 use multipl_moe::train::multiple::toolchain::Toolchain;
 use multipl_moe::train::multiple::{Completion, Problem, cut_at_stop, read_jsonl, read_problems};
-use multipl_moe::train::textgen::{SpecialTokens, TextGenerateOptions, generate_text_with};
-use multipl_moe::train::tokenizer::TextTokenizer;
 
 const DIR: &str = "fixtures/multiple";
 

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use multipl_moe::train::tokenizer::TextTokenizer;
+use multipl_moe::train::data::tokenizer::TextTokenizer;
 
 fn fixture() -> TextTokenizer {
     TextTokenizer::from_file(

@@ -11,14 +11,14 @@ use common::{TestAutodiff, TestBackend};
 use multipl_moe::core::{MoeConfig, MultiplMoeConfig, QwenConfig};
 use multipl_moe::qwen::export::model_tensors;
 use multipl_moe::qwen::{FreezePolicy, UpcycleOptions, upcycle};
-use multipl_moe::train::corpus::{Document, Language, embedded, read_tree};
-use multipl_moe::train::data::{
+use multipl_moe::train::data::corpus::{Document, Language, embedded, read_tree};
+use multipl_moe::train::data::dataset::{
     LmBatch, Mix, TokenizedDocument, interleave_languages, pack, split_documents,
 };
-use multipl_moe::train::lm::LanguageModel;
-use multipl_moe::train::run::{RunConfig, prepare_out_dir};
-use multipl_moe::train::schedule::WarmupCosine;
-use multipl_moe::train::trainer::{TrainTarget, data_order};
+use multipl_moe::train::training::lm::LanguageModel;
+use multipl_moe::train::training::run::{RunConfig, prepare_out_dir};
+use multipl_moe::train::training::schedule::WarmupCosine;
+use multipl_moe::train::training::trainer::{TrainTarget, data_order};
 use multipl_moe::train::{TrainConfig, TrainError, train};
 use std::path::Path;
 
@@ -31,9 +31,9 @@ fn tiny_cfg() -> MultiplMoeConfig {
     })
 }
 
-fn sequences(n: usize, t: usize) -> Vec<multipl_moe::train::data::Sequence> {
+fn sequences(n: usize, t: usize) -> Vec<multipl_moe::train::data::dataset::Sequence> {
     (0..n)
-        .map(|i| multipl_moe::train::data::Sequence {
+        .map(|i| multipl_moe::train::data::dataset::Sequence {
             tokens: (0..t).map(|j| ((i * 7 + j * 3) % 60 + 1) as u32).collect(),
             language: Language::ALL[i % 6],
         })
@@ -330,7 +330,7 @@ fn resume_skips_broken_checkpoints_and_repeats_the_uninterrupted_loss_csv() {
     let expected = std::fs::read_to_string(whole.join("loss.csv")).unwrap();
     assert_eq!(losses(&whole).len(), 8, "8 steps");
     assert_eq!(
-        multipl_moe::train::checkpoint::numbers(&whole.join("checkpoint")),
+        multipl_moe::train::training::checkpoint::numbers(&whole.join("checkpoint")),
         vec![3, 2, 1]
     );
     let ckpt = |d: &Path, f: &str| d.join("checkpoint").join(f);
@@ -410,7 +410,10 @@ fn resume_needs_the_loss_rows_of_its_checkpoint_and_old_checkpoints_are_pruned()
     let initial = fresh_model();
     run(initial.clone(), &TrainTarget::new(&dir)).unwrap();
     let ckpt = dir.join("checkpoint");
-    assert_eq!(multipl_moe::train::checkpoint::numbers(&ckpt), vec![3, 2]);
+    assert_eq!(
+        multipl_moe::train::training::checkpoint::numbers(&ckpt),
+        vec![3, 2]
+    );
     let full = std::fs::read_to_string(dir.join("loss.csv")).unwrap();
     // 6 rows belong to checkpoints 1-2; keep 5: checkpoint 2 is unusable, 1 is pruned.
     let five: String = full.lines().take(6).map(|l| format!("{l}\n")).collect();
@@ -536,7 +539,7 @@ fn real_corpus_tree_reads_each_file_once_and_knows_headers() {
          {\"content\": \"x\", \"lang\": \"COBOL\"}\n",
     )
     .unwrap();
-    let stack = multipl_moe::train::corpus::read_path(&jsonl).unwrap();
+    let stack = multipl_moe::train::data::corpus::read_path(&jsonl).unwrap();
     let langs: Vec<Language> = stack.documents.iter().map(|d| d.language).collect();
     assert_eq!(langs, vec![Language::Python, Language::Cpp]);
     assert_eq!(stack.skipped, 1);

@@ -2,33 +2,29 @@
 //!
 //! Trains MultiPL-MoE with burn-train: `L = CE + α·L_bal` (SPEC §4) in a `TrainStep`, AdamW
 //! with weight decay and gradient clipping, linear warm-up + cosine decay, gradient
-//! accumulation, the SPEC §5 freeze, the TUI dashboard (plain lines off a terminal), and the
-//! data pipeline: source trees, JSONL or the embedded corpus, tokenized, split by whole
-//! documents, packed with EOS separators and mixed by language.
+//! accumulation, the SPEC §5 freeze and the TUI dashboard (plain lines off a terminal); runs
+//! the main job, generates text and evaluates completions with MultiPL-E.
+//!
+//! | folder | concern |
+//! |---|---|
+//! | [`data`] | documents (source trees, JSONL, the embedded corpus), tokenizers, packed batches |
+//! | [`training`] | the one training entry point [`train`], the loss, checkpoints, run files |
+//! | [`demo`] | the main job: dense vs dense-FT vs MultiPL-MoE, and routing agreement |
+//! | [`infer`] | text generation from a prompt |
+//! | [`multiple`] | the MultiPL-E harness: problems, completions, the sandbox, pass@k (no burn) |
+//!
+//! [`files`] (atomic writes), [`progress`] (bars or plain lines) and [`error`] serve them all.
 
 #![warn(missing_docs)]
 
-pub mod agreement;
-pub mod checkpoint;
-pub mod corpus;
 pub mod data;
+pub mod demo;
 pub mod error;
-pub mod eval;
 pub mod files;
-pub mod generator;
-pub mod lm;
-pub mod loss_log;
-pub mod metrics;
+pub mod infer;
 pub mod multiple;
-pub mod pipeline;
 pub mod progress;
-pub mod run;
-pub mod schedule;
-pub mod strict;
-pub mod textgen;
-pub mod tokenizer;
-pub mod train_config;
-pub mod trainer;
+pub mod training;
 
 pub use error::{Result, TrainError};
-pub use trainer::{TrainConfig, train};
+pub use training::trainer::{TrainConfig, train};

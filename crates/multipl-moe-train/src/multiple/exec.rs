@@ -12,7 +12,7 @@ use super::error::EvalError;
 use super::process::Ended;
 use super::sandbox::{Mounts, Sandbox};
 use super::toolchain::Toolchain;
-use crate::corpus::Language;
+use crate::data::corpus::Language;
 
 /// How one problem ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::Problem;
-use crate::corpus::Language;
+use crate::data::corpus::Language;
 use crate::error::{Result, TrainError};
 
 /// Stop sequences of the HumanEval paper (Chen et al., 2021) for Python completions.

@@ -12,9 +12,9 @@ use super::error::EvalError;
 use super::exec::Status;
 use super::log::CompletionLog;
 use super::{Completion, Problem, cut_at_stop};
+use crate::data::tokenizer::TextTokenizer;
 use crate::error::{Result, TrainError};
-use crate::textgen::{SpecialTokens, TextGenerateOptions, generate_text_with};
-use crate::tokenizer::TextTokenizer;
+use crate::infer::textgen::{SpecialTokens, TextGenerateOptions, generate_text_with};
 
 /// How completions are sampled.
 #[derive(Debug, Clone, PartialEq)]

@@ -24,7 +24,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::corpus::Language;
+use crate::data::corpus::Language;
 use crate::error::{Result, TrainError};
 use crate::files::write_atomic;
 use exec::Status;

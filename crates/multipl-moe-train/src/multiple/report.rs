@@ -14,7 +14,7 @@ use super::passk::{mean_pass_at_k, reported_ks};
 use super::sandbox::{Sandbox, SandboxKind};
 use super::toolchain::Toolchain;
 use super::{Completion, Problem};
-use crate::corpus::Language;
+use crate::data::corpus::Language;
 
 /// The result of one sample of one problem.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

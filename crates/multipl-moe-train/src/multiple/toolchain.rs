@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::corpus::Language;
+use crate::data::corpus::Language;
 
 /// A language's toolchain, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]

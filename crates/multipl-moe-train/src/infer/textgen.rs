@@ -9,8 +9,8 @@ use burn::tensor::backend::Backend;
 use multipl_moe_core::{CausalLm, GenerateOptions, Generated, Sampler, SamplingConfig};
 use serde::Deserialize;
 
+use crate::data::tokenizer::TextTokenizer;
 use crate::error::TrainError;
-use crate::tokenizer::TextTokenizer;
 
 /// Special tokens that end a completion when the tokenizer knows them (Qwen's chat and
 /// document ends), besides the tokenizer's EOS.

@@ -17,7 +17,7 @@ use burn::train::renderer::{
 };
 use multipl_moe_core::LayerRouting;
 
-use crate::corpus::Language;
+use crate::data::corpus::Language;
 
 /// Expert-load statistics of one batch, averaged over hybrid layers.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

@@ -18,16 +18,18 @@ use burn::train::{
 use multipl_moe_core::CausalLm;
 use multipl_moe_qwen::apply_freeze;
 
-use crate::checkpoint::{self, AtomicRecorder, SaveOnly, check_record, newest_complete};
-use crate::corpus::Rng;
-use crate::data::{LmBatcher, Sequence, interleave_languages};
+use crate::data::corpus::Rng;
+use crate::data::dataset::{LmBatcher, Sequence, interleave_languages};
 use crate::error::{Result, TrainError};
-use crate::lm::{LanguageModel, NonFiniteGuard};
-use crate::loss_log::{LossLog, complete_rows};
-use crate::metrics::{PerplexityMetric, PlainRenderer, Stat, StatMetric, TokensPerSecond};
-use crate::schedule::WarmupCosine;
+use crate::training::checkpoint::{self, AtomicRecorder, SaveOnly, check_record, newest_complete};
+use crate::training::lm::{LanguageModel, NonFiniteGuard};
+use crate::training::loss_log::{LossLog, complete_rows};
+use crate::training::metrics::{
+    PerplexityMetric, PlainRenderer, Stat, StatMetric, TokensPerSecond,
+};
+use crate::training::schedule::WarmupCosine;
 
-pub use crate::train_config::TrainConfig;
+pub use crate::training::config::TrainConfig;
 
 /// Where a run keeps its checkpoints and metric logs, whether it resumes, and which devices
 /// it uses.

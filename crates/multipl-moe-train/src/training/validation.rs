@@ -6,9 +6,9 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::tensor::backend::Backend;
 use multipl_moe_core::CausalLm;
 
-use crate::corpus::Language;
-use crate::data::{LmBatcher, Sequence};
-use crate::lm::LanguageModel;
+use crate::data::corpus::Language;
+use crate::data::dataset::{LmBatcher, Sequence};
+use crate::training::lm::LanguageModel;
 
 /// Mean next-token cross-entropy of `model` on `sequences`, per language, in batches of
 /// `batch_size`. Prints one progress line per language when `progress` is set.

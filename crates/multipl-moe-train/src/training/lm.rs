@@ -12,9 +12,9 @@ use burn::tensor::{Int, Tensor};
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
 use multipl_moe_core::{CausalLm, combined_loss};
 
-use crate::data::LmBatch;
-use crate::loss_log::LossLog;
-use crate::metrics::{LmOutput, RoutingStats};
+use crate::data::dataset::LmBatch;
+use crate::training::loss_log::LossLog;
+use crate::training::metrics::{LmOutput, RoutingStats};
 
 /// Watches the training loss: keeps every micro-batch's value (and appends it to the run's
 /// `loss.csv` when given one, before the segment's checkpoint is written), and on a

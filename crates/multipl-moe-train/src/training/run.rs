@@ -9,14 +9,14 @@ use multipl_moe_core::{MoeConfig, MultiplMoeConfig, QwenConfig};
 use multipl_moe_qwen::{SaveDtype, UpcycleOptions, load_model, save_model_from, upcycle};
 use serde::{Deserialize, Serialize};
 
-use crate::corpus::{Corpus, Language, read_path};
-use crate::data::{Mix, Sequence, TokenizedDocument, pack, split_documents, tokenize};
+use crate::data::corpus::{Corpus, Language, read_path};
+use crate::data::dataset::{Mix, Sequence, TokenizedDocument, pack, split_documents, tokenize};
+use crate::data::tokenizer::TextTokenizer;
 use crate::error::{Result, TrainError};
 use crate::files::write_atomic;
-use crate::strict::parse_strict;
-use crate::tokenizer::TextTokenizer;
-use crate::train_config::{Range, check_count, check_real};
-use crate::trainer::{TrainConfig, TrainTarget, train};
+use crate::training::config::{Range, check_count, check_real};
+use crate::training::strict::parse_strict;
+use crate::training::trainer::{TrainConfig, TrainTarget, train};
 
 fn default_share() -> f64 {
     0.7
@@ -81,9 +81,9 @@ impl RunConfig {
 }
 
 /// The newest checkpoint number with any file under `dir/checkpoint` (complete or not; a
-/// resumed run checks, see [`crate::trainer::train`]).
+/// resumed run checks, see [`crate::training::trainer::train`]).
 pub fn last_checkpoint(dir: &Path) -> Option<usize> {
-    crate::checkpoint::numbers(&dir.join("checkpoint"))
+    crate::training::checkpoint::numbers(&dir.join("checkpoint"))
         .first()
         .copied()
 }

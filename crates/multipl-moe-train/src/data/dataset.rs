@@ -7,9 +7,9 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use serde::{Deserialize, Serialize};
 
-use crate::corpus::{Document, Language, Rng};
+use crate::data::corpus::{Document, Language, Rng};
+use crate::data::tokenizer::TextTokenizer;
 use crate::error::{Result, TrainError};
-use crate::tokenizer::TextTokenizer;
 
 /// A tokenized document.
 #[derive(Debug, Clone, PartialEq, Eq)]

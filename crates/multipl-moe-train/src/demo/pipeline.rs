@@ -12,12 +12,12 @@ use multipl_moe_core::{CausalLm, MoeConfig, MultiplMoeConfig, QwenConfig};
 use multipl_moe_qwen::{FreezePolicy, SaveDtype, UpcycleOptions, save_model_from, upcycle};
 use serde::{Deserialize, Serialize};
 
-use crate::corpus::{Document, Language, embedded};
-use crate::data::{Mix, pack, split_documents, tokenize};
+use crate::data::corpus::{Document, Language, embedded};
+use crate::data::dataset::{Mix, pack, split_documents, tokenize};
+use crate::data::tokenizer::TextTokenizer;
 use crate::error::Result;
-use crate::eval::loss_per_language;
-use crate::tokenizer::TextTokenizer;
-use crate::trainer::{TrainConfig, TrainTarget, train};
+use crate::training::trainer::{TrainConfig, TrainTarget, train};
+use crate::training::validation::loss_per_language;
 
 /// Settings of the demo.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -271,7 +271,7 @@ pub fn embedded(per_language: usize) -> Corpus {
             let mut rng = Rng(0x5EED ^ ((li as u64) << 32) ^ i as u64);
             documents.push(Document {
                 language,
-                text: crate::generator::document(language, &mut rng),
+                text: crate::data::generator::document(language, &mut rng),
             });
         }
     }

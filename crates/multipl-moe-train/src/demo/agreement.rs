@@ -12,7 +12,7 @@ use multipl_moe_core::segment_moe::pool_segments;
 use multipl_moe_core::{CausalLm, Logits, SegmentRouting};
 use serde::Serialize;
 
-use crate::data::Sequence;
+use crate::data::dataset::Sequence;
 use crate::progress::Progress;
 
 /// Agreement of one hybrid layer.

@@ -1,7 +1,7 @@
 //! The deterministic generator of the embedded corpus: functions, loops, types and each
 //! language's idioms, with names and constants drawn from a seeded PRNG.
 
-use crate::corpus::{Language, Rng};
+use crate::data::corpus::{Language, Rng};
 
 const NOUNS: &[&str] = &[
     "value", "count", "total", "item", "score", "price", "index", "node", "word", "line", "user",

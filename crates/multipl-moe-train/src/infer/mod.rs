@@ -1,0 +1,3 @@
+//! Inference on text: prompt in, generated text out.
+
+pub mod textgen;
