@@ -15,10 +15,12 @@ pub mod load;
 pub mod params;
 pub mod tensors;
 pub mod upcycle;
+pub mod widen;
 
 pub use error::{QwenError, Result};
 pub use export::{SIDE_FILES, save_model, save_model_from};
-pub use freeze::{FreezePolicy, apply_freeze};
+pub use freeze::{FreezePolicy, apply_freeze, trainable_params};
 pub use load::{LoadedModel, load_model, load_model_with_notes};
 pub use tensors::SaveDtype;
 pub use upcycle::{UpcycleOptions, upcycle};
+pub use widen::widen_dense_ffn;

@@ -101,19 +101,25 @@ fn noisy<B: Backend>(bank: ExpertBank<B>, noise: f64) -> ExpertBank<B> {
     if noise == 0.0 {
         return bank;
     }
-    let perturb = |p: Param<Tensor<B, 2>>| {
-        let t = p.val();
-        let eps = Tensor::random(t.shape(), Distribution::Normal(0.0, noise), &t.device());
-        Param::from_tensor(t.clone().add(t.mul(eps)).detach())
-    };
+    let perturb_param = |p: Param<Tensor<B, 2>>| Param::from_tensor(perturb(p.val(), noise).detach());
     ExpertBank {
         experts: bank
             .experts
             .into_iter()
             .map(|e| Expert {
-                gate_up: perturb(e.gate_up),
-                down: perturb(e.down),
+                gate_up: perturb_param(e.gate_up),
+                down: perturb_param(e.down),
             })
             .collect(),
     }
+}
+
+/// `w · (1 + ε)`, `ε ~ N(0, noise²)` elementwise: the relative noise of upcycled experts and
+/// widened FFN units; `noise = 0` returns `w`.
+pub(crate) fn perturb<B: Backend>(w: Tensor<B, 2>, noise: f64) -> Tensor<B, 2> {
+    if noise == 0.0 {
+        return w;
+    }
+    let eps = Tensor::random(w.shape(), Distribution::Normal(0.0, noise), &w.device());
+    w.clone().add(w.mul(eps))
 }
