@@ -72,6 +72,24 @@ fn upcycle_cmd(
     Ok(())
 }
 
+/// `corpus`: collects from the installed toolchains' roots, prints the counts and the time.
+fn corpus_cmd(out: PathBuf, budget_mib: u64, seed: u64, overwrite: bool) -> Result<()> {
+    use multipl_moe::train::data::collect::{CollectOptions, collect, roots};
+    let start = std::time::Instant::now();
+    let options = CollectOptions {
+        overwrite,
+        ..CollectOptions::new(out, budget_mib, seed)
+    };
+    let report = collect(&options, &roots::default_candidates())?;
+    print!("{report}");
+    println!(
+        "wrote {} in {:.1} s",
+        options.out.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 /// MultiPL-MoE on Burn.
 #[derive(Parser, Debug)]
 #[command(version, about)]
@@ -114,6 +132,22 @@ enum Command {
         /// Data-parallel devices (burn-train's multi-device strategy): the first N GPUs.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
         devices: u64,
+    },
+    /// Collect a real-code corpus (Python, Java, C++, Rust, Go, Ruby) from the sources the
+    /// installed toolchains ship, seeded and de-duplicated; installs nothing.
+    Corpus {
+        /// Output directory (built beside it, then renamed into place).
+        #[arg(long)]
+        out: PathBuf,
+        /// MiB of source text in all, shared equally by the languages found.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+        budget_mib: u64,
+        /// Seed of each language's file selection.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Replace a corpus this command wrote earlier at `out`.
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Upcycle a dense Hugging Face Qwen2 model into MultiPL-MoE and export it.
     Upcycle {
@@ -241,6 +275,12 @@ pub fn run() -> Result<()> {
             };
             upcycle_cmd(&model, &out, &moe, &opts, bf16)
         }
+        Command::Corpus {
+            out,
+            budget_mib,
+            seed,
+            overwrite,
+        } => corpus_cmd(out, budget_mib, seed, overwrite),
         Command::Generate(args) => generate_cmd(args),
         Command::Eval(args) => eval_cmd(args),
         Command::Routing(args) => routing_cmd(args),
