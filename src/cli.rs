@@ -101,12 +101,20 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// The main job: pre-train a tiny dense model, fine-tune it densely, upcycle it to
-    /// MultiPL-MoE and train that, then compare validation loss per language.
+    /// The main job: pre-train a tiny dense model, fine-tune it densely (all weights, and
+    /// FFNs widened to MultiPL-MoE's trainable parameter count), upcycle it to MultiPL-MoE and
+    /// train that, then compare validation loss per language over seeds.
     Demo {
-        /// Output directory for checkpoints, models and the report.
+        /// Output directory for checkpoints, models, the report and the charts.
         #[arg(long, default_value = "runs/demo")]
         out: PathBuf,
+        /// A real-code corpus (a source tree such as `multipl-moe corpus` writes, or JSONL);
+        /// default: the embedded generated corpus. Selects the real-code preset.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Number of seeds (0, 1, …, N − 1); the table shows mean ± sd over them.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
+        seeds: u64,
     },
     /// Train on a corpus with a config file (TOML or JSON), optionally upcycling a Hugging
     /// Face checkpoint.
@@ -217,16 +225,20 @@ pub fn run() -> Result<()> {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Demo {
         out: PathBuf::from("runs/demo"),
+        data: None,
+        seeds: 1,
     });
     match command {
-        Command::Demo { out } => {
+        Command::Demo { out, data, seeds } => {
+            use multipl_moe::train::demo::pipeline::{DemoConfig, DemoData, run_demo};
             let device = ensure_backend()?;
             println!("backend: {}", backend::NAME);
-            multipl_moe::train::demo::pipeline::run_demo::<TrainBackend>(
-                &multipl_moe::train::demo::pipeline::DemoConfig::tiny(),
-                &out,
-                &device,
-            )?;
+            let (config, data) = match data {
+                Some(path) => (DemoConfig::real_code(), DemoData::Path(path)),
+                None => (DemoConfig::tiny(), DemoData::Embedded),
+            };
+            let seeds: Vec<u64> = (0..seeds).collect();
+            run_demo::<TrainBackend>(&config, &data, &seeds, &out, &device)?;
             Ok(())
         }
         Command::Train {

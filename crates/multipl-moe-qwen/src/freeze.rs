@@ -82,7 +82,10 @@ pub fn trainable_params<B: Backend>(model: &CausalLm<B>, policy: &FreezePolicy) 
     let bb = policy.backbone;
     let mut total = count(bb, model.embed_tokens.num_params())
         + count(bb, model.norm.num_params())
-        + model.lm_head.as_ref().map_or(0, |h| count(bb, h.num_params()));
+        + model
+            .lm_head
+            .as_ref()
+            .map_or(0, |h| count(bb, h.num_params()));
     for layer in &model.layers {
         total += count(
             bb,
@@ -93,8 +96,10 @@ pub fn trainable_params<B: Backend>(model: &CausalLm<B>, policy: &FreezePolicy) 
         total += match &layer.mlp {
             FeedForward::Dense(ffn) => count(policy.shared_and_dense_ffn, ffn.num_params()),
             FeedForward::Hybrid(moe) => {
-                count(policy.shared_and_dense_ffn, moe.token_moe.shared_expert.num_params())
-                    + count(policy.routed_experts, moe.token_moe.experts.num_params())
+                count(
+                    policy.shared_and_dense_ffn,
+                    moe.token_moe.shared_expert.num_params(),
+                ) + count(policy.routed_experts, moe.token_moe.experts.num_params())
                     + count(policy.routers, moe.token_moe.router.num_params())
                     + count(policy.segment_experts, moe.segment_moe.experts.num_params())
                     + count(policy.routers, moe.segment_moe.router.num_params())

@@ -101,7 +101,8 @@ fn noisy<B: Backend>(bank: ExpertBank<B>, noise: f64) -> ExpertBank<B> {
     if noise == 0.0 {
         return bank;
     }
-    let perturb_param = |p: Param<Tensor<B, 2>>| Param::from_tensor(perturb(p.val(), noise).detach());
+    let perturb_param =
+        |p: Param<Tensor<B, 2>>| Param::from_tensor(perturb(p.val(), noise).detach());
     ExpertBank {
         experts: bank
             .experts

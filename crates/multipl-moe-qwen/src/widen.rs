@@ -32,7 +32,11 @@ pub fn widen_dense_ffn<B: Backend>(
         return Err(ConfigError::field("factor", factor, "must be >= 1"));
     }
     if !(noise.is_finite() && noise >= 0.0) {
-        return Err(ConfigError::field("noise", noise, "must be finite and >= 0"));
+        return Err(ConfigError::field(
+            "noise",
+            noise,
+            "must be finite and >= 0",
+        ));
     }
     let new_config = MultiplMoeConfig {
         model: QwenConfig {
@@ -99,7 +103,8 @@ mod tests {
     #[test]
     fn widening_without_noise_keeps_the_logits_and_multiplies_the_ffn_parameters() {
         let (model, config) = model();
-        let ids = Tensor::<TestBackend, 2, Int>::from_ints([[1, 5, 9, 2, 33, 7]], &Default::default());
+        let ids =
+            Tensor::<TestBackend, 2, Int>::from_ints([[1, 5, 9, 2, 33, 7]], &Default::default());
         let before = model.forward(ids.clone(), None).logits;
         let ffn_only = FreezePolicy {
             shared_and_dense_ffn: true,
@@ -127,7 +132,10 @@ mod tests {
         let (a, b) = (w.clone().narrow(1, 0, 24), w.narrow(1, 24, 24));
         let diff = a.clone().sub(b).abs().max().into_scalar();
         let scale = a.abs().max().into_scalar();
-        assert!(diff > 0.0 && diff < 0.1 * scale, "diff {diff}, scale {scale}");
+        assert!(
+            diff > 0.0 && diff < 0.1 * scale,
+            "diff {diff}, scale {scale}"
+        );
         assert!(widen_dense_ffn(model.clone(), &config, 0, 0.0, 1).is_err());
         assert!(widen_dense_ffn(model, &config, 2, f64::NAN, 1).is_err());
     }

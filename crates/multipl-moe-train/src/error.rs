@@ -61,6 +61,14 @@ pub enum TrainError {
         /// The checkpoint directory.
         dir: PathBuf,
     },
+    /// A chart could not be drawn or written.
+    #[error("chart {}: {reason}", path.display())]
+    Chart {
+        /// The chart file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
     /// Generation failed.
     #[error(transparent)]
     Generate(#[from] multipl_moe_core::GenerateError),

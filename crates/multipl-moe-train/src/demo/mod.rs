@@ -2,8 +2,14 @@
 //!
 //! | module | holds |
 //! |---|---|
-//! | [`pipeline`] | dense pre-training, dense fine-tuning with replay, MultiPL-MoE; the table |
+//! | [`pipeline`] | the stages: dense pre-training, dense-FT, parameter-matched dense-FT, MultiPL-MoE |
 //! | [`agreement`] | how often the segment level's inference routing agrees with training's |
+//! | [`report`] | per-seed losses, mean ± sd, the verdict lines, `report.json`, the charts |
+//! | [`stats`] | mean, standard deviation and standard error over seeds; paired 2-SE tests |
+//! | [`charts`] | the SVG charts: validation loss bars with error bars, training curves |
 
 pub mod agreement;
+pub mod charts;
 pub mod pipeline;
+pub mod report;
+pub mod stats;

@@ -1,33 +1,42 @@
-//! The demo that reproduces the paper's claim in miniature (README command 1):
-//! (a) pre-train a small dense model mostly on the high-resource languages, (b) fine-tune a copy
-//! densely on the low-resource mix, (c) upcycle the pre-trained model to MultiPL-MoE and train
-//! it on the same mix with the SPEC §5 freeze; then compare validation loss per language.
+//! The main job (README command 1), the paper's claim in miniature: (a) pre-train a small
+//! dense model mostly on the high-resource languages, (b) fine-tune a copy densely on a mostly
+//! low-resource mix with replay, (b′) the same with the FFNs widened so that as many parameters
+//! train as in (c), (c) upcycle the pre-trained model to MultiPL-MoE and train it on the same
+//! mix with the SPEC §5 freeze; then compare validation loss per language, over one or more
+//! seeds, on the embedded corpus or a real one ([`crate::data::collect`]).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use multipl_moe_core::{CausalLm, MoeConfig, MultiplMoeConfig, QwenConfig};
-use multipl_moe_qwen::{FreezePolicy, SaveDtype, UpcycleOptions, save_model_from, upcycle};
+use multipl_moe_qwen::{
+    FreezePolicy, SaveDtype, UpcycleOptions, save_model_from, trainable_params, upcycle,
+    widen_dense_ffn,
+};
 use serde::{Deserialize, Serialize};
 
-use crate::data::corpus::{Document, Language, embedded};
-use crate::data::dataset::{Mix, pack, split_documents, tokenize};
+use crate::data::corpus::{Corpus, Document, Language, embedded, read_path};
+use crate::data::dataset::{Mix, Sequence, pack, split_documents, tokenize};
 use crate::data::tokenizer::TextTokenizer;
-use crate::error::Result;
+use crate::demo::report::{DemoReport, MODELS, SeedLosses, write_outputs};
+use crate::error::{Result, TrainError};
 use crate::training::trainer::{TrainConfig, TrainTarget, train};
 use crate::training::validation::loss_per_language;
 
 /// Settings of the demo.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DemoConfig {
-    /// Generated documents per language.
+    /// Generated documents per language (embedded corpus only).
     pub documents_per_language: usize,
     /// BPE vocabulary size.
     pub vocab_size: usize,
     /// Held-out fraction of each language's documents.
     pub valid_fraction: f64,
+    /// Most validation sequences per language (0: all), so that evaluating four models per
+    /// seed stays short on a large corpus.
+    pub max_valid_per_language: usize,
     /// The dense model (its vocabulary is set from the tokenizer).
     pub model: QwenConfig,
     /// The hybrid MoE of stage (c).
@@ -36,9 +45,9 @@ pub struct DemoConfig {
     pub pretrain: TrainConfig,
     /// Stage (a) sequences.
     pub pretrain_sequences: usize,
-    /// Stages (b) and (c) settings (freeze policies are set per stage).
+    /// Stages (b), (b′) and (c) settings (freeze policies are set per stage).
     pub finetune: TrainConfig,
-    /// Stages (b) and (c) sequences.
+    /// Stages (b), (b′) and (c) sequences.
     pub finetune_sequences: usize,
     /// Share of low-resource data in the fine-tuning mix (the rest is replay).
     pub low_resource_share: f64,
@@ -49,7 +58,7 @@ pub struct DemoConfig {
 }
 
 impl DemoConfig {
-    /// The default demo: about 10 minutes on 2 CPU cores with ndarray.
+    /// The default demo on the embedded corpus: about 3 minutes on 2 CPU cores with ndarray.
     pub fn tiny() -> Self {
         let mut moe = MoeConfig::paper().with_router_init_std(0.02);
         moe.segment.window = 16;
@@ -57,6 +66,7 @@ impl DemoConfig {
             documents_per_language: 300,
             vocab_size: 512,
             valid_fraction: 0.1,
+            max_valid_per_language: 0,
             model: QwenConfig::new(512, 128, 256, 3, 4, 2).with_max_position_embeddings(256),
             moe,
             pretrain: TrainConfig {
@@ -76,79 +86,82 @@ impl DemoConfig {
             pretrain_low_resource_share: 0.1,
         }
     }
-}
 
-/// Validation loss per language of the three models.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DemoReport {
-    /// Pre-trained dense model.
-    pub dense: BTreeMap<Language, f64>,
-    /// Dense model fine-tuned on the low-resource mix.
-    pub dense_ft: BTreeMap<Language, f64>,
-    /// Upcycled MultiPL-MoE trained on the same mix.
-    pub moe: BTreeMap<Language, f64>,
-}
-
-impl DemoReport {
-    /// The table of validation losses, plus a verdict on the paper's direction.
-    pub fn table(&self) -> String {
-        let mut s = format!(
-            "{:<10}{:>10}{:>10}{:>13}\n",
-            "language", "dense", "dense-FT", "MultiPL-MoE"
-        );
-        for lang in Language::ALL {
-            let g = |m: &BTreeMap<Language, f64>| m.get(&lang).copied().unwrap_or(f64::NAN);
-            let tag = if lang.is_low_resource() { " (low)" } else { "" };
-            s += &format!(
-                "{:<10}{:>10.4}{:>10.4}{:>13.4}{tag}\n",
-                lang.name(),
-                g(&self.dense),
-                g(&self.dense_ft),
-                g(&self.moe)
-            );
-        }
-        let mean = |m: &BTreeMap<Language, f64>, low: bool| {
-            let v: Vec<f64> = m
-                .iter()
-                .filter(|(l, _)| l.is_low_resource() == low)
-                .map(|(_, v)| *v)
-                .collect();
-            v.iter().sum::<f64>() / v.len().max(1) as f64
+    /// The demo on a real-code corpus (`demo --data DIR`): a d = 64 model pre-trained on
+    /// 92 % high-resource code, then fine-tuned on 90 % low-resource code with 10 % replay,
+    /// long enough for dense fine-tuning to forget; about 8 minutes per seed on 2 cores.
+    pub fn real_code() -> Self {
+        let mut moe = MoeConfig::paper().with_router_init_std(0.02);
+        moe.segment.window = 16;
+        let base = TrainConfig {
+            seq_len: 128,
+            batch_size: 8,
+            epochs: 1,
+            ..TrainConfig::tiny()
         };
-        let (low_gain, low_gain_ft) = (
-            mean(&self.dense, true) - mean(&self.moe, true),
-            mean(&self.dense, true) - mean(&self.dense_ft, true),
-        );
-        let (high_moe, high_ft) = (mean(&self.moe, false), mean(&self.dense_ft, false));
-        s += &format!(
-            "low-resource loss drop vs dense: MultiPL-MoE {low_gain:+.4}, dense-FT {low_gain_ft:+.4}\n\
-             high-resource loss: MultiPL-MoE {high_moe:.4} vs dense-FT {high_ft:.4} (dense {:.4})\n",
-            mean(&self.dense, false)
-        );
-        let yes = |b: bool| if b { "yes" } else { "NO" };
-        s += &format!(
-            "MultiPL-MoE gains on low-resource vs dense: {}; gains more than dense-FT: {}; \
-             keeps high-resource loss better than dense-FT: {}\n",
-            yes(low_gain > 0.0),
-            yes(low_gain > low_gain_ft),
-            yes(high_moe < high_ft)
-        );
-        s
+        Self {
+            documents_per_language: 0,
+            vocab_size: 2048,
+            valid_fraction: 0.1,
+            max_valid_per_language: 96,
+            model: QwenConfig::new(2048, 64, 128, 2, 4, 2).with_max_position_embeddings(256),
+            moe,
+            pretrain: TrainConfig {
+                lr: 3e-3,
+                warmup_steps: 50,
+                ..base.clone()
+            },
+            pretrain_sequences: 24_000,
+            finetune: TrainConfig {
+                lr: 2e-3,
+                warmup_steps: 20,
+                ..base
+            },
+            finetune_sequences: 4_800,
+            low_resource_share: 0.9,
+            pretrain_low_resource_share: 0.08,
+        }
     }
+}
+
+/// Where the demo's documents come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DemoData {
+    /// The embedded generator ([`embedded`]).
+    Embedded,
+    /// A source tree or JSONL file ([`read_path`]), e.g. made by `multipl-moe corpus`.
+    Path(PathBuf),
 }
 
 fn log(msg: &str) {
     println!("[demo] {msg}");
 }
 
-/// Runs the three stages, prints the table and saves the three models (and the tokenizer)
-/// under `out` in the export format.
-pub fn run_demo<B: AutodiffBackend>(
-    cfg: &DemoConfig,
-    out: &Path,
-    device: &B::Device,
-) -> Result<DemoReport> {
-    let corpus = embedded(cfg.documents_per_language);
+/// The tokenized data every seed shares: the split, the tokenizer, the packed sequences.
+struct Prepared {
+    tokenizer: TextTokenizer,
+    train: BTreeMap<Language, Vec<Sequence>>,
+    valid: BTreeMap<Language, Vec<Sequence>>,
+}
+
+fn load(data: &DemoData, cfg: &DemoConfig) -> Result<Corpus> {
+    let corpus = match data {
+        DemoData::Embedded => embedded(cfg.documents_per_language),
+        DemoData::Path(path) => read_path(path)?,
+    };
+    let missing = corpus.missing();
+    if !missing.is_empty() {
+        let names: Vec<&str> = missing.iter().map(|l| l.name()).collect();
+        return Err(TrainError::NotEnoughData(format!(
+            "the demo compares all six languages; the corpus has no {} document",
+            names.join(", no ")
+        )));
+    }
+    Ok(corpus)
+}
+
+fn prepare(data: &DemoData, cfg: &DemoConfig, out: &Path) -> Result<Prepared> {
+    let corpus = load(data, cfg)?;
     let (train_docs, valid_docs): (Vec<Document>, Vec<Document>) =
         split_documents(&corpus.documents, cfg.valid_fraction, 7);
     log(&format!(
@@ -159,120 +172,208 @@ pub fn run_demo<B: AutodiffBackend>(
     ));
     let texts: Vec<String> = train_docs.iter().map(|d| d.text.clone()).collect();
     let tokenizer = TextTokenizer::train(&texts, cfg.vocab_size)?;
-    std::fs::create_dir_all(out).map_err(|e| crate::TrainError::io(out, e))?;
+    std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
     tokenizer.save(&out.join("tokenizer.json"))?;
     log(&format!(
         "tokenizer: byte-level BPE, {} tokens",
         tokenizer.vocab_size()
     ));
-
     let seq = cfg.pretrain.seq_len;
-    let train_packed = pack(&tokenize(&train_docs, &tokenizer)?, seq, tokenizer.eos());
-    let valid_packed = pack(&tokenize(&valid_docs, &tokenizer)?, seq, tokenizer.eos());
-    let valid_all: Vec<_> = valid_packed.values().flatten().cloned().collect();
-    let valid_high = Mix::high_resource().sample(&valid_packed, 64, 1)?;
-    let valid_mix = Mix::low_resource(cfg.low_resource_share).sample(&valid_packed, 64, 2)?;
+    let train = pack(&tokenize(&train_docs, &tokenizer)?, seq, tokenizer.eos());
+    let mut valid = pack(&tokenize(&valid_docs, &tokenizer)?, seq, tokenizer.eos());
+    if cfg.max_valid_per_language > 0 {
+        for sequences in valid.values_mut() {
+            sequences.truncate(cfg.max_valid_per_language);
+        }
+    }
+    for (lang, sequences) in &train {
+        let held = valid.get(lang).map_or(0, Vec::len);
+        log(&format!(
+            "{:<7} {:>6} train / {held:>4} valid sequences of {seq} tokens",
+            lang.name(),
+            sequences.len()
+        ));
+    }
+    Ok(Prepared {
+        tokenizer,
+        train,
+        valid,
+    })
+}
 
+/// The four trained models of one seed, with their configs.
+struct Trained<B: AutodiffBackend> {
+    models: Vec<(CausalLm<B::InnerBackend>, MultiplMoeConfig)>,
+    trainable: Vec<usize>,
+}
+
+/// Stages (a), (b), (b′) and (c) for `seed`, in `dir`.
+fn train_seed<B: AutodiffBackend>(
+    cfg: &DemoConfig,
+    data: &Prepared,
+    seed: u64,
+    dir: &Path,
+    device: &B::Device,
+) -> Result<Trained<B>> {
     let model_cfg = MultiplMoeConfig::new(QwenConfig {
-        vocab_size: tokenizer.vocab_size(),
+        vocab_size: data.tokenizer.vocab_size(),
         ..cfg.model.clone()
     });
-    B::seed(device, 11);
+    let valid_high = Mix::high_resource().sample(&data.valid, 64, 1)?;
+    let valid_mix = Mix::low_resource(cfg.low_resource_share).sample(&data.valid, 64, 2)?;
+    B::seed(device, 11 + seed);
     let dense0 = model_cfg.init::<B>(device)?;
-
     log(&format!(
-        "(a) pre-training the dense model, {:.0}% python/java/cpp, {:.0}% rust/go/ruby",
+        "seed {seed}: (a) pre-training the dense model, {:.0}% python/java/cpp, {:.0}% rust/go/ruby",
         100.0 * (1.0 - cfg.pretrain_low_resource_share),
         100.0 * cfg.pretrain_low_resource_share
     ));
     let pre = Mix::low_resource(cfg.pretrain_low_resource_share).sample(
-        &train_packed,
+        &data.train,
         cfg.pretrain_sequences,
-        3,
+        3 + 1000 * seed,
     )?;
-    let pretrain_cfg = TrainConfig {
-        freeze: FreezePolicy::all(),
-        ..cfg.pretrain.clone()
+    let stage = |name: &str, freeze: FreezePolicy, base: &TrainConfig| {
+        let cfg = TrainConfig {
+            freeze,
+            seed: base.seed + seed,
+            ..base.clone()
+        };
+        (cfg, TrainTarget::<B>::new(dir.join(name)))
     };
-    let dense = train(
-        dense0,
-        0.0,
-        pre,
-        valid_high,
-        &pretrain_cfg,
-        &TrainTarget::new(out.join("stage-a-pretrain")),
-    )?;
-
+    let (pre_cfg, pre_target) = stage("stage-a-pretrain", FreezePolicy::all(), &cfg.pretrain);
+    let dense = train(dense0, 0.0, pre, valid_high, &pre_cfg, &pre_target)?;
     let mix = Mix::low_resource(cfg.low_resource_share).sample(
-        &train_packed,
+        &data.train,
         cfg.finetune_sequences,
-        4,
+        4 + 1000 * seed,
     )?;
-    log("(b) dense fine-tuning on the low-resource mix (baseline)");
-    let ft_cfg = TrainConfig {
-        freeze: FreezePolicy::all(),
-        ..cfg.finetune.clone()
-    };
+    let fresh = || CausalLm::<B>::from_inner(dense.clone());
+
+    log(&format!(
+        "seed {seed}: (b) dense fine-tuning on the low-resource mix"
+    ));
+    let (ft_cfg, ft_target) = stage("stage-b-dense-ft", FreezePolicy::all(), &cfg.finetune);
     let dense_ft = train(
-        CausalLm::<B>::from_inner(dense.clone()),
+        fresh(),
         0.0,
         mix.clone(),
         valid_mix.clone(),
         &ft_cfg,
-        &TrainTarget::new(out.join("stage-b-dense-ft")),
+        &ft_target,
     )?;
 
-    log("(c) upcycling to MultiPL-MoE and training with the SPEC §5 freeze");
-    let (hybrid, hybrid_cfg) = upcycle(
-        CausalLm::<B>::from_inner(dense.clone()),
-        &model_cfg,
-        &cfg.moe,
-        &UpcycleOptions::default(),
-    )?;
-    let moe_cfg = TrainConfig {
-        freeze: FreezePolicy::paper(),
-        ..cfg.finetune.clone()
+    let (hybrid, hybrid_cfg) = upcycle(fresh(), &model_cfg, &cfg.moe, &UpcycleOptions::default())?;
+    let moe_trainable = trainable_params(&hybrid, &FreezePolicy::paper());
+    let ffn_only = FreezePolicy {
+        shared_and_dense_ffn: true,
+        ..FreezePolicy::none()
     };
+    let ffn_params = trainable_params(&dense, &ffn_only);
+    let factor = ((moe_trainable as f64 / ffn_params.max(1) as f64).round() as usize).max(1);
+    log(&format!(
+        "seed {seed}: (b') dense fine-tuning of the FFNs widened {factor}× (function-preserving), \
+         the rest frozen: as many trainable parameters as MultiPL-MoE"
+    ));
+    let (wide, wide_cfg) = widen_dense_ffn(fresh(), &model_cfg, factor, 0.01, seed)?;
+    let (wide_ft_cfg, wide_target) = stage("stage-b2-dense-ft-matched", ffn_only, &cfg.finetune);
+    let matched = train(
+        wide,
+        0.0,
+        mix.clone(),
+        valid_mix.clone(),
+        &wide_ft_cfg,
+        &wide_target,
+    )?;
+
+    log(&format!(
+        "seed {seed}: (c) upcycling to MultiPL-MoE and training with the SPEC §5 freeze"
+    ));
+    let (moe_cfg, moe_target) = stage("stage-c-multipl-moe", FreezePolicy::paper(), &cfg.finetune);
     let moe = train(
         hybrid,
         cfg.moe.balance_coef,
         mix,
         valid_mix,
         &moe_cfg,
-        &TrainTarget::new(out.join("stage-c-multipl-moe")),
+        &moe_target,
     )?;
+    let trainable = vec![
+        trainable_params(&dense, &FreezePolicy::all()),
+        trainable_params(&dense_ft, &FreezePolicy::all()),
+        trainable_params(&matched, &ffn_only),
+        moe_trainable,
+    ];
+    Ok(Trained {
+        models: vec![
+            (dense, model_cfg.clone()),
+            (dense_ft, model_cfg),
+            (matched, wide_cfg),
+            (moe, hybrid_cfg),
+        ],
+        trainable,
+    })
+}
 
-    log("evaluating validation loss per language");
-    let inner_device = device.clone();
-    let eval = |m: &CausalLm<B::InnerBackend>| loss_per_language(m, &valid_all, 16, &inner_device);
-    let report = DemoReport {
-        dense: eval(&dense),
-        dense_ft: eval(&dense_ft),
-        moe: eval(&moe),
-    };
-    println!("\n{}", report.table());
-    for (name, model, config) in [
-        ("dense", &dense, &model_cfg),
-        ("dense-ft", &dense_ft, &model_cfg),
-        ("multipl-moe", &moe, &hybrid_cfg),
-    ] {
-        // The demo rewrites its own run directory; each model dir is replaced whole, with
-        // the run's tokenizer.json copied in.
-        let dir = out.join(name);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(|e| crate::TrainError::io(&dir, e))?;
+/// Runs the stages for each of `seeds`, prints the table (mean ± sd over seeds and the
+/// two-standard-error verdicts), and writes under `out`: `report.json`, `table.txt`, the
+/// charts `validation-loss.svg` and `training-curves.svg`, each seed's stage directories
+/// under `seed-N/`, the tokenizer, and the four models of the first seed in the export
+/// format (`dense`, `dense-ft`, `dense-ft-matched`, `multipl-moe`).
+///
+/// # Errors
+/// An unreadable corpus, a missing language, too little data, or a failed stage.
+pub fn run_demo<B: AutodiffBackend>(
+    cfg: &DemoConfig,
+    data: &DemoData,
+    seeds: &[u64],
+    out: &Path,
+    device: &B::Device,
+) -> Result<DemoReport> {
+    let prepared = prepare(data, cfg, out)?;
+    let valid_all: Vec<Sequence> = prepared.valid.values().flatten().cloned().collect();
+    let mut per_seed = Vec::new();
+    let mut trainable = Vec::new();
+    for (i, &seed) in seeds.iter().enumerate() {
+        let dir = out.join(format!("seed-{seed}"));
+        let trained = train_seed::<B>(cfg, &prepared, seed, &dir, device)?;
+        log(&format!("seed {seed}: validation loss per language"));
+        let inner = device.clone();
+        let mut losses: SeedLosses = BTreeMap::new();
+        for ((model, _), name) in trained.models.iter().zip(MODELS) {
+            losses.insert(
+                name.to_string(),
+                loss_per_language(model, &valid_all, 16, &inner),
+            );
         }
-        save_model_from(model, config, &dir, SaveDtype::F32, Some(out))?;
+        per_seed.push((seed, losses));
+        trainable = trained.trainable.clone();
+        if i == 0 {
+            save_models(&trained.models, out)?;
+        }
     }
-    let report_path = out.join("report.json");
-    std::fs::write(
-        &report_path,
-        serde_json::to_string_pretty(&report).unwrap_or_default(),
-    )
-    .map_err(|e| crate::TrainError::io(&report_path, e))?;
+    let report = DemoReport::new(per_seed, &trainable);
+    println!("\n{}", report.table());
+    write_outputs(&report, out)?;
     log(&format!(
-        "saved dense, dense-ft and multipl-moe models, tokenizer.json and report.json under {}",
+        "wrote report.json, table.txt, validation-loss.svg, training-curves.svg and the first \
+         seed's models under {}",
         out.display()
     ));
     Ok(report)
+}
+
+/// Exports the models (each dir replaced whole, with the run's tokenizer.json copied in).
+fn save_models<B: burn::tensor::backend::Backend>(
+    models: &[(CausalLm<B>, MultiplMoeConfig)],
+    out: &Path,
+) -> Result<()> {
+    for ((model, config), name) in models.iter().zip(crate::demo::report::MODEL_DIRS) {
+        let dir = out.join(name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
+        }
+        save_model_from(model, config, &dir, SaveDtype::F32, Some(out))?;
+    }
+    Ok(())
 }

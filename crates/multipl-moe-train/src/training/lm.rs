@@ -60,13 +60,13 @@ impl NonFiniteGuard {
         self.losses.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
-    fn observe(&self, loss: f64) {
+    fn observe(&self, loss: f64, balance_loss: Option<f64>) {
         let step = self.steps.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut losses) = self.losses.lock() {
             losses.push(loss);
         }
         if let Some(Ok(mut log)) = self.log.as_ref().map(|l| l.lock()) {
-            log.append(loss);
+            log.append(loss, balance_loss);
         }
         if loss.is_finite() {
             return;
@@ -159,7 +159,7 @@ impl<B: AutodiffBackend> TrainStep for LanguageModel<B> {
 
     fn step(&self, batch: LmBatch<B>) -> TrainOutput<LmOutput<B>> {
         let out = self.forward_loss(batch);
-        self.non_finite.observe(out.loss_value());
+        self.non_finite.observe(out.loss_value(), out.balance);
         let grads = out.loss.backward();
         TrainOutput::new(self, grads, out)
     }
