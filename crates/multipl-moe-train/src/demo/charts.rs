@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::error::{Result, TrainError};
@@ -126,14 +127,22 @@ pub fn grouped_bars(
             }))
             .map_err(|e| chart_error(path, e))?;
     }
+    legend(&mut chart, path)?;
+    root.present().map_err(|e| chart_error(path, e))
+}
+
+/// The legend of the series drawn so far, in the upper right corner.
+fn legend<'a, 'b: 'a>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    path: &Path,
+) -> Result<()> {
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
-        .map_err(|e| chart_error(path, e))?;
-    root.present().map_err(|e| chart_error(path, e))
+        .map_err(|e| chart_error(path, e))
 }
 
 /// Panels of line charts side by side, one per `(title, curves)` entry, sharing the x label.
@@ -182,13 +191,7 @@ pub fn curve_panels(path: &Path, x_label: &str, panels: &[(String, Vec<Curve>)])
                 .label(curve.label.as_str())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], color));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| chart_error(path, e))?;
+        legend(&mut chart, path)?;
     }
     root.present().map_err(|e| chart_error(path, e))
 }
