@@ -207,20 +207,33 @@ struct Trained<B: AutodiffBackend> {
     trainable: Vec<usize>,
 }
 
-/// Stages (a), (b), (b′) and (c) for `seed`, in `dir`.
-fn train_seed<B: AutodiffBackend>(
+/// A stage's settings: `base` with `freeze`, its seed offset by the demo's `seed`, run in
+/// `dir/name`.
+fn stage<B: AutodiffBackend>(
+    name: &str,
+    freeze: FreezePolicy,
+    base: &TrainConfig,
+    seed: u64,
+    dir: &Path,
+) -> (TrainConfig, TrainTarget<B>) {
+    let cfg = TrainConfig {
+        freeze,
+        seed: base.seed + seed,
+        ..base.clone()
+    };
+    (cfg, TrainTarget::new(dir.join(name)))
+}
+
+/// Stage (a): a fresh dense model pre-trained on the mostly high-resource mix.
+fn pretrain<B: AutodiffBackend>(
     cfg: &DemoConfig,
     data: &Prepared,
+    model_cfg: &MultiplMoeConfig,
     seed: u64,
     dir: &Path,
     device: &B::Device,
-) -> Result<Trained<B>> {
-    let model_cfg = MultiplMoeConfig::new(QwenConfig {
-        vocab_size: data.tokenizer.vocab_size(),
-        ..cfg.model.clone()
-    });
+) -> Result<CausalLm<B::InnerBackend>> {
     let valid_high = Mix::high_resource().sample(&data.valid, 64, 1)?;
-    let valid_mix = Mix::low_resource(cfg.low_resource_share).sample(&data.valid, 64, 2)?;
     B::seed(device, 11 + seed);
     let dense0 = model_cfg.init::<B>(device)?;
     log(&format!(
@@ -233,27 +246,57 @@ fn train_seed<B: AutodiffBackend>(
         cfg.pretrain_sequences,
         3 + 1000 * seed,
     )?;
-    let stage = |name: &str, freeze: FreezePolicy, base: &TrainConfig| {
-        let cfg = TrainConfig {
-            freeze,
-            seed: base.seed + seed,
-            ..base.clone()
-        };
-        (cfg, TrainTarget::<B>::new(dir.join(name)))
+    let (pre_cfg, target) = stage::<B>(
+        "stage-a-pretrain",
+        FreezePolicy::all(),
+        &cfg.pretrain,
+        seed,
+        dir,
+    );
+    train(dense0, 0.0, pre, valid_high, &pre_cfg, &target)
+}
+
+/// What stage (b′) trains: the dense FFNs only, and by how much they are widened so that
+/// it trains `moe_trainable` parameters (what the upcycled model trains under SPEC §5).
+fn matched_widening<B: burn::tensor::backend::Backend>(
+    dense: &CausalLm<B>,
+    moe_trainable: usize,
+) -> (usize, FreezePolicy) {
+    let ffn_only = FreezePolicy {
+        shared_and_dense_ffn: true,
+        ..FreezePolicy::none()
     };
-    let (pre_cfg, pre_target) = stage("stage-a-pretrain", FreezePolicy::all(), &cfg.pretrain);
-    let dense = train(dense0, 0.0, pre, valid_high, &pre_cfg, &pre_target)?;
+    let ffn_params = trainable_params(dense, &ffn_only);
+    let factor = ((moe_trainable as f64 / ffn_params.max(1) as f64).round() as usize).max(1);
+    (factor, ffn_only)
+}
+
+/// Stages (a), (b), (b′) and (c) for `seed`, in `dir`.
+fn train_seed<B: AutodiffBackend>(
+    cfg: &DemoConfig,
+    data: &Prepared,
+    seed: u64,
+    dir: &Path,
+    device: &B::Device,
+) -> Result<Trained<B>> {
+    let model_cfg = MultiplMoeConfig::new(QwenConfig {
+        vocab_size: data.tokenizer.vocab_size(),
+        ..cfg.model.clone()
+    });
+    let dense = pretrain::<B>(cfg, data, &model_cfg, seed, dir, device)?;
+    let valid_mix = Mix::low_resource(cfg.low_resource_share).sample(&data.valid, 64, 2)?;
     let mix = Mix::low_resource(cfg.low_resource_share).sample(
         &data.train,
         cfg.finetune_sequences,
         4 + 1000 * seed,
     )?;
     let fresh = || CausalLm::<B>::from_inner(dense.clone());
+    let run = |name: &str, freeze: FreezePolicy| stage::<B>(name, freeze, &cfg.finetune, seed, dir);
 
     log(&format!(
         "seed {seed}: (b) dense fine-tuning on the low-resource mix"
     ));
-    let (ft_cfg, ft_target) = stage("stage-b-dense-ft", FreezePolicy::all(), &cfg.finetune);
+    let (ft_cfg, ft_target) = run("stage-b-dense-ft", FreezePolicy::all());
     let dense_ft = train(
         fresh(),
         0.0,
@@ -265,18 +308,13 @@ fn train_seed<B: AutodiffBackend>(
 
     let (hybrid, hybrid_cfg) = upcycle(fresh(), &model_cfg, &cfg.moe, &UpcycleOptions::default())?;
     let moe_trainable = trainable_params(&hybrid, &FreezePolicy::paper());
-    let ffn_only = FreezePolicy {
-        shared_and_dense_ffn: true,
-        ..FreezePolicy::none()
-    };
-    let ffn_params = trainable_params(&dense, &ffn_only);
-    let factor = ((moe_trainable as f64 / ffn_params.max(1) as f64).round() as usize).max(1);
+    let (factor, ffn_only) = matched_widening(&dense, moe_trainable);
     log(&format!(
         "seed {seed}: (b') dense fine-tuning of the FFNs widened {factor}× (function-preserving), \
          the rest frozen: as many trainable parameters as MultiPL-MoE"
     ));
     let (wide, wide_cfg) = widen_dense_ffn(fresh(), &model_cfg, factor, 0.01, seed)?;
-    let (wide_ft_cfg, wide_target) = stage("stage-b2-dense-ft-matched", ffn_only, &cfg.finetune);
+    let (wide_ft_cfg, wide_target) = run("stage-b2-dense-ft-matched", ffn_only);
     let matched = train(
         wide,
         0.0,
@@ -289,15 +327,9 @@ fn train_seed<B: AutodiffBackend>(
     log(&format!(
         "seed {seed}: (c) upcycling to MultiPL-MoE and training with the SPEC §5 freeze"
     ));
-    let (moe_cfg, moe_target) = stage("stage-c-multipl-moe", FreezePolicy::paper(), &cfg.finetune);
-    let moe = train(
-        hybrid,
-        cfg.moe.balance_coef,
-        mix,
-        valid_mix,
-        &moe_cfg,
-        &moe_target,
-    )?;
+    let (moe_cfg, moe_target) = run("stage-c-multipl-moe", FreezePolicy::paper());
+    let alpha = cfg.moe.balance_coef;
+    let moe = train(hybrid, alpha, mix, valid_mix, &moe_cfg, &moe_target)?;
     let trainable = vec![
         trainable_params(&dense, &FreezePolicy::all()),
         trainable_params(&dense_ft, &FreezePolicy::all()),
