@@ -357,8 +357,9 @@ pub struct RoutingArgs {
 /// Measures inference-vs-training segment routing on a validation split and prints it: the
 /// demo's (whole documents, fraction 0.1, seed 7), or with `--run` that `train` run's.
 pub fn routing_cmd(args: RoutingArgs) -> Result<()> {
-    use multipl_moe::train::data::corpus::{Language, embedded, read_path};
+    use multipl_moe::train::data::corpus::{Language, read_path};
     use multipl_moe::train::data::dataset::{pack, split_documents, tokenize};
+    use multipl_moe::train::data::generator::embedded;
     use multipl_moe::train::demo::agreement::routing_agreement;
     use multipl_moe::train::demo::pipeline::DemoConfig;
     use multipl_moe::train::training::run::RunConfig;

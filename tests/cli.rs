@@ -10,7 +10,7 @@ use common::TestBackend;
 use multipl_moe::core::{MoeConfig, MultiplMoeConfig, QwenConfig};
 use multipl_moe::qwen::{SaveDtype, save_model};
 use multipl_moe::train::TrainConfig;
-use multipl_moe::train::data::corpus::embedded;
+use multipl_moe::train::data::generator::embedded;
 use multipl_moe::train::data::tokenizer::TextTokenizer;
 use multipl_moe::train::training::run::RunConfig;
 

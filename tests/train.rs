@@ -11,10 +11,11 @@ use common::{TestAutodiff, TestBackend};
 use multipl_moe::core::{MoeConfig, MultiplMoeConfig, QwenConfig};
 use multipl_moe::qwen::export::model_tensors;
 use multipl_moe::qwen::{FreezePolicy, UpcycleOptions, upcycle};
-use multipl_moe::train::data::corpus::{Document, Language, embedded, read_tree};
+use multipl_moe::train::data::corpus::{Document, Language, read_tree};
 use multipl_moe::train::data::dataset::{
     LmBatch, Mix, TokenizedDocument, interleave_languages, pack, split_documents,
 };
+use multipl_moe::train::data::generator::embedded;
 use multipl_moe::train::training::lm::LanguageModel;
 use multipl_moe::train::training::run::{RunConfig, prepare_out_dir};
 use multipl_moe::train::training::schedule::WarmupCosine;

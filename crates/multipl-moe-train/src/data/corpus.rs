@@ -1,5 +1,6 @@
-//! Source documents: a directory tree (language from the file extension), JSONL, or the
-//! embedded default corpus made by a deterministic generator with each language's idioms.
+//! The six languages and source documents: a directory tree (language from the file
+//! extension) or JSONL. The embedded corpus is made by [`crate::data::generator::embedded`],
+//! which depends on this module and not the other way round.
 
 use std::path::Path;
 
@@ -262,23 +263,3 @@ pub fn read_path(path: &Path) -> Result<Corpus> {
         Err(TrainError::io(path, std::io::ErrorKind::NotFound.into()))
     }
 }
-
-/// The embedded default corpus: `per_language` generated documents in each language.
-pub fn embedded(per_language: usize) -> Corpus {
-    let mut documents = Vec::new();
-    for (li, &language) in Language::ALL.iter().enumerate() {
-        for i in 0..per_language {
-            let mut rng = Rng(0x5EED ^ ((li as u64) << 32) ^ i as u64);
-            documents.push(Document {
-                language,
-                text: crate::data::generator::document(language, &mut rng),
-            });
-        }
-    }
-    Corpus {
-        documents,
-        ..Corpus::default()
-    }
-}
-
-pub use multipl_moe_core::rng::Rng;

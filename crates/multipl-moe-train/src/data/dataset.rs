@@ -7,7 +7,9 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use serde::{Deserialize, Serialize};
 
-use crate::data::corpus::{Document, Language, Rng};
+use multipl_moe_core::rng::Rng;
+
+use crate::data::corpus::{Document, Language};
 use crate::data::tokenizer::TextTokenizer;
 use crate::error::{Result, TrainError};
 

@@ -1,7 +1,9 @@
 //! The deterministic generator of the embedded corpus: functions, loops, types and each
 //! language's idioms, with names and constants drawn from a seeded PRNG.
 
-use crate::data::corpus::{Language, Rng};
+use multipl_moe_core::rng::Rng;
+
+use crate::data::corpus::{Corpus, Document, Language};
 
 const NOUNS: &[&str] = &[
     "value", "count", "total", "item", "score", "price", "index", "node", "word", "line", "user",
@@ -222,5 +224,23 @@ fn ruby(n: &Names, which: usize) -> String {
         _ => format!(
             "def {f}({a}s)\n  {a}s.each_with_object(Hash.new(0)) {{ |{a}, counts| counts[{a}] += {k} }}\nend\n"
         ),
+    }
+}
+
+/// The embedded default corpus: `per_language` generated documents in each language.
+pub fn embedded(per_language: usize) -> Corpus {
+    let mut documents = Vec::new();
+    for (li, &language) in Language::ALL.iter().enumerate() {
+        for i in 0..per_language {
+            let mut rng = Rng(0x5EED ^ ((li as u64) << 32) ^ i as u64);
+            documents.push(Document {
+                language,
+                text: document(language, &mut rng),
+            });
+        }
+    }
+    Corpus {
+        documents,
+        ..Corpus::default()
     }
 }

@@ -17,8 +17,9 @@ use multipl_moe_qwen::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::data::corpus::{Corpus, Document, Language, embedded, read_path};
+use crate::data::corpus::{Corpus, Document, Language, read_path};
 use crate::data::dataset::{Mix, Sequence, pack, split_documents, tokenize};
+use crate::data::generator::embedded;
 use crate::data::tokenizer::TextTokenizer;
 use crate::demo::report::{DemoReport, MODELS, SeedLosses, write_outputs};
 use crate::error::{Result, TrainError};

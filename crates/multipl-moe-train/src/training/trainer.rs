@@ -18,7 +18,6 @@ use burn::train::{
 use multipl_moe_core::CausalLm;
 use multipl_moe_qwen::apply_freeze;
 
-use crate::data::corpus::Rng;
 use crate::data::dataset::{LmBatcher, Sequence, interleave_languages};
 use crate::error::{Result, TrainError};
 use crate::training::checkpoint::{self, AtomicRecorder, SaveOnly, check_record, newest_complete};
@@ -28,6 +27,7 @@ use crate::training::metrics::{
     PerplexityMetric, PlainRenderer, Stat, StatMetric, TokensPerSecond,
 };
 use crate::training::schedule::WarmupCosine;
+use multipl_moe_core::rng::Rng;
 
 pub use crate::training::config::TrainConfig;
 
