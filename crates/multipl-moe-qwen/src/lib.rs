@@ -9,6 +9,7 @@
 
 pub mod error;
 pub mod export;
+pub mod files;
 pub mod freeze;
 pub mod hf_config;
 pub mod load;

@@ -480,9 +480,8 @@ pub fn write_file(
     write_atomic(path, &bytes)
 }
 
-/// Writes `bytes` to `path` via `path.tmp` + rename.
+/// Writes `bytes` to `path` with [`crate::files::replace_with`] (hidden temporary name,
+/// synced, renamed into place).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))
+    crate::files::replace_with(path, |w| std::io::Write::write_all(w, bytes)).map_err(io_err(path))
 }
