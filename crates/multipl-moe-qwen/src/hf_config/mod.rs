@@ -75,13 +75,9 @@ pub fn config_json(config: &MultiplMoeConfig, torch_dtype: &str) -> String {
 /// transformers 4.x's `rope_scaling`: `null` for the default RoPE, else the scaling with both
 /// `type` (4.x) and `rope_type` (5.x) set.
 fn rope_scaling_json(scaling: Option<&RopeScaling>) -> Value {
-    let Some(scaling) = scaling else {
+    let Some(mut obj) = scaling.map(scaling_object) else {
         return Value::Null;
     };
-    let mut obj = serde_json::to_value(scaling)
-        .ok()
-        .and_then(|v| v.as_object().cloned())
-        .unwrap_or_default();
     if let Some(kind) = obj.get("rope_type").cloned() {
         obj.insert("type".into(), kind);
     }
@@ -90,13 +86,17 @@ fn rope_scaling_json(scaling: Option<&RopeScaling>) -> Value {
 
 /// transformers 5.x's `rope_parameters`: type, base and scaling in one object.
 fn rope_parameters_json(theta: f64, scaling: Option<&RopeScaling>) -> Value {
-    let mut obj = match scaling {
-        Some(s) => serde_json::to_value(s)
-            .ok()
-            .and_then(|v| v.as_object().cloned())
-            .unwrap_or_default(),
-        None => Map::from_iter([("rope_type".to_string(), json!("default"))]),
-    };
+    let mut obj = scaling
+        .map(scaling_object)
+        .unwrap_or_else(|| Map::from_iter([("rope_type".to_string(), json!("default"))]));
     obj.insert("rope_theta".into(), json!(theta));
     Value::Object(obj)
+}
+
+/// The JSON object of a scaling (its serde form: `rope_type` and the type's fields).
+fn scaling_object(scaling: &RopeScaling) -> Map<String, Value> {
+    serde_json::to_value(scaling)
+        .ok()
+        .and_then(|v| v.as_object().cloned())
+        .unwrap_or_default()
 }
