@@ -17,6 +17,7 @@ use multipl_moe::train::data::dataset::{
 };
 use multipl_moe::train::data::generator::embedded;
 use multipl_moe::train::training::lm::LanguageModel;
+use multipl_moe::train::training::loss_log::read_loss_csv;
 use multipl_moe::train::training::run::{RunConfig, prepare_out_dir};
 use multipl_moe::train::training::schedule::WarmupCosine;
 use multipl_moe::train::training::trainer::{TrainTarget, data_order};
@@ -269,11 +270,10 @@ fn embedded_corpus_is_deterministic_small_and_real_code() {
 /// The training loss of every micro-batch of a run (`loss.csv`).
 fn losses(dir: &std::path::Path) -> Vec<f64> {
     let path = dir.join("loss.csv");
-    std::fs::read_to_string(&path)
+    read_loss_csv(&path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+        .iter()
+        .map(|row| row.loss)
         .collect()
 }
 
