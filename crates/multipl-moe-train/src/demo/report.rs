@@ -55,6 +55,12 @@ pub struct DemoReport {
     pub verdicts: Vec<Verdict>,
 }
 
+/// A language's name in the table and the charts, marked when it is low-resource.
+fn label(lang: Language) -> String {
+    let tag = if lang.is_low_resource() { " (low)" } else { "" };
+    format!("{}{tag}", lang.name())
+}
+
 /// The mean loss over the low-resource (`low`) or high-resource languages of one model.
 fn group_mean(losses: &BTreeMap<Language, f64>, low: bool) -> f64 {
     let v: Vec<f64> = Language::ALL
@@ -156,8 +162,7 @@ impl DemoReport {
         }
         s.push('\n');
         for lang in Language::ALL {
-            let tag = if lang.is_low_resource() { " (low)" } else { "" };
-            s += &format!("{:<11}", format!("{}{tag}", lang.name()));
+            s += &format!("{:<11}", label(lang));
             for model in MODELS {
                 let cell = self
                     .summary
@@ -198,13 +203,7 @@ pub fn write_outputs(report: &DemoReport, out: &Path) -> Result<()> {
     })?;
     write_atomic(&out.join("report.json"), json.as_bytes())?;
     write_atomic(&out.join("table.txt"), report.table().as_bytes())?;
-    let groups: Vec<String> = Language::ALL
-        .iter()
-        .map(|l| {
-            let tag = if l.is_low_resource() { " (low)" } else { "" };
-            format!("{}{tag}", l.name())
-        })
-        .collect();
+    let groups: Vec<String> = Language::ALL.into_iter().map(label).collect();
     let series: Vec<String> = MODELS.iter().map(|m| m.to_string()).collect();
     let values: Vec<Vec<Bar>> = Language::ALL
         .iter()
