@@ -499,3 +499,53 @@ fn grouped_dispatch_gradients_match_plain_loop_derivative() {
         assert_close(&dn, &f32s(&g_dn[k]), tol, &format!("expert {k} d/ddown"));
     }
 }
+
+/// `recip`, and through it autodiff's `div` and `log` backward (the cross-entropy's
+/// `log_softmax`, every gate normalisation): `1/x` to f32 rounding, and the same value for an
+/// element wherever its buffer starts. burn-ndarray 0.21 computed f32 `recip` with `rcp_ps`
+/// (12 correct bits) on the aligned middle of a buffer and exactly on its head and tail, so
+/// gradients were off in the fourth digit and training changed run to run with the addresses
+/// malloc returned (vendor/README.md, fix 5).
+#[test]
+fn recip_and_division_gradients_are_exact_wherever_the_buffer_starts() {
+    use common::TestAutodiff as AD;
+    let device = Default::default();
+    let n = 1003;
+    let x: Vec<f32> = randn(n + 8, 93, 1.0)
+        .iter()
+        .map(|v| 0.5 + v.abs())
+        .collect();
+    let exact = |v: f32| (1.0 / v as f64) as f32;
+    let rel = |got: f32, want: f32| ((got - want) / want).abs();
+    let whole = tensor::<B, 1>(x.clone(), [n + 8], &device);
+    let mut per_offset = Vec::new();
+    for offset in 0..8 {
+        let got = values(whole.clone().narrow(0, offset, n).recip());
+        let worst = (0..n)
+            .map(|i| rel(got[i], exact(x[offset + i])))
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-6, "offset {offset}: relative error {worst:e}");
+        per_offset.push(got);
+    }
+    // Element `offset + i` of the buffer, computed from views starting at 0 and at `offset`.
+    for (offset, got) in per_offset.iter().enumerate().skip(1) {
+        for i in 0..n - offset {
+            assert_eq!(
+                got[i].to_bits(),
+                per_offset[0][offset + i].to_bits(),
+                "element {} differs between views at offsets 0 and {offset}",
+                offset + i
+            );
+        }
+    }
+    let b = x[..n].to_vec();
+    let a = randn(n, 94, 1.0);
+    let at = tensor::<AD, 1>(a.clone(), [n], &device).require_grad();
+    let bt = tensor::<AD, 1>(b.clone(), [n], &device);
+    let grads = at.clone().div(bt).sum().backward();
+    let got = values(at.grad(&grads).expect("a gets a gradient"));
+    let worst = (0..n)
+        .map(|i| rel(got[i], exact(b[i])))
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-6, "d(a/b)/da = 1/b: relative error {worst:e}");
+}
