@@ -183,6 +183,23 @@ fn train_checkpoints_and_resumes() {
         std::fs::remove_file(out.join(format!("checkpoint/{kind}-{last}.mpk"))).expect("rm");
     }
     std::fs::remove_dir_all(out.join("model")).expect("rm");
+    // Resuming with another config is refused by name, before any training.
+    let mut changed = run.clone();
+    changed.train.lr *= 2.0;
+    let other = dir.join("other.json");
+    std::fs::write(&other, serde_json::to_string(&changed).expect("json")).expect("write");
+    let refused = bin()
+        .args(["train", "--resume", "--config"])
+        .arg(&other)
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("`train.lr` was"), "{stderr}");
     let stdout = train(true);
     assert!(stdout.contains("saved the trained model"), "{stdout}");
     assert!(out.join("model/config.json").exists());

@@ -48,6 +48,18 @@ pub enum TrainError {
         /// The run directory.
         path: PathBuf,
     },
+    /// `--resume` with a config or corpus other than the run's own.
+    #[error("{}: --resume needs the run's own config and data, but `{key}` was {was} and is now {now}", path.display())]
+    ResumeMismatch {
+        /// The run's record (`run.json` or `data.json`).
+        path: PathBuf,
+        /// The first differing key, dotted.
+        key: String,
+        /// Its value in the run's record.
+        was: String,
+        /// Its value now.
+        now: String,
+    },
     /// Not enough data for the requested split or sequence length.
     #[error("not enough data: {0}")]
     NotEnoughData(String),
