@@ -39,6 +39,61 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_multipl-moe"))
 }
 
+/// Arguments that once panicked (issue 12) are refused with an error naming them.
+#[test]
+fn bad_arguments_are_refused_by_name() {
+    let hybrid = saved_model("bad-args");
+    let refused = |args: &[&str], model: &Path, name: &str| {
+        let out = bin()
+            .arg(args[0])
+            .arg("--model")
+            .arg(model)
+            .args(&args[1..])
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} accepted: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+        assert!(
+            stderr.contains(name),
+            "{args:?}: {name} not named in {stderr}"
+        );
+    };
+    for (flag, value) in [
+        ("--seq-len", "0"),
+        ("--seq-len", "1"),
+        ("--batch", "0"),
+        ("--sequences", "0"),
+    ] {
+        refused(&["routing", flag, value], &hybrid, flag);
+    }
+    refused(
+        &["routing", "--seq-len", "100000"],
+        &hybrid,
+        "max_position_embeddings",
+    );
+    // A dense model in the export format (Hugging Face layout) to upcycle.
+    let dense = std::env::temp_dir().join(format!("multipl-moe-cli-dense-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dense);
+    let config = MultiplMoeConfig::new(QwenConfig::tiny());
+    let model = config
+        .init::<TestBackend>(&Default::default())
+        .expect("valid");
+    save_model(&model, &config, &dense, SaveDtype::F32).expect("saves");
+    let out = dense.with_extension("upcycled");
+    for noise in ["NaN", "-1", "inf"] {
+        let flag = format!("--expert-noise={noise}");
+        refused(
+            &["upcycle", "--out", out.to_str().expect("utf-8"), &flag],
+            &dense,
+            "expert_noise",
+        );
+        assert!(!out.exists(), "nothing written for --expert-noise {noise}");
+    }
+    let _ = std::fs::remove_dir_all(&hybrid);
+    let _ = std::fs::remove_dir_all(&dense);
+}
+
 #[test]
 fn generate_streams_and_reports_speed() {
     let dir = saved_model("generate");
