@@ -428,6 +428,43 @@ fn resume_needs_the_loss_rows_of_its_checkpoint_and_old_checkpoints_are_pruned()
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A checkpoint that cannot be written (here a directory stands where `model-2.mpk` goes; a
+/// full disk fails the same way) stops training with an error that names the file and the
+/// cause, keeps checkpoint 1, and leaves no temporary file: no panic in the next segment.
+#[test]
+fn a_checkpoint_that_cannot_be_written_stops_training_with_its_cause() {
+    let cfg = resumable_cfg();
+    let dir = run_dir("unwritable");
+    let blocker = dir.join("checkpoint/model-2.mpk");
+    std::fs::create_dir_all(blocker.join("in-the-way")).unwrap();
+    // `--resume` keeps what is in the directory (a fresh run would delete checkpoint files).
+    let err = train(
+        fresh_model(),
+        0.0,
+        sequences(8, 12),
+        sequences(2, 12),
+        &cfg,
+        &TrainTarget::new(&dir).with_resume(true),
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, TrainError::Stopped { number: 2, .. }) && msg.contains("model-2.mpk"),
+        "{msg}"
+    );
+    assert!(
+        dir.join("checkpoint/model-1.mpk").exists(),
+        "checkpoint 1 kept"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.join("checkpoint"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporaries left: {leftovers:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn data_order_is_a_per_epoch_permutation_fixed_by_the_seed() {
     let order = data_order(10, 3, 5);

@@ -60,6 +60,17 @@ pub enum TrainError {
         /// Its value now.
         now: String,
     },
+    /// burn-train stopped a segment: its checkpoint could not be written (a full disk, a
+    /// removed directory).
+    #[error("training stopped at checkpoint {number}: {reason}; the newest complete checkpoint in {} is kept for --resume", dir.display())]
+    Stopped {
+        /// The checkpoint directory.
+        dir: PathBuf,
+        /// The checkpoint the segment was to write.
+        number: usize,
+        /// burn-train's reason.
+        reason: String,
+    },
     /// Not enough data for the requested split or sequence length.
     #[error("not enough data: {0}")]
     NotEnoughData(String),

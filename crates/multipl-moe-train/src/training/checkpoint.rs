@@ -41,13 +41,46 @@ impl<B: Backend> Recorder<B> for AtomicRecorder {
     fn save_item<I: Serialize>(&self, item: I, mut file: PathBuf) -> Result<(), RecorderError> {
         file.set_extension(<Self as FileRecorder<B>>::file_extension());
         replace_with(&file, |w| {
-            rmp_serde::encode::write_named(w, &item).map_err(std::io::Error::other)
+            let mut w = KeepsIoError {
+                inner: w,
+                error: None,
+            };
+            rmp_serde::encode::write_named(&mut w, &item)
+                .map_err(|e| w.error.take().unwrap_or_else(|| std::io::Error::other(e)))
         })
         .map_err(|e| RecorderError::Unknown(format!("{}: {e}", file.display())))
     }
 
     fn load_item<I: DeserializeOwned>(&self, file: &mut PathBuf) -> Result<I, RecorderError> {
         Recorder::<B>::load_item(&self.inner, file)
+    }
+}
+
+/// A writer that keeps the first I/O error, which MessagePack's encoder reports only as
+/// "error while writing multi-byte MessagePack value" (a full disk must say so).
+struct KeepsIoError<'a> {
+    inner: &'a mut dyn std::io::Write,
+    error: Option<std::io::Error>,
+}
+
+impl KeepsIoError<'_> {
+    fn keep<T>(&mut self, result: std::io::Result<T>) -> std::io::Result<T> {
+        result.inspect_err(|e| {
+            self.error
+                .get_or_insert_with(|| std::io::Error::new(e.kind(), e.to_string()));
+        })
+    }
+}
+
+impl std::io::Write for KeepsIoError<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let result = self.inner.write(buf);
+        self.keep(result)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let result = self.inner.flush();
+        self.keep(result)
     }
 }
 
@@ -183,6 +216,42 @@ pub fn remove_temporaries(dir: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use crate::files::temp_name;
+
+    /// A writer with room for `room` bytes, then a full disk.
+    struct Full {
+        room: usize,
+    }
+
+    impl std::io::Write for Full {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.room == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_encoder_write_error_keeps_its_io_cause() {
+        let mut full = Full { room: 100 };
+        let mut w = KeepsIoError {
+            inner: &mut full,
+            error: None,
+        };
+        let err = rmp_serde::encode::write_named(&mut w, &vec![1.5f32; 1000]).unwrap_err();
+        assert!(
+            !err.to_string().contains("storage full"),
+            "rmp hides it: {err}"
+        );
+        let kept = w.error.expect("the I/O error is kept");
+        assert_eq!(kept.kind(), std::io::ErrorKind::StorageFull);
+    }
 
     #[test]
     fn temporary_name_is_hidden_beside_the_file() {

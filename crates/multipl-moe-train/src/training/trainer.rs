@@ -293,7 +293,7 @@ pub fn train<B: AutodiffBackend>(
             .with_checkpointing_strategy(SaveOnly)
             .grads_accumulation(cfg.grad_accumulation)
             .num_epochs(number)
-            .with_interrupter(interrupter);
+            .with_interrupter(interrupter.clone());
         if number > 1 {
             training = training.checkpoint(number - 1);
         }
@@ -317,6 +317,17 @@ pub fn train<B: AutodiffBackend>(
                 loss,
                 step: i * segment_len / per_step + step,
                 dir: ckpt_dir,
+            });
+        }
+        // Anything else that stops a segment is burn-train's checkpointer failing to save:
+        // the next segment could not start from this checkpoint.
+        if interrupter.should_stop() {
+            return Err(TrainError::Stopped {
+                dir: ckpt_dir,
+                number,
+                reason: interrupter
+                    .get_message()
+                    .unwrap_or_else(|| "interrupted".into()),
             });
         }
         checkpoint::prune(&ckpt_dir, number, cfg.keep_checkpoints)
