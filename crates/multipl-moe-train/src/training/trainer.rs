@@ -8,12 +8,14 @@ use burn::data::dataloader::DataLoaderBuilder;
 use burn::data::dataset::InMemDataset;
 use burn::grad_clipping::GradientClippingConfig;
 use burn::module::Module;
+use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::lr_scheduler::LrScheduler;
-use burn::optim::{AdamWConfig, Optimizer};
+use burn::optim::{AdamW, AdamWConfig, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::metric::{LearningRateMetric, LossMetric};
 use burn::train::{
-    ExecutionStrategy, Interrupter, Learner, MultiDeviceOptim, SupervisedTraining, TrainingStrategy,
+    ExecutionStrategy, Interrupter, Learner, LearningComponentsMarker, MultiDeviceOptim,
+    SupervisedTraining, TrainingStrategy,
 };
 use multipl_moe_core::CausalLm;
 use multipl_moe_qwen::apply_freeze;
@@ -180,90 +182,152 @@ pub fn train<B: AutodiffBackend>(
         )));
     }
     let dir = target.dir.as_path();
-    let ckpt_dir = dir.join("checkpoint");
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
     let per_step = cfg.batch_size * cfg.grad_accumulation;
-    let steps = cfg.epochs * train.len() / per_step;
     let order = data_order(train.len(), cfg.epochs, cfg.seed);
     let segment_len = match cfg.checkpoint_every {
         0 => train.len(),
         n => n * per_step,
     };
-    let plan = Plan {
-        segments: order.chunks(segment_len).collect(),
-        batch_size: cfg.batch_size,
-        grad_accumulation: cfg.grad_accumulation,
-        valid_every: cfg.valid_every,
-    };
-    let valid = match cfg.max_valid_batches {
-        0 => valid,
-        n => {
-            let mut v = interleave_languages(valid);
-            v.truncate(n * cfg.batch_size);
-            v
-        }
-    };
-
     let model = apply_freeze(model, &cfg.freeze);
     let device = model
         .devices()
         .into_iter()
         .next()
         .ok_or_else(|| TrainError::NotEnoughData("the model has no parameter".into()))?;
-    let schedule = WarmupCosine::new(cfg.lr, cfg.min_lr, cfg.warmup_steps, steps);
-    let optim = AdamWConfig::new()
-        .with_weight_decay(cfg.weight_decay as f32)
-        .with_grad_clipping(Some(GradientClippingConfig::Norm(cfg.grad_clip as f32)));
-    let loss_path = dir.join("loss.csv");
-    let resumed = if target.resume {
-        let rows = complete_rows(&loss_path)?.len();
-        let probe = optim.init::<B, LanguageModel<B>>();
-        let (found, skipped) = newest_complete(&ckpt_dir, |n| {
-            unusable(&probe, &ckpt_dir, n, &plan, rows, &device)
+    let run = Segments {
+        plan: Plan {
+            segments: order.chunks(segment_len).collect(),
+            batch_size: cfg.batch_size,
+            grad_accumulation: cfg.grad_accumulation,
+            valid_every: cfg.valid_every,
+        },
+        ckpt_dir: dir.join("checkpoint"),
+        schedule: WarmupCosine::new(
+            cfg.lr,
+            cfg.min_lr,
+            cfg.warmup_steps,
+            cfg.epochs * train.len() / per_step,
+        ),
+        optim: AdamWConfig::new()
+            .with_weight_decay(cfg.weight_decay as f32)
+            .with_grad_clipping(Some(GradientClippingConfig::Norm(cfg.grad_clip as f32))),
+        valid: capped(valid, cfg),
+        train,
+        model,
+        balance_coef,
+        cfg,
+        target,
+    };
+    let resumed = run.starting_checkpoint(&device)?;
+    let ckpt_dir = &run.ckpt_dir;
+    checkpoint::remove_temporaries(ckpt_dir).map_err(|e| TrainError::io(ckpt_dir, e))?;
+    let loss_log = Arc::new(Mutex::new(LossLog::open(
+        &dir.join("loss.csv"),
+        run.plan.rows_until(resumed),
+    )?));
+    let mut trained = None;
+    for number in resumed + 1..=run.plan.segments.len() {
+        trained = Some(run.segment(number, &loss_log)?);
+    }
+    trained.ok_or_else(|| TrainError::NotEnoughData("no training step to run".into()))
+}
+
+/// The validation sequences a pass uses: all, or the first `max_valid_batches` batches with
+/// the languages taken in turn.
+fn capped(valid: Vec<Sequence>, cfg: &TrainConfig) -> Vec<Sequence> {
+    match cfg.max_valid_batches {
+        0 => valid,
+        n => {
+            let mut v = interleave_languages(valid);
+            v.truncate(n * cfg.batch_size);
+            v
+        }
+    }
+}
+
+/// burn-train's training of a [`LanguageModel`] with AdamW and [`WarmupCosine`].
+type Training<B> = SupervisedTraining<
+    LearningComponentsMarker<
+        B,
+        WarmupCosine,
+        LanguageModel<B>,
+        OptimizerAdaptor<AdamW, LanguageModel<B>, B>,
+    >,
+>;
+
+/// Everything a run's checkpoint segments share.
+struct Segments<'a, B: AutodiffBackend> {
+    plan: Plan<'a>,
+    ckpt_dir: PathBuf,
+    schedule: WarmupCosine,
+    optim: AdamWConfig,
+    train: Vec<Sequence>,
+    valid: Vec<Sequence>,
+    model: CausalLm<B>,
+    balance_coef: f64,
+    cfg: &'a TrainConfig,
+    target: &'a TrainTarget<B>,
+}
+
+impl<B: AutodiffBackend> Segments<'_, B> {
+    /// The checkpoint the run continues after (0: from the start). A resumed run takes the
+    /// newest usable one and prints why it skipped newer ones; a fresh run deletes the
+    /// checkpoints of an earlier run.
+    fn starting_checkpoint(&self, device: &B::Device) -> Result<usize> {
+        let (ckpt_dir, plan) = (&self.ckpt_dir, &self.plan);
+        if !self.target.resume {
+            for n in checkpoint::numbers(ckpt_dir) {
+                checkpoint::remove(ckpt_dir, n).map_err(|e| TrainError::io(ckpt_dir, e))?;
+            }
+            return Ok(0);
+        }
+        let rows = complete_rows(&self.target.dir.join("loss.csv"))?.len();
+        let probe = self.optim.init::<B, LanguageModel<B>>();
+        let (found, skipped) = newest_complete(ckpt_dir, |n| {
+            unusable(&probe, ckpt_dir, n, plan, rows, device)
         });
         for s in &skipped {
             println!("skipping checkpoint {}: {}", s.number, s.reason);
         }
         match found {
-            Some(c) => println!("resuming after checkpoint {c} of {}", plan.segments.len()),
-            None => println!(
-                "no usable checkpoint under {}; starting from scratch",
-                ckpt_dir.display()
-            ),
+            Some(c) if c == plan.segments.len() => Err(TrainError::Config {
+                field: "resume",
+                reason: format!(
+                    "the run already finished at checkpoint {c}; nothing is left to train"
+                ),
+            }),
+            Some(c) => {
+                println!("resuming after checkpoint {c} of {}", plan.segments.len());
+                Ok(c)
+            }
+            None => {
+                println!(
+                    "no usable checkpoint under {}; starting from scratch",
+                    ckpt_dir.display()
+                );
+                Ok(0)
+            }
         }
-        found.unwrap_or(0)
-    } else {
-        for n in checkpoint::numbers(&ckpt_dir) {
-            checkpoint::remove(&ckpt_dir, n).map_err(|e| TrainError::io(&ckpt_dir, e))?;
-        }
-        0
-    };
-    if resumed == plan.segments.len() {
-        return Err(TrainError::Config {
-            field: "resume",
-            reason: format!(
-                "the run already finished at checkpoint {resumed}; nothing is left to train"
-            ),
-        });
     }
-    checkpoint::remove_temporaries(&ckpt_dir).map_err(|e| TrainError::io(&ckpt_dir, e))?;
-    let loss_log = Arc::new(Mutex::new(LossLog::open(
-        &loss_path,
-        plan.rows_until(resumed),
-    )?));
 
-    let mut trained = None;
-    for (i, segment) in plan.segments.iter().enumerate().skip(resumed) {
-        let number = i + 1;
+    /// Trains segment `number` (1-based) as burn-train epoch `number`, starting from
+    /// checkpoint `number − 1`, and prunes old checkpoints after it.
+    fn segment(
+        &self,
+        number: usize,
+        loss_log: &Arc<Mutex<LossLog>>,
+    ) -> Result<CausalLm<B::InnerBackend>> {
+        let (cfg, ckpt_dir) = (self.cfg, &self.ckpt_dir);
         let interrupter = Interrupter::new();
-        let mut lm = LanguageModel::new(model.clone(), balance_coef);
+        let mut lm = LanguageModel::new(self.model.clone(), self.balance_coef);
         lm.non_finite = NonFiniteGuard::new(interrupter.clone()).with_log(loss_log.clone());
         let guard = lm.non_finite.clone();
-        let items: Vec<Sequence> = segment.iter().map(|&j| train[j].clone()).collect();
-        let valid_items = if plan.validates(number) {
-            valid.clone()
-        } else {
-            Vec::new()
+        let segment = self.plan.segments[number - 1];
+        let items: Vec<Sequence> = segment.iter().map(|&j| self.train[j].clone()).collect();
+        let valid_items = match self.plan.validates(number) {
+            true => self.valid.clone(),
+            false => Vec::new(),
         };
         let dl_train = DataLoaderBuilder::new(LmBatcher)
             .batch_size(cfg.batch_size)
@@ -271,38 +335,24 @@ pub fn train<B: AutodiffBackend>(
         let dl_valid = DataLoaderBuilder::new(LmBatcher)
             .batch_size(cfg.batch_size)
             .build(InMemDataset::new(valid_items));
-        let learner = Learner::new(lm, optim.init(), schedule.clone());
-        // The dashboard: loss, CE, balance loss and perplexity (train and valid), learning
-        // rate, tokens/s, and each level's expert load.
-        let mut training = SupervisedTraining::new(dir, dl_train, dl_valid)
-            .metric_train_numeric(LossMetric::new())
-            .metric_valid_numeric(LossMetric::new())
-            .metric_train_numeric(StatMetric::new(Stat::CrossEntropy))
-            .metric_valid_numeric(StatMetric::new(Stat::CrossEntropy))
-            .metric_train_numeric(StatMetric::new(Stat::Balance))
-            .metric_valid_numeric(StatMetric::new(Stat::Balance))
-            .metric_train_numeric(PerplexityMetric::default())
-            .metric_valid_numeric(PerplexityMetric::default())
-            .metric_train_numeric(LearningRateMetric::new())
-            .metric_train_numeric(TokensPerSecond::default())
-            .metric_train_numeric(StatMetric::new(Stat::TokenMaxLoad))
-            .metric_train_numeric(StatMetric::new(Stat::TokenEntropy))
-            .metric_train_numeric(StatMetric::new(Stat::SegmentMaxLoad))
-            .metric_train_numeric(StatMetric::new(Stat::SegmentEntropy))
-            .with_file_checkpointer(AtomicRecorder::default())
-            .with_checkpointing_strategy(SaveOnly)
-            .grads_accumulation(cfg.grad_accumulation)
-            .num_epochs(number)
-            .with_interrupter(interrupter.clone());
+        let learner = Learner::new(lm, self.optim.init(), self.schedule.clone());
+        let mut training = with_dashboard(SupervisedTraining::new(
+            &self.target.dir,
+            dl_train,
+            dl_valid,
+        ))
+        .with_file_checkpointer(AtomicRecorder::default())
+        .with_checkpointing_strategy(SaveOnly)
+        .grads_accumulation(cfg.grad_accumulation)
+        .num_epochs(number)
+        .with_interrupter(interrupter.clone());
         if number > 1 {
             training = training.checkpoint(number - 1);
         }
-        if target.devices.len() > 1 {
+        let devices = &self.target.devices;
+        if devices.len() > 1 {
             training = training.with_training_strategy(TrainingStrategy::Default(
-                ExecutionStrategy::MultiDevice(
-                    target.devices.clone(),
-                    MultiDeviceOptim::OptimMainDevice,
-                ),
+                ExecutionStrategy::MultiDevice(devices.clone(), MultiDeviceOptim::OptimMainDevice),
             ));
         }
         if !std::io::stdout().is_terminal() {
@@ -313,26 +363,50 @@ pub fn train<B: AutodiffBackend>(
             log.check()?;
         }
         if let Some((loss, step)) = guard.seen() {
+            let per_step = cfg.batch_size * cfg.grad_accumulation;
+            let before: usize = self.plan.segments[..number - 1]
+                .iter()
+                .map(|s| s.len())
+                .sum();
             return Err(TrainError::NonFiniteLoss {
                 loss,
-                step: i * segment_len / per_step + step,
-                dir: ckpt_dir,
+                step: before / per_step + step,
+                dir: ckpt_dir.clone(),
             });
         }
         // Anything else that stops a segment is burn-train's checkpointer failing to save:
         // the next segment could not start from this checkpoint.
         if interrupter.should_stop() {
             return Err(TrainError::Stopped {
-                dir: ckpt_dir,
+                dir: ckpt_dir.clone(),
                 number,
                 reason: interrupter
                     .get_message()
                     .unwrap_or_else(|| "interrupted".into()),
             });
         }
-        checkpoint::prune(&ckpt_dir, number, cfg.keep_checkpoints)
-            .map_err(|e| TrainError::io(&ckpt_dir, e))?;
-        trained = Some(result.model.lm);
+        checkpoint::prune(ckpt_dir, number, cfg.keep_checkpoints)
+            .map_err(|e| TrainError::io(ckpt_dir, e))?;
+        Ok(result.model.lm)
     }
-    trained.ok_or_else(|| TrainError::NotEnoughData("no training step to run".into()))
+}
+
+/// The dashboard: loss, CE, balance loss and perplexity (train and valid), learning rate,
+/// tokens/s, and each level's expert load.
+fn with_dashboard<B: AutodiffBackend>(training: Training<B>) -> Training<B> {
+    training
+        .metric_train_numeric(LossMetric::new())
+        .metric_valid_numeric(LossMetric::new())
+        .metric_train_numeric(StatMetric::new(Stat::CrossEntropy))
+        .metric_valid_numeric(StatMetric::new(Stat::CrossEntropy))
+        .metric_train_numeric(StatMetric::new(Stat::Balance))
+        .metric_valid_numeric(StatMetric::new(Stat::Balance))
+        .metric_train_numeric(PerplexityMetric::default())
+        .metric_valid_numeric(PerplexityMetric::default())
+        .metric_train_numeric(LearningRateMetric::new())
+        .metric_train_numeric(TokensPerSecond::default())
+        .metric_train_numeric(StatMetric::new(Stat::TokenMaxLoad))
+        .metric_train_numeric(StatMetric::new(Stat::TokenEntropy))
+        .metric_train_numeric(StatMetric::new(Stat::SegmentMaxLoad))
+        .metric_train_numeric(StatMetric::new(Stat::SegmentEntropy))
 }
