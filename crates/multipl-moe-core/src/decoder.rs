@@ -54,16 +54,26 @@ impl<B: Backend> DecoderLayer<B> {
         padding: Option<Tensor<B, 2, Bool>>,
     ) -> DecoderOutput<B> {
         let (h, u) = self.attend(h, rope, padding.clone());
-        let (ffn, routing) = match &self.mlp {
+        let (ffn, routing) = self.feed_forward(u, padding);
+        DecoderOutput {
+            hidden: h.add(ffn),
+            routing,
+        }
+    }
+
+    /// The FFN slot on its input `u: [B, T, d]` with the training routing: its output and, for
+    /// a hybrid slot, the routing. `padding` as in [`Self::forward`].
+    pub fn feed_forward(
+        &self,
+        u: Tensor<B, 3>,
+        padding: Option<Tensor<B, 2, Bool>>,
+    ) -> (Tensor<B, 3>, Option<LayerRouting<B>>) {
+        match &self.mlp {
             FeedForward::Dense(ffn) => (ffn.forward(u), None),
             FeedForward::Hybrid(moe) => {
                 let (out, routing) = moe.forward(u, padding);
                 (out, Some(routing))
             }
-        };
-        DecoderOutput {
-            hidden: h.add(ffn),
-            routing,
         }
     }
 

@@ -157,12 +157,27 @@ impl<B: Backend> CausalLm<B> {
         tokens: Tensor<B, 2, Int>,
         padding: Option<Tensor<B, 2, Bool>>,
     ) -> CausalLmOutput<B> {
+        self.forward_observed(tokens, padding, |_, _, _| {})
+    }
+
+    /// [`Self::forward`], calling `observe(layer, u, routing)` with each layer's FFN input
+    /// `u: [B, T, d]` (`RMSNorm(h + Attn(...))`) and its routing once the layer has run: what
+    /// a study of the routing rule needs (the train crate's `demo::agreement`) without a
+    /// second copy of the decoder loop.
+    pub fn forward_observed(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        padding: Option<Tensor<B, 2, Bool>>,
+        mut observe: impl FnMut(usize, Tensor<B, 3>, Option<&LayerRouting<B>>),
+    ) -> CausalLmOutput<B> {
         let mut h = self.embed_tokens.forward(tokens);
         let mut routing = Vec::with_capacity(self.layers.len());
-        for layer in &self.layers {
-            let out = layer.forward(h, &self.rope, padding.clone());
-            h = out.hidden;
-            routing.push(out.routing);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (mid, u) = layer.attend(h, &self.rope, padding.clone());
+            let (ffn, layer_routing) = layer.feed_forward(u.clone(), padding.clone());
+            observe(i, u, layer_routing.as_ref());
+            h = mid.add(ffn);
+            routing.push(layer_routing);
         }
         CausalLmOutput {
             logits: self.head(h),

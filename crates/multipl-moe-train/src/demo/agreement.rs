@@ -6,9 +6,10 @@
 //! experts of the same scores (see `CausalLm::forward_inference`). Both are evaluated on the
 //! same FFN inputs `u` — the training forward's — so the figures isolate the routing rule.
 
-use burn::tensor::{Int, Tensor, TensorData, activation::log_softmax, backend::Backend};
+use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use multipl_moe_core::decoder::FeedForward;
-use multipl_moe_core::segment_moe::pool_segments;
+use multipl_moe_core::segment_moe::{SegmentMoe, pool_segments};
 use multipl_moe_core::{CausalLm, Logits, SegmentRouting};
 use serde::Serialize;
 
@@ -121,6 +122,88 @@ struct Counts {
     picks: Vec<usize>,
 }
 
+impl Counts {
+    /// Compares, for every complete window of `u: [B, T, d]`, the top-`k` experts that the
+    /// pool of its first `j` tokens gets at inference (`j = 1..=a`) with the experts that
+    /// training's expert choice gave it (`gates: [B·P, N_s]`, non-zero = chosen).
+    fn add<B: Backend>(
+        &mut self,
+        seg: &SegmentMoe<B>,
+        u: Tensor<B, 3>,
+        gates: Tensor<B, 2>,
+        k: usize,
+    ) {
+        let [b, t, d] = u.dims();
+        let n_s = seg.experts.num_experts();
+        let a = seg.window;
+        let (p_all, p_full) = (t.div_ceil(a), t / a);
+        let trained: Vec<Vec<usize>> = host(gates)
+            .chunks(n_s)
+            .map(|row| (0..n_s).filter(|&e| row[e] > 0.0).collect())
+            .collect();
+        self.exact.resize(a, 0);
+        self.hits.resize(a, 0);
+        self.picks.resize(a, 0);
+        let windows = u.narrow(1, 0, p_full * a).reshape([b, p_full, a, d]);
+        for j in 1..=a {
+            let prefix = windows.clone().narrow(2, 0, j).reshape([b, p_full * j, d]);
+            let pooled = pool_segments(prefix, j, seg.pooling).reshape([b * p_full, d]);
+            let probs = host(softmax(seg.router.forward(pooled), 1));
+            for (w, set) in top_sets(&probs, n_s, k).into_iter().enumerate() {
+                let train = &trained[(w / p_full) * p_all + w % p_full];
+                self.exact[j - 1] += usize::from(*train == set);
+                self.hits[j - 1] += set.iter().filter(|e| train.contains(e)).count();
+                self.picks[j - 1] += set.len();
+                if j == a {
+                    self.windows += 1;
+                    self.unserved += usize::from(train.is_empty());
+                }
+            }
+        }
+    }
+}
+
+impl Counts {
+    /// The rates of `layer`'s counts.
+    fn agreement(self, layer: usize) -> LayerAgreement {
+        let windows = self.windows.max(1) as f64;
+        let prefix_exact: Vec<f64> = self.exact.iter().map(|&v| v as f64 / windows).collect();
+        let prefix_precision: Vec<f64> = self
+            .hits
+            .iter()
+            .zip(&self.picks)
+            .map(|(&h, &p)| h as f64 / p.max(1) as f64)
+            .collect();
+        LayerAgreement {
+            layer,
+            windows: self.windows,
+            closed_exact: prefix_exact.last().copied().unwrap_or(0.0),
+            closed_precision: prefix_precision.last().copied().unwrap_or(0.0),
+            unserved: self.unserved as f64 / windows,
+            prefix_precision,
+            prefix_exact,
+        }
+    }
+}
+
+/// Summed next-token NLL of `tokens` as generation computes it: the cached inference
+/// forward, one token at a time, teacher-forced.
+fn generation_nll<B: Backend>(model: &CausalLm<B>, tokens: &[u32], device: &B::Device) -> f64 {
+    let mut cache = None;
+    let mut nll = 0.0;
+    for pos in 0..tokens.len() - 1 {
+        let x = Tensor::<B, 2, Int>::from_data(
+            TensorData::new(vec![tokens[pos] as i64], [1, 1]),
+            device,
+        );
+        let (logits, grown) = model.forward_inference(x, cache.take(), Logits::Last);
+        cache = Some(grown);
+        let row = host(log_softmax(logits.reshape([1, model.vocab_size()]), 1));
+        nll -= row[tokens[pos + 1] as usize] as f64;
+    }
+    nll
+}
+
 fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data()
         .convert::<f32>()
@@ -151,63 +234,18 @@ pub fn routing_agreement<B: Backend>(
         let targets = tokens.clone().narrow(1, 1, t - 1);
         let b = chunk.len();
 
-        let mut h = model.embed_tokens.forward(inputs);
-        for (i, layer) in model.layers.iter().enumerate() {
-            let (mid, u) = layer.attend(h, &model.rope, None);
-            let ffn = match &layer.mlp {
-                FeedForward::Dense(ffn) => ffn.forward(u),
-                FeedForward::Hybrid(moe) => {
-                    let (out, routing) = moe.forward(u.clone(), None);
-                    let seg = &moe.segment_moe;
-                    if seg.routing == SegmentRouting::Paper {
-                        k = seg.experts_per_segment();
-                        let c = counts[i].get_or_insert_with(Counts::default);
-                        let n_s = seg.experts.num_experts();
-                        let a = seg.window;
-                        let p_all = (t - 1).div_ceil(a);
-                        let p_full = (t - 1) / a;
-                        let gates = host(routing.segment.gates);
-                        let trained: Vec<Vec<usize>> = gates
-                            .chunks(n_s)
-                            .map(|row| (0..n_s).filter(|&e| row[e] > 0.0).collect())
-                            .collect();
-                        c.exact.resize(a, 0);
-                        c.hits.resize(a, 0);
-                        c.picks.resize(a, 0);
-                        let [_, _, d] = u.dims();
-                        let windows = u
-                            .clone()
-                            .narrow(1, 0, p_full * a)
-                            .reshape([b, p_full, a, d]);
-                        for j in 1..=a {
-                            let prefix =
-                                windows.clone().narrow(2, 0, j).reshape([b, p_full * j, d]);
-                            let pooled =
-                                pool_segments(prefix, j, seg.pooling).reshape([b * p_full, d]);
-                            let probs = host(burn::tensor::activation::softmax(
-                                seg.router.forward(pooled),
-                                1,
-                            ));
-                            for (w, set) in top_sets(&probs, n_s, k).into_iter().enumerate() {
-                                let v = (w / p_full) * p_all + w % p_full;
-                                let train = &trained[v];
-                                c.exact[j - 1] += usize::from(*train == set);
-                                c.hits[j - 1] += set.iter().filter(|e| train.contains(e)).count();
-                                c.picks[j - 1] += set.len();
-                                if j == a {
-                                    c.windows += 1;
-                                    c.unserved += usize::from(train.is_empty());
-                                }
-                            }
-                        }
-                    }
-                    out
+        // The training forward, counting each paper-mode layer's agreement on its FFN input.
+        let out = model.forward_observed(inputs, None, |i, u, routing| {
+            if let (FeedForward::Hybrid(moe), Some(routing)) = (&model.layers[i].mlp, routing) {
+                let seg = &moe.segment_moe;
+                if seg.routing == SegmentRouting::Paper {
+                    k = seg.experts_per_segment();
+                    let c = counts[i].get_or_insert_with(Counts::default);
+                    c.add(seg, u, routing.segment.gates.clone(), k);
                 }
-            };
-            h = mid.add(ffn);
-        }
-        // The layer loop above is the training forward; only the head is left.
-        let logits = model.head(h);
+            }
+        });
+        let logits = out.logits;
         let nll = log_softmax(logits, 2)
             .gather(2, targets.clone().unsqueeze_dim(2))
             .neg()
@@ -215,17 +253,7 @@ pub fn routing_agreement<B: Backend>(
         ce_train += host(nll).first().copied().unwrap_or(0.0) as f64;
 
         for seq in chunk {
-            let mut cache = None;
-            for pos in 0..t - 1 {
-                let x = Tensor::<B, 2, Int>::from_data(
-                    TensorData::new(vec![seq.tokens[pos] as i64], [1, 1]),
-                    device,
-                );
-                let (logits, grown) = model.forward_inference(x, cache.take(), Logits::Last);
-                cache = Some(grown);
-                let row = host(log_softmax(logits.reshape([1, model.vocab_size()]), 1));
-                ce_gen -= row[seq.tokens[pos + 1] as usize] as f64;
-            }
+            ce_gen += generation_nll(model, &seq.tokens, device);
             done += 1;
             progress.item(done, "");
         }
@@ -235,26 +263,7 @@ pub fn routing_agreement<B: Backend>(
     let layers = counts
         .into_iter()
         .enumerate()
-        .filter_map(|(layer, c)| c.map(|c| (layer, c)))
-        .map(|(layer, c)| {
-            let windows = c.windows.max(1) as f64;
-            let prefix_exact: Vec<f64> = c.exact.iter().map(|&v| v as f64 / windows).collect();
-            let prefix_precision: Vec<f64> = c
-                .hits
-                .iter()
-                .zip(&c.picks)
-                .map(|(&h, &p)| h as f64 / p.max(1) as f64)
-                .collect();
-            LayerAgreement {
-                layer,
-                windows: c.windows,
-                closed_exact: prefix_exact.last().copied().unwrap_or(0.0),
-                closed_precision: prefix_precision.last().copied().unwrap_or(0.0),
-                unserved: c.unserved as f64 / windows,
-                prefix_precision,
-                prefix_exact,
-            }
-        })
+        .filter_map(|(layer, c)| c.map(|c| c.agreement(layer)))
         .collect();
     let n = n_pred.max(1) as f64;
     AgreementReport {
