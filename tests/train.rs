@@ -692,3 +692,56 @@ fn capped_validation_takes_every_language_in_turn() {
     let first: Vec<Language> = mixed[..6].iter().map(|s| s.language).collect();
     assert_eq!(first, Language::ALL.to_vec());
 }
+
+/// The demo pipeline seeds every stage: two runs of a small demo write the same table and the
+/// same `loss.csv` for every stage (issue 12; two processes running `train` are compared in
+/// `tests/cli.rs`, and `cargo run --release` was compared the same way by hand).
+#[test]
+fn the_demo_repeats_itself_exactly() {
+    use multipl_moe::train::demo::pipeline::{DemoConfig, DemoData, run_demo};
+    let tiny = DemoConfig::tiny();
+    let small = |cfg: TrainConfig| TrainConfig {
+        batch_size: 4,
+        seq_len: 32,
+        warmup_steps: 2,
+        ..cfg
+    };
+    let cfg = DemoConfig {
+        documents_per_language: 12,
+        vocab_size: 300,
+        model: QwenConfig::new(300, 32, 64, 1, 4, 2).with_max_position_embeddings(64),
+        pretrain: small(tiny.pretrain.clone()),
+        pretrain_sequences: 48,
+        finetune: small(tiny.finetune.clone()),
+        finetune_sequences: 32,
+        ..tiny
+    };
+    let device = Default::default();
+    let runs: Vec<_> = ["demo-a", "demo-b"]
+        .into_iter()
+        .map(|name| {
+            let out = run_dir(name);
+            run_demo::<A>(&cfg, &DemoData::Embedded, &[0], &out, &device).unwrap();
+            out
+        })
+        .collect();
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{p:?}: {e}"));
+    assert_eq!(
+        read(&runs[0].join("table.txt")),
+        read(&runs[1].join("table.txt"))
+    );
+    let stages: Vec<_> = std::fs::read_dir(runs[0].join("seed-0"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .filter(|name| runs[0].join("seed-0").join(name).join("loss.csv").exists())
+        .collect();
+    assert_eq!(stages.len(), 4, "four trained stages: {stages:?}");
+    for stage in &stages {
+        let [a, b] = [0, 1].map(|i| read(&runs[i].join("seed-0").join(stage).join("loss.csv")));
+        assert!(a.lines().count() > 2, "{stage:?} trained");
+        assert_eq!(a, b, "{stage:?}: loss.csv differs between two runs");
+    }
+    for out in runs {
+        let _ = std::fs::remove_dir_all(out);
+    }
+}

@@ -304,10 +304,17 @@ impl<B: Backend> SegmentMoe<B> {
         let route_in = self
             .inference_route_inputs(full, offset)
             .reshape([b * t, d]);
-        let probs = softmax(self.router.forward(route_in), 1);
-        let (experts, weights) = segment_choice(probs, self.experts_per_segment());
+        let (experts, weights) = self.inference_choice(route_in);
         self.mix_experts(u.reshape([b * t, d]), experts, weights)
             .reshape([b, t, d])
+    }
+
+    /// The experts `[N, k]` and their weights `[N, k]` that router vectors `route_in: [N, d]`
+    /// get at inference: the top-[`Self::experts_per_segment`] of `softmax(W_seg·route_in)`
+    /// ([`segment_choice`]).
+    pub fn inference_choice(&self, route_in: Tensor<B, 2>) -> (Tensor<B, 2, Int>, Tensor<B, 2>) {
+        let probs = softmax(self.router.forward(route_in), 1);
+        segment_choice(probs, self.experts_per_segment())
     }
 
     /// The router vector of every position `offset..T` of `full: [B, T, d]` at inference,

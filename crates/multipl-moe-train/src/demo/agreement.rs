@@ -6,7 +6,7 @@
 //! experts of the same scores (see `CausalLm::forward_inference`). Both are evaluated on the
 //! same FFN inputs `u` — the training forward's — so the figures isolate the routing rule.
 
-use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
 use multipl_moe_core::decoder::FeedForward;
 use multipl_moe_core::segment_moe::{SegmentMoe, pool_segments};
@@ -99,20 +99,6 @@ impl AgreementReport {
     }
 }
 
-/// Top-`k` columns of each row (ties: lowest index), as sorted sets.
-fn top_sets(probs: &[f32], n: usize, k: usize) -> Vec<Vec<usize>> {
-    probs
-        .chunks(n)
-        .map(|row| {
-            let mut idx: Vec<usize> = (0..n).collect();
-            idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
-            idx.truncate(k);
-            idx.sort_unstable();
-            idx
-        })
-        .collect()
-}
-
 #[derive(Default)]
 struct Counts {
     windows: usize,
@@ -148,8 +134,18 @@ impl Counts {
         for j in 1..=a {
             let prefix = windows.clone().narrow(2, 0, j).reshape([b, p_full * j, d]);
             let pooled = pool_segments(prefix, j, seg.pooling).reshape([b * p_full, d]);
-            let probs = host(softmax(seg.router.forward(pooled), 1));
-            for (w, set) in top_sets(&probs, n_s, k).into_iter().enumerate() {
+            let (experts, _) = seg.inference_choice(pooled);
+            let chosen: Vec<i64> = experts
+                .into_data()
+                .convert::<i64>()
+                .to_vec()
+                .unwrap_or_default();
+            let sets = chosen.chunks(k).map(|row| {
+                let mut set: Vec<usize> = row.iter().map(|&e| e as usize).collect();
+                set.sort_unstable();
+                set
+            });
+            for (w, set) in sets.enumerate() {
                 let train = &trained[(w / p_full) * p_all + w % p_full];
                 self.exact[j - 1] += usize::from(*train == set);
                 self.hits[j - 1] += set.iter().filter(|e| train.contains(e)).count();
