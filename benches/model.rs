@@ -18,9 +18,9 @@ use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::Backend as _;
 use burn::tensor::{Int, Tensor, TensorData};
-use multipl_moe::backend::{NAME, TrainBackend};
+use multipl_moe::backend::{Backend, NAME, TrainBackend};
 use multipl_moe::core::{
-    GenerateOptions, MoeConfig, MultiplMoeConfig, QwenConfig, Sampler, SamplingConfig,
+    CausalLm, GenerateOptions, MoeConfig, MultiplMoeConfig, QwenConfig, Sampler, SamplingConfig,
 };
 use multipl_moe::qwen::{FreezePolicy, apply_freeze};
 use multipl_moe::train::data::corpus::Language;
@@ -100,6 +100,87 @@ fn tokens<B: burn::tensor::backend::Backend>(
     Tensor::from_data(TensorData::new(ids, [b, t]), device)
 }
 
+/// Times a training step (forward + backward + AdamW, SPEC §5 freeze) of `bench`'s model and
+/// prints its row; returns the trained model for the generation rows.
+fn train_row(
+    bench: &Bench,
+    device: &burn::tensor::Device<Backend>,
+    steps: usize,
+) -> CausalLm<Backend> {
+    let vocab = bench.config.model.vocab_size;
+    TrainBackend::seed(device, 1);
+    reset_peak();
+    let model = bench
+        .config
+        .init::<TrainBackend>(device)
+        .expect("valid config");
+    let model = apply_freeze(model, &FreezePolicy::paper());
+    let mut lm = LanguageModel::new(model, 0.01);
+    let mut optim = AdamWConfig::new().with_weight_decay(0.1).init();
+    let batch = || LmBatch::<TrainBackend> {
+        tokens: tokens(bench.batch, bench.seq, vocab, device),
+        languages: vec![Language::Rust; bench.batch],
+    };
+    let mut step = |lm: LanguageModel<TrainBackend>| {
+        let out = lm.forward_loss(batch());
+        let grads = GradientsParams::from_grads(out.loss.backward(), &lm);
+        optim.step(1e-5, lm, grads)
+    };
+    lm = step(lm); // warm-up
+    let start = Instant::now();
+    for _ in 0..steps {
+        lm = step(lm);
+    }
+    let secs = start.elapsed().as_secs_f64() / steps as f64;
+    let n = bench.batch * (bench.seq - 1);
+    println!(
+        "| {} | train step (fwd + bwd + AdamW) | {n} | {secs:.3} | {:.0} | {:.0} |",
+        bench.name,
+        n as f64 / secs,
+        peak_rss_mib().unwrap_or(f64::NAN)
+    );
+    let model = lm.lm.valid();
+    drop((lm, optim));
+    model
+}
+
+/// Times prefill and greedy decoding with the KV cache and prints their rows.
+fn generation_rows(bench: &Bench, model: &CausalLm<Backend>, decode: usize) {
+    let vocab = bench.config.model.vocab_size;
+    reset_peak();
+    let prompt: Vec<usize> = (0..bench.prompt).map(|i| (i * 31 + 7) % vocab).collect();
+    let options = GenerateOptions {
+        max_new_tokens: decode,
+        ..GenerateOptions::default()
+    };
+    let run = || {
+        let mut sampler = Sampler::new(SamplingConfig::new()).expect("greedy");
+        model
+            .generate(&prompt, &options, &mut sampler, |_| {
+                ControlFlow::Continue(())
+            })
+            .expect("generates")
+    };
+    let _ = run(); // warm-up
+    let g = run();
+    println!(
+        "| {} | prefill | {} | {:.3} | {:.0} | {:.0} |",
+        bench.name,
+        g.prompt_tokens,
+        g.prefill_secs,
+        g.prefill_tokens_per_sec(),
+        peak_rss_mib().unwrap_or(f64::NAN)
+    );
+    println!(
+        "| {} | decode (KV cache, greedy) | {} | {:.3} | {:.1} | {:.0} |",
+        bench.name,
+        g.decode_steps,
+        g.decode_secs,
+        g.decode_tokens_per_sec(),
+        peak_rss_mib().unwrap_or(f64::NAN)
+    );
+}
+
 fn main() {
     let wanted = std::env::var("MODEL_BENCH_CONFIGS").unwrap_or_else(|_| "tiny,qwen05b-2l".into());
     let steps = env("MODEL_BENCH_STEPS", 3);
@@ -121,72 +202,7 @@ fn main() {
         .into_iter()
         .filter(|b| wanted.split(',').any(|w| w.trim() == b.name))
     {
-        let vocab = bench.config.model.vocab_size;
-        TrainBackend::seed(&device, 1);
-        reset_peak();
-        let model = bench
-            .config
-            .init::<TrainBackend>(&device)
-            .expect("valid config");
-        let model = apply_freeze(model, &FreezePolicy::paper());
-        let mut lm = LanguageModel::new(model, 0.01);
-        let mut optim = AdamWConfig::new().with_weight_decay(0.1).init();
-        let batch = || LmBatch::<TrainBackend> {
-            tokens: tokens(bench.batch, bench.seq, vocab, &device),
-            languages: vec![Language::Rust; bench.batch],
-        };
-        let mut step = |lm: LanguageModel<TrainBackend>| {
-            let out = lm.forward_loss(batch());
-            let grads = GradientsParams::from_grads(out.loss.backward(), &lm);
-            optim.step(1e-5, lm, grads)
-        };
-        lm = step(lm); // warm-up
-        let start = Instant::now();
-        for _ in 0..steps {
-            lm = step(lm);
-        }
-        let secs = start.elapsed().as_secs_f64() / steps as f64;
-        let n = bench.batch * (bench.seq - 1);
-        println!(
-            "| {} | train step (fwd + bwd + AdamW) | {n} | {secs:.3} | {:.0} | {:.0} |",
-            bench.name,
-            n as f64 / secs,
-            peak_rss_mib().unwrap_or(f64::NAN)
-        );
-
-        let model = lm.lm.valid();
-        drop((lm, optim));
-        reset_peak();
-        let prompt: Vec<usize> = (0..bench.prompt).map(|i| (i * 31 + 7) % vocab).collect();
-        let options = GenerateOptions {
-            max_new_tokens: decode,
-            ..GenerateOptions::default()
-        };
-        let run = || {
-            let mut sampler = Sampler::new(SamplingConfig::new()).expect("greedy");
-            model
-                .generate(&prompt, &options, &mut sampler, |_| {
-                    ControlFlow::Continue(())
-                })
-                .expect("generates")
-        };
-        let _ = run(); // warm-up
-        let g = run();
-        println!(
-            "| {} | prefill | {} | {:.3} | {:.0} | {:.0} |",
-            bench.name,
-            g.prompt_tokens,
-            g.prefill_secs,
-            g.prefill_tokens_per_sec(),
-            peak_rss_mib().unwrap_or(f64::NAN)
-        );
-        println!(
-            "| {} | decode (KV cache, greedy) | {} | {:.3} | {:.1} | {:.0} |",
-            bench.name,
-            g.decode_steps,
-            g.decode_secs,
-            g.decode_tokens_per_sec(),
-            peak_rss_mib().unwrap_or(f64::NAN)
-        );
+        let model = train_row(&bench, &device, steps);
+        generation_rows(&bench, &model, decode);
     }
 }

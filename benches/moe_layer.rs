@@ -148,6 +148,57 @@ fn dump(layer: &HybridMoe<A>, u: &Tensor<A, 3>, path: &std::path::Path) {
     }
 }
 
+/// Median seconds of each measured step.
+struct Timings {
+    dense_s: f64,
+    hybrid_s: f64,
+    hybrid_fwd: f64,
+    grouped_tok: f64,
+    naive_tok: f64,
+}
+
+impl Timings {
+    /// The markdown table BENCHMARKS.md quotes, for `b × t` tokens of width `d`.
+    fn print(&self, d: usize, ff: usize, (b, t): (usize, usize), dense_rows: usize, iters: usize) {
+        let n = b * t;
+        let tps = |s: f64| n as f64 / s;
+        let Self {
+            dense_s,
+            hybrid_s,
+            hybrid_fwd,
+            grouped_tok,
+            naive_tok,
+        } = *self;
+        println!(
+            "backend: {NAME}; d = {d}, ffn = {ff}, tokens = {b}x{t}, N_t = 6, K = 2, N_s = 6, a = 64, c = 1; median of {iters}"
+        );
+        println!("| what (forward + backward unless noted) | seconds | tokens/s | ratio |");
+        println!("|---|---:|---:|---:|");
+        println!(
+            "| dense SwiGLU on (K + c) x tokens = {dense_rows} rows | {dense_s:.3} | {:.0} | 1.00 |",
+            tps(dense_s)
+        );
+        println!(
+            "| hybrid MoE layer (ours) | {hybrid_s:.3} | {:.0} | {:.2} |",
+            tps(hybrid_s),
+            hybrid_s / dense_s
+        );
+        println!(
+            "| hybrid MoE layer, forward only | {hybrid_fwd:.3} | {:.0} | - |",
+            tps(hybrid_fwd)
+        );
+        println!(
+            "| token level, grouped dispatch (ours) | {grouped_tok:.3} | {:.0} | - |",
+            tps(grouped_tok)
+        );
+        println!(
+            "| token level, naive per-expert loop (host sync) | {naive_tok:.3} | {:.0} | {:.2} vs grouped |",
+            tps(naive_tok),
+            naive_tok / grouped_tok
+        );
+    }
+}
+
 fn main() {
     let device = Default::default();
     let (d, ff, n) = (
@@ -205,34 +256,14 @@ fn main() {
         let g = out.sum().backward();
         drop(g);
     });
-    let tps = |s: f64| n as f64 / s;
-    println!(
-        "backend: {NAME}; d = {d}, ffn = {ff}, tokens = {b}x{t}, N_t = 6, K = 2, N_s = 6, a = 64, c = 1; median of {iters}"
-    );
-    println!("| what (forward + backward unless noted) | seconds | tokens/s | ratio |");
-    println!("|---|---:|---:|---:|");
-    println!(
-        "| dense SwiGLU on (K + c) x tokens = {dense_rows} rows | {dense_s:.3} | {:.0} | 1.00 |",
-        tps(dense_s)
-    );
-    println!(
-        "| hybrid MoE layer (ours) | {hybrid_s:.3} | {:.0} | {:.2} |",
-        tps(hybrid_s),
-        hybrid_s / dense_s
-    );
-    println!(
-        "| hybrid MoE layer, forward only | {hybrid_fwd:.3} | {:.0} | - |",
-        tps(hybrid_fwd)
-    );
-    println!(
-        "| token level, grouped dispatch (ours) | {grouped_tok:.3} | {:.0} | - |",
-        tps(grouped_tok)
-    );
-    println!(
-        "| token level, naive per-expert loop (host sync) | {naive_tok:.3} | {:.0} | {:.2} vs grouped |",
-        tps(naive_tok),
-        naive_tok / grouped_tok
-    );
+    let timings = Timings {
+        dense_s,
+        hybrid_s,
+        hybrid_fwd,
+        grouped_tok,
+        naive_tok,
+    };
+    timings.print(d, ff, (b, t), dense_rows, iters);
     match (with_torch, &dump_path) {
         (true, Some(path)) => compare_with_torch(path, iters, &hybrid_step),
         _ => println!(

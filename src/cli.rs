@@ -220,6 +220,20 @@ enum Command {
     },
 }
 
+/// The main job (`demo`): the embedded corpus, or `data` with the real-code preset.
+fn demo_cmd(out: &Path, data: Option<PathBuf>, seeds: u64) -> Result<()> {
+    use multipl_moe::train::demo::pipeline::{DemoConfig, DemoData, run_demo};
+    let device = ensure_backend()?;
+    println!("backend: {}", backend::NAME);
+    let (config, data) = match data {
+        Some(path) => (DemoConfig::real_code(), DemoData::Path(path)),
+        None => (DemoConfig::tiny(), DemoData::Embedded),
+    };
+    let seeds: Vec<u64> = (0..seeds).collect();
+    run_demo::<TrainBackend>(&config, &data, &seeds, out, &device)?;
+    Ok(())
+}
+
 /// Parses the command line and runs the subcommand.
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
@@ -229,18 +243,7 @@ pub fn run() -> Result<()> {
         seeds: 1,
     });
     match command {
-        Command::Demo { out, data, seeds } => {
-            use multipl_moe::train::demo::pipeline::{DemoConfig, DemoData, run_demo};
-            let device = ensure_backend()?;
-            println!("backend: {}", backend::NAME);
-            let (config, data) = match data {
-                Some(path) => (DemoConfig::real_code(), DemoData::Path(path)),
-                None => (DemoConfig::tiny(), DemoData::Embedded),
-            };
-            let seeds: Vec<u64> = (0..seeds).collect();
-            run_demo::<TrainBackend>(&config, &data, &seeds, &out, &device)?;
-            Ok(())
-        }
+        Command::Demo { out, data, seeds } => demo_cmd(&out, data, seeds),
         Command::Train {
             config,
             data,

@@ -213,6 +213,60 @@ pub struct EvalArgs {
     tokenizer: Option<PathBuf>,
 }
 
+/// `--completions FILE`: its records, each cut at its problem's stop sequences if `cut`.
+fn read_completions(file: &Path, problems: &[Problem], cut: bool) -> Result<Vec<Completion>> {
+    let by_problem: BTreeMap<&str, &Problem> =
+        problems.iter().map(|p| (p.name.as_str(), p)).collect();
+    let mut records = read_jsonl::<Completion>(file)?;
+    if cut {
+        for c in &mut records {
+            if let Some(p) = by_problem.get(c.name.as_str()) {
+                c.completion = cut_at_stop(&c.completion, &p.stop_tokens);
+            }
+        }
+    }
+    Ok(records)
+}
+
+/// `--model DIR`: generates `sampling.samples` completions per problem into
+/// `<out>/completions.jsonl`, continuing that file with `--resume`.
+fn generate_for_eval(
+    model: &Path,
+    args: &EvalArgs,
+    problems: &[Problem],
+    sampling: &SampleSettings,
+) -> Result<Vec<Completion>> {
+    let (lm, tokenizer) = load(model, args.tokenizer.as_deref())?;
+    let special = SpecialTokens::load(
+        &tokenizer,
+        &tokenizer_path(model, args.tokenizer.as_deref()),
+        &model.join("generation_config.json"),
+    )?;
+    let path = args.out.join("completions.jsonl");
+    let (mut log, done) = CompletionLog::open(&path, args.resume)?;
+    if !done.is_empty() {
+        eprintln!(
+            "resuming: {} completions already in {}",
+            done.len(),
+            path.display()
+        );
+    }
+    let progress = Progress::new("generate", problems.len() * args.samples);
+    let records = generate_completions(
+        &lm,
+        &tokenizer,
+        &special,
+        problems,
+        sampling,
+        &mut log,
+        done,
+        |n, _, name| progress.item(n, name),
+    )?;
+    progress.finish();
+    eprintln!("wrote {}", path.display());
+    Ok(records)
+}
+
 /// Generates (with a model) or reads completions, runs them in the sandbox and writes
 /// `results.json`.
 pub fn eval_cmd(args: EvalArgs) -> Result<()> {
@@ -261,50 +315,8 @@ pub fn eval_cmd(args: EvalArgs) -> Result<()> {
     let completions: Vec<Completion> = match (&args.model, &args.completions) {
         (Some(_), Some(_)) => bail!("give --model (to generate) or --completions, not both"),
         (None, None) => bail!("give --model DIR to generate completions, or --completions FILE"),
-        (None, Some(file)) => {
-            let by_problem: BTreeMap<&str, &Problem> =
-                problems.iter().map(|p| (p.name.as_str(), p)).collect();
-            let mut records = read_jsonl::<Completion>(file)?;
-            if !args.no_cut {
-                for c in &mut records {
-                    if let Some(p) = by_problem.get(c.name.as_str()) {
-                        c.completion = cut_at_stop(&c.completion, &p.stop_tokens);
-                    }
-                }
-            }
-            records
-        }
-        (Some(model), None) => {
-            let (lm, tokenizer) = load(model, args.tokenizer.as_deref())?;
-            let special = SpecialTokens::load(
-                &tokenizer,
-                &tokenizer_path(model, args.tokenizer.as_deref()),
-                &model.join("generation_config.json"),
-            )?;
-            let path = args.out.join("completions.jsonl");
-            let (mut log, done) = CompletionLog::open(&path, args.resume)?;
-            if !done.is_empty() {
-                eprintln!(
-                    "resuming: {} completions already in {}",
-                    done.len(),
-                    path.display()
-                );
-            }
-            let progress = Progress::new("generate", problems.len() * args.samples);
-            let records = generate_completions(
-                &lm,
-                &tokenizer,
-                &special,
-                &problems,
-                &sampling,
-                &mut log,
-                done,
-                |n, _, name| progress.item(n, name),
-            )?;
-            progress.finish();
-            eprintln!("wrote {}", path.display());
-            records
-        }
+        (None, Some(file)) => read_completions(file, &problems, !args.no_cut)?,
+        (Some(model), None) => generate_for_eval(model, &args, &problems, &sampling)?,
     };
     let jobs = args.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
@@ -357,8 +369,10 @@ pub struct RoutingArgs {
 /// Measures inference-vs-training segment routing on a validation split and prints it: the
 /// demo's (whole documents, fraction 0.1, seed 7), or with `--run` that `train` run's.
 pub fn routing_cmd(args: RoutingArgs) -> Result<()> {
-    use multipl_moe::train::data::corpus::{Language, read_path};
-    use multipl_moe::train::data::dataset::{pack, split_documents, tokenize};
+    use multipl_moe::train::data::corpus::read_path;
+    use multipl_moe::train::data::dataset::{
+        interleave_languages, pack, split_documents, tokenize,
+    };
     use multipl_moe::train::data::generator::embedded;
     use multipl_moe::train::demo::agreement::routing_agreement;
     use multipl_moe::train::demo::pipeline::DemoConfig;
@@ -397,30 +411,14 @@ pub fn routing_cmd(args: RoutingArgs) -> Result<()> {
         None => embedded(demo.documents_per_language),
     };
     let (_, valid) = split_documents(&corpus.documents, valid_fraction, seed);
-    let mut packed = pack(
+    let packed = pack(
         &tokenize(&valid, &tokenizer)?,
         args.seq_len,
         tokenizer.eos(),
     );
-    let mut sequences = Vec::with_capacity(args.sequences);
-    'fill: for i in 0.. {
-        let mut any = false;
-        for lang in Language::ALL {
-            if let Some(seq) = packed
-                .get_mut(&lang)
-                .and_then(|v| (i < v.len()).then(|| v[i].clone()))
-            {
-                any = true;
-                sequences.push(seq);
-                if sequences.len() == args.sequences {
-                    break 'fill;
-                }
-            }
-        }
-        if !any {
-            break;
-        }
-    }
+    // Every language in turn, so that any number of sequences covers them all.
+    let mut sequences = interleave_languages(packed.into_values().flatten().collect());
+    sequences.truncate(args.sequences);
     if sequences.is_empty() {
         bail!(
             "no validation sequence of {} tokens in the data",

@@ -91,18 +91,7 @@ impl<B: Backend> CausalLm<B> {
     ) -> Result<Generated, GenerateError> {
         let vocab = self.vocab_size();
         let max = self.rope.max_positions();
-        if prompt.is_empty() {
-            return Err(GenerateError::EmptyPrompt);
-        }
-        if let Some(&id) = prompt.iter().find(|&&id| id >= vocab) {
-            return Err(GenerateError::TokenOutOfVocab { id, vocab });
-        }
-        if prompt.len() > max {
-            return Err(GenerateError::PromptTooLong {
-                len: prompt.len(),
-                max,
-            });
-        }
+        self.check_prompt(prompt)?;
         let device = self.embed_tokens.weight.device();
         let mut sequence = prompt.to_vec();
         let mut feed = prompt.to_vec();
@@ -162,5 +151,24 @@ impl<B: Backend> CausalLm<B> {
             out.decode_secs = 0.0;
         }
         Ok(out)
+    }
+
+    /// A prompt [`Self::generate`] can continue: not empty, every id in the vocabulary, no
+    /// longer than the positions RoPE covers.
+    fn check_prompt(&self, prompt: &[usize]) -> Result<(), GenerateError> {
+        let (vocab, max) = (self.vocab_size(), self.rope.max_positions());
+        if prompt.is_empty() {
+            return Err(GenerateError::EmptyPrompt);
+        }
+        if let Some(&id) = prompt.iter().find(|&&id| id >= vocab) {
+            return Err(GenerateError::TokenOutOfVocab { id, vocab });
+        }
+        if prompt.len() > max {
+            return Err(GenerateError::PromptTooLong {
+                len: prompt.len(),
+                max,
+            });
+        }
+        Ok(())
     }
 }

@@ -25,5 +25,10 @@ pub use element::*;
 pub(crate) use sharing::*;
 pub(crate) use storage::*;
 pub use tensor::*;
+/// The matmul kernel dispatch (multipl-moe patch, vendor/README.md fix 4), for its tests.
+#[doc(hidden)]
+pub use ops::matmul::{
+    GEMM_BELOW, MATRIXMULTIPLY_MAX_THREADS, MatmulKernel, MatmulProduct, matmul_kernel,
+};
 
 extern crate alloc;

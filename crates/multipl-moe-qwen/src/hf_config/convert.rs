@@ -182,37 +182,35 @@ const YARN_KEYS: [&str; 8] = [
 /// (they must agree where both give a key), `rope_type` from `rope_type` or `type`
 /// (default `default`), `rope_theta` from the object, else the top level, else 10000.
 fn rope(hf: &HfConfig, max_positions: usize) -> Result<(f64, Option<RopeScaling>), FieldError> {
-    let params = merged_rope_params(hf)?;
-    let name = if hf.rope_parameters.is_some() {
-        "rope_parameters"
-    } else {
-        "rope_scaling"
+    let p = RopeParams {
+        params: merged_rope_params(hf)?,
+        name: if hf.rope_parameters.is_some() {
+            "rope_parameters"
+        } else {
+            "rope_scaling"
+        },
     };
-    let field = |key: &str| format!("{name}.{key}");
-    let number = |key: &str| -> Result<Option<f64>, FieldError> {
-        match params.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => v.as_f64().map(Some).ok_or_else(|| FieldError {
-                field: field(key),
-                reason: format!("expected a number, found {v}"),
-            }),
-        }
-    };
-    let theta = number("rope_theta")?
+    let theta = p
+        .number("rope_theta")?
         .or(hf.rope_theta)
         .unwrap_or(DEFAULT_ROPE_THETA);
-    if let Some(f) = number("partial_rotary_factor")?
+    if let Some(f) = p.number("partial_rotary_factor")?
         && f != 1.0
     {
         return refuse(
-            field("partial_rotary_factor"),
+            p.field("partial_rotary_factor"),
             format!("{f}: only 1.0 is implemented"),
         );
     }
-    let kind = match params.get("rope_type").or(params.get("type")) {
+    let kind = match p.params.get("rope_type").or(p.params.get("type")) {
         None | Some(Value::Null) => "default".to_string(),
         Some(Value::String(s)) => s.clone(),
-        Some(v) => return refuse(field("rope_type"), format!("expected a string, found {v}")),
+        Some(v) => {
+            return refuse(
+                p.field("rope_type"),
+                format!("expected a string, found {v}"),
+            );
+        }
     };
     let allowed: &[&str] = match kind.as_str() {
         "default" => &[],
@@ -220,57 +218,96 @@ fn rope(hf: &HfConfig, max_positions: usize) -> Result<(f64, Option<RopeScaling>
         "yarn" => &YARN_KEYS,
         other => {
             return refuse(
-                field("rope_type"),
+                p.field("rope_type"),
                 format!("`{other}` is not implemented (implemented: default, linear, yarn)"),
             );
         }
     };
-    if let Some(key) = params
+    if let Some(key) = p
+        .params
         .keys()
         .find(|k| !COMMON_ROPE_KEYS.contains(&k.as_str()) && !allowed.contains(&k.as_str()))
     {
-        return refuse(field(key), format!("not understood for rope_type `{kind}`"));
+        return refuse(
+            p.field(key),
+            format!("not understood for rope_type `{kind}`"),
+        );
     }
     let scaling = match kind.as_str() {
         "linear" => Some(RopeScaling::Linear {
-            factor: number("factor")?.map_or_else(|| refuse(field("factor"), "missing"), Ok)?,
+            factor: p
+                .number("factor")?
+                .map_or_else(|| refuse(p.field("factor"), "missing"), Ok)?,
         }),
-        "yarn" => {
-            let original = match params.get("original_max_position_embeddings") {
-                None | Some(Value::Null) => max_positions,
-                Some(v) => v.as_u64().map_or_else(
-                    || {
-                        refuse(
-                            field("original_max_position_embeddings"),
-                            format!("expected a positive integer, found {v}"),
-                        )
-                    },
-                    |n| Ok(n as usize),
-                )?,
-            };
-            let factor = number("factor")?.unwrap_or(max_positions as f64 / original.max(1) as f64);
-            let truncate = match params.get("truncate") {
-                None | Some(Value::Null) => true,
-                Some(Value::Bool(b)) => *b,
-                Some(v) => return refuse(field("truncate"), format!("expected a bool, found {v}")),
-            };
-            // transformers: `get("beta_fast") or 32`, so 0 also means the default.
-            let or_default = |v: Option<f64>, d: f64| v.filter(|x| *x != 0.0).unwrap_or(d);
-            let (mscale, mscale_all_dim) = (number("mscale")?, number("mscale_all_dim")?);
-            Some(RopeScaling::Yarn {
-                factor,
-                original_max_position_embeddings: original,
-                attention_factor: number("attention_factor")?.unwrap_or_else(|| {
-                    RopeScaling::yarn_attention_factor(factor, mscale, mscale_all_dim)
-                }),
-                beta_fast: or_default(number("beta_fast")?, 32.0),
-                beta_slow: or_default(number("beta_slow")?, 1.0),
-                truncate,
-            })
-        }
+        "yarn" => Some(yarn(&p, max_positions)?),
         _ => None,
     };
     Ok((theta, scaling))
+}
+
+/// The RoPE parameters of a config (`rope_parameters`, or `rope_scaling` merged in), with the
+/// name of the field they came from for errors.
+struct RopeParams {
+    params: Map<String, Value>,
+    name: &'static str,
+}
+
+impl RopeParams {
+    /// `rope_parameters.key` (or `rope_scaling.key`).
+    fn field(&self, key: &str) -> String {
+        format!("{}.{key}", self.name)
+    }
+
+    /// A numeric parameter; absent and `null` are `None`, anything else not a number is an
+    /// error naming the field.
+    fn number(&self, key: &str) -> Result<Option<f64>, FieldError> {
+        match self.params.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| FieldError {
+                field: self.field(key),
+                reason: format!("expected a number, found {v}"),
+            }),
+        }
+    }
+}
+
+/// YaRN with transformers' defaults (`_compute_yarn_parameters`): `factor` from the two
+/// context lengths, `attention_factor` from `mscale`/`mscale_all_dim`, `beta_fast` 32 and
+/// `beta_slow` 1 (0 also meaning the default), `truncate` true.
+fn yarn(p: &RopeParams, max_positions: usize) -> Result<RopeScaling, FieldError> {
+    let original = match p.params.get("original_max_position_embeddings") {
+        None | Some(Value::Null) => max_positions,
+        Some(v) => v.as_u64().map_or_else(
+            || {
+                refuse(
+                    p.field("original_max_position_embeddings"),
+                    format!("expected a positive integer, found {v}"),
+                )
+            },
+            |n| Ok(n as usize),
+        )?,
+    };
+    let factor = p
+        .number("factor")?
+        .unwrap_or(max_positions as f64 / original.max(1) as f64);
+    let truncate = match p.params.get("truncate") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => *b,
+        Some(v) => return refuse(p.field("truncate"), format!("expected a bool, found {v}")),
+    };
+    // transformers: `get("beta_fast") or 32`, so 0 also means the default.
+    let or_default = |v: Option<f64>, d: f64| v.filter(|x| *x != 0.0).unwrap_or(d);
+    let (mscale, mscale_all_dim) = (p.number("mscale")?, p.number("mscale_all_dim")?);
+    Ok(RopeScaling::Yarn {
+        factor,
+        original_max_position_embeddings: original,
+        attention_factor: p
+            .number("attention_factor")?
+            .unwrap_or_else(|| RopeScaling::yarn_attention_factor(factor, mscale, mscale_all_dim)),
+        beta_fast: or_default(p.number("beta_fast")?, 32.0),
+        beta_slow: or_default(p.number("beta_slow")?, 1.0),
+        truncate,
+    })
 }
 
 /// `rope_parameters` and `rope_scaling` together; a key both give with different values is

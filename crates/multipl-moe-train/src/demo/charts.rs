@@ -44,6 +44,20 @@ fn chart_error(path: &Path, e: impl std::fmt::Display) -> TrainError {
     }
 }
 
+/// The y range's top for `values`: the tallest bar with its error bar, plus headroom that
+/// keeps the legend off the bars; an error when nothing finite and positive is to be drawn.
+fn bars_top(path: &Path, values: &[Vec<Bar>]) -> Result<f64> {
+    let tops = values
+        .iter()
+        .flatten()
+        .map(|b| b.mean + b.sd.unwrap_or(0.0));
+    let y_max = tops.fold(0.0_f64, f64::max) * 1.3;
+    if !(y_max.is_finite() && y_max > 0.0) {
+        return Err(chart_error(path, "no finite positive value to draw"));
+    }
+    Ok(y_max)
+}
+
 /// Grouped bars: one group per entry of `groups` (e.g. languages), one bar per entry of
 /// `series` (e.g. models); `values[g][s]` is group `g`'s bar for series `s`.
 ///
@@ -63,15 +77,7 @@ pub fn grouped_bars(
             "values do not match the groups and series",
         ));
     }
-    let tops = values
-        .iter()
-        .flatten()
-        .map(|b| b.mean + b.sd.unwrap_or(0.0));
-    // Headroom above the tallest bar keeps the legend off the bars.
-    let y_max = tops.fold(0.0_f64, f64::max) * 1.3;
-    if !(y_max.is_finite() && y_max > 0.0) {
-        return Err(chart_error(path, "no finite positive value to draw"));
-    }
+    let y_max = bars_top(path, values)?;
     let root = SVGBackend::new(path, (960, 540)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| chart_error(path, e))?;
     let mut chart = ChartBuilder::on(&root)

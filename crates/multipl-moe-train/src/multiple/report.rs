@@ -2,6 +2,7 @@
 //! language, as JSON and as a table.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -153,18 +154,12 @@ pub struct EvalSettings<'a> {
     pub jobs: usize,
 }
 
-/// Runs every sample's `prompt + completion + "\n" + tests` (a problem's samples are its
-/// completions in file order) on up to `settings.jobs` threads and scores them. Toolchains
-/// with a shared cache (Go) are warmed once first. `progress` is called after each sample with
-/// `(done, total, result)`.
-pub fn evaluate(
+/// The toolchain of every language the problems use, and the reason for each one missing.
+fn find_toolchains(
     problems: &[Problem],
-    completions: &[Completion],
-    settings: &EvalSettings,
-    progress: impl Fn(usize, usize, &ProblemResult) + Sync,
-) -> Result<EvalReport, EvalError> {
+) -> (BTreeMap<Language, Toolchain>, BTreeMap<String, String>) {
     let mut skipped = BTreeMap::new();
-    let mut toolchains: BTreeMap<Language, Toolchain> = BTreeMap::new();
+    let mut toolchains = BTreeMap::new();
     for lang in problems.iter().filter_map(Problem::lang) {
         if toolchains.contains_key(&lang) || skipped.contains_key(lang.name()) {
             continue;
@@ -178,13 +173,20 @@ pub fn evaluate(
             }
         }
     }
-    let mut by_name: BTreeMap<&str, Vec<&Completion>> = BTreeMap::new();
-    for c in completions {
-        by_name.entry(c.name.as_str()).or_default().push(c);
-    }
-    let cache = TempDir::new().map_err(|e| EvalError::io(std::env::temp_dir(), e))?;
+    (toolchains, skipped)
+}
+
+/// Runs each used toolchain's warm-up program once (filling a shared cache such as Go's) under
+/// the compile limit, and times it.
+fn warm_up(
+    problems: &[Problem],
+    by_name: &BTreeMap<&str, Vec<&Completion>>,
+    toolchains: &BTreeMap<Language, Toolchain>,
+    settings: &EvalSettings,
+    cache: &Path,
+) -> BTreeMap<String, WarmUp> {
     let mut warm_up = BTreeMap::new();
-    for (lang, toolchain) in &toolchains {
+    for (lang, toolchain) in toolchains {
         let used = problems
             .iter()
             .any(|p| p.lang() == Some(*lang) && by_name.contains_key(p.name.as_str()));
@@ -194,7 +196,7 @@ pub fn evaluate(
                 run: settings.limits.compile,
                 compile: settings.limits.compile,
             };
-            let outcome = execute(toolchain, settings.sandbox, cache.path(), program, limits);
+            let outcome = execute(toolchain, settings.sandbox, cache, program, limits);
             warm_up.insert(
                 lang.name().to_string(),
                 WarmUp {
@@ -204,6 +206,26 @@ pub fn evaluate(
             );
         }
     }
+    warm_up
+}
+
+/// Runs every sample's `prompt + completion + "\n" + tests` (a problem's samples are its
+/// completions in file order) on up to `settings.jobs` threads and scores them. Toolchains
+/// with a shared cache (Go) are warmed once first. `progress` is called after each sample with
+/// `(done, total, result)`.
+pub fn evaluate(
+    problems: &[Problem],
+    completions: &[Completion],
+    settings: &EvalSettings,
+    progress: impl Fn(usize, usize, &ProblemResult) + Sync,
+) -> Result<EvalReport, EvalError> {
+    let (toolchains, skipped) = find_toolchains(problems);
+    let mut by_name: BTreeMap<&str, Vec<&Completion>> = BTreeMap::new();
+    for c in completions {
+        by_name.entry(c.name.as_str()).or_default().push(c);
+    }
+    let cache = TempDir::new().map_err(|e| EvalError::io(std::env::temp_dir(), e))?;
+    let warm_up = warm_up(problems, &by_name, &toolchains, settings, cache.path());
     let jobs: Vec<(&Problem, usize, Option<&Completion>)> = problems
         .iter()
         .flat_map(|p| match by_name.get(p.name.as_str()) {

@@ -61,70 +61,80 @@ fn resolve(name: &str) -> Option<(String, PathBuf)> {
     Some((real.to_string_lossy().into_owned(), root))
 }
 
+/// "`tool` was not found or does not run; <language> problems are skipped".
+fn missing(language: Language, tool: &str) -> String {
+    format!(
+        "`{tool}` was not found or does not run; {} problems are skipped",
+        language.name()
+    )
+}
+
+/// The programs a language's problems run (interpreter, compiler, runtime) and the
+/// directories the sandbox must show for them to work.
+fn programs_and_roots(language: Language) -> Result<(Vec<String>, Vec<PathBuf>), String> {
+    let missing = |tool: &str| missing(language, tool);
+    let found = match language {
+        Language::Python => {
+            let out = ask(
+                "python3",
+                &[
+                    "-c",
+                    "import sys; print(sys.executable); print(sys.base_prefix)",
+                ],
+            )
+            .ok_or_else(|| missing("python3"))?;
+            let mut lines = out.lines();
+            // The real interpreter: a virtual environment's `python3` is a link to it.
+            let exe = Path::new(lines.next().unwrap_or_default())
+                .canonicalize()
+                .map_err(|_| missing("python3"))?;
+            let base = PathBuf::from(lines.next().unwrap_or_default());
+            let mut roots = vec![base];
+            roots.extend(root_of(&exe));
+            (vec![exe.to_string_lossy().into_owned()], roots)
+        }
+        Language::Rust => {
+            let sysroot = PathBuf::from(
+                ask("rustc", &["--print", "sysroot"]).ok_or_else(|| missing("rustc"))?,
+            );
+            let rustc = sysroot.join("bin").join("rustc");
+            if !rustc.is_file() {
+                return Err(missing("rustc"));
+            }
+            (vec![rustc.to_string_lossy().into_owned()], vec![sysroot])
+        }
+        Language::Cpp => {
+            let (gpp, root) = resolve("g++").ok_or_else(|| missing("g++"))?;
+            (vec![gpp], vec![root])
+        }
+        Language::Java => {
+            let (javac, root) = resolve("javac").ok_or_else(|| missing("javac"))?;
+            let (java, jre) = resolve("java").ok_or_else(|| missing("java"))?;
+            (vec![javac, java], vec![root, jre])
+        }
+        Language::Go => {
+            let goroot = PathBuf::from(ask("go", &["env", "GOROOT"]).ok_or_else(|| missing("go"))?);
+            let go = goroot.join("bin").join("go");
+            if !go.is_file() {
+                return Err(missing("go"));
+            }
+            (vec![go.to_string_lossy().into_owned()], vec![goroot])
+        }
+        Language::Ruby => {
+            let ruby =
+                ask("ruby", &["-e", "print RbConfig.ruby"]).ok_or_else(|| missing("ruby"))?;
+            let root = root_of(Path::new(&ruby)).ok_or_else(|| missing("ruby"))?;
+            (vec![ruby], vec![root])
+        }
+    };
+    Ok(found)
+}
+
 impl Toolchain {
     /// Finds `language`'s toolchain; the error names the missing tool.
     pub fn find(language: Language) -> Result<Self, String> {
-        let missing = |tool: &str| {
-            format!(
-                "`{tool}` was not found or does not run; {} problems are skipped",
-                language.name()
-            )
-        };
-        let (programs, roots) = match language {
-            Language::Python => {
-                let out = ask(
-                    "python3",
-                    &[
-                        "-c",
-                        "import sys; print(sys.executable); print(sys.base_prefix)",
-                    ],
-                )
-                .ok_or_else(|| missing("python3"))?;
-                let mut lines = out.lines();
-                // The real interpreter: a virtual environment's `python3` is a link to it.
-                let exe = Path::new(lines.next().unwrap_or_default())
-                    .canonicalize()
-                    .map_err(|_| missing("python3"))?;
-                let base = PathBuf::from(lines.next().unwrap_or_default());
-                let mut roots = vec![base];
-                roots.extend(root_of(&exe));
-                (vec![exe.to_string_lossy().into_owned()], roots)
-            }
-            Language::Rust => {
-                let sysroot = PathBuf::from(
-                    ask("rustc", &["--print", "sysroot"]).ok_or_else(|| missing("rustc"))?,
-                );
-                let rustc = sysroot.join("bin").join("rustc");
-                if !rustc.is_file() {
-                    return Err(missing("rustc"));
-                }
-                (vec![rustc.to_string_lossy().into_owned()], vec![sysroot])
-            }
-            Language::Cpp => {
-                let (gpp, root) = resolve("g++").ok_or_else(|| missing("g++"))?;
-                (vec![gpp], vec![root])
-            }
-            Language::Java => {
-                let (javac, root) = resolve("javac").ok_or_else(|| missing("javac"))?;
-                let (java, jre) = resolve("java").ok_or_else(|| missing("java"))?;
-                (vec![javac, java], vec![root, jre])
-            }
-            Language::Go => {
-                let goroot =
-                    PathBuf::from(ask("go", &["env", "GOROOT"]).ok_or_else(|| missing("go"))?);
-                let go = goroot.join("bin").join("go");
-                if !go.is_file() {
-                    return Err(missing("go"));
-                }
-                (vec![go.to_string_lossy().into_owned()], vec![goroot])
-            }
-            Language::Ruby => {
-                let ruby =
-                    ask("ruby", &["-e", "print RbConfig.ruby"]).ok_or_else(|| missing("ruby"))?;
-                let root = root_of(Path::new(&ruby)).ok_or_else(|| missing("ruby"))?;
-                (vec![ruby], vec![root])
-            }
-        };
+        let missing = |tool: &str| missing(language, tool);
+        let (programs, roots) = programs_and_roots(language)?;
         let toolchain = Self {
             language,
             programs,

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::AutodiffBackend;
-use multipl_moe_core::{MoeConfig, MultiplMoeConfig, QwenConfig};
+use multipl_moe_core::{CausalLm, MoeConfig, MultiplMoeConfig, QwenConfig};
 use multipl_moe_qwen::{SaveDtype, UpcycleOptions, load_model, save_model_from, upcycle};
 use serde::{Deserialize, Serialize};
 
-use crate::data::corpus::{Corpus, Language, read_path};
+use crate::data::corpus::{Corpus, Document, Language, read_path};
 use crate::data::dataset::{Mix, Sequence, TokenizedDocument, pack, split_documents, tokenize};
 use crate::data::tokenizer::TextTokenizer;
 use crate::error::{Result, TrainError};
@@ -222,40 +222,8 @@ pub fn run_training<B: AutodiffBackend>(
     let (train_docs, valid_docs) =
         split_documents(&corpus.documents, cfg.valid_fraction, cfg.train.seed);
 
-    let tokenizer_path = cfg
-        .tokenizer
-        .clone()
-        .or_else(|| model_dir.map(|d| d.join("tokenizer.json")));
-    let (model_cfg, model) = match model_dir {
-        Some(dir) => load_model::<B>(dir, device)?,
-        None => {
-            let base = cfg.model.clone().ok_or(TrainError::Config {
-                field: "model",
-                reason: "needed when no --model is given".into(),
-            })?;
-            let c = MultiplMoeConfig::new(base);
-            B::seed(device, cfg.train.seed);
-            let m = c.init::<B>(device)?;
-            (c, m)
-        }
-    };
-    let tokenizer = match tokenizer_path {
-        Some(p) => TextTokenizer::from_file(&p)?,
-        None => {
-            let texts: Vec<String> = train_docs.iter().map(|d| d.text.clone()).collect();
-            TextTokenizer::train(&texts, model_cfg.model.vocab_size)?
-        }
-    };
-    if tokenizer.vocab_size() > model_cfg.model.vocab_size {
-        return Err(TrainError::Config {
-            field: "tokenizer",
-            reason: format!(
-                "{} tokens > model vocab_size {}",
-                tokenizer.vocab_size(),
-                model_cfg.model.vocab_size
-            ),
-        });
-    }
+    let (model_cfg, model) = initial_model::<B>(&cfg, model_dir, device)?;
+    let tokenizer = run_tokenizer(&cfg, model_dir, &train_docs, model_cfg.model.vocab_size)?;
     let (model, model_cfg, alpha) = match (&cfg.moe, &model_cfg.moe) {
         (Some(moe), None) => {
             let (m, c) = upcycle(model, &model_cfg, moe, &cfg.upcycle)?;
@@ -286,14 +254,7 @@ pub fn run_training<B: AutodiffBackend>(
         corpus.duplicates,
         report.lines()
     );
-    std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
-    for (name, record) in [("data.json", pretty(&report)), ("run.json", pretty(&cfg))] {
-        let path = out.join(name);
-        if mode.resume {
-            same_as_recorded(&path, &record)?;
-        }
-        write_atomic(&path, record.as_bytes())?;
-    }
+    record_run(out, &report, &cfg, mode.resume)?;
     let available: Vec<Language> = train_packed.keys().copied().collect();
     let mix = Mix::low_resource_over(cfg.low_resource_share, &available)?;
     let total: usize = train_packed.values().map(Vec::len).sum();
@@ -318,6 +279,72 @@ pub fn run_training<B: AutodiffBackend>(
     }
     save_model_from(&trained, &model_cfg, &dir, SaveDtype::F32, Some(out))?;
     println!("saved the trained model to {}", out.join("model").display());
+    Ok(())
+}
+
+/// The model a run starts from: `--model`'s checkpoint, or a fresh one from `[model]`
+/// initialised from the backend seeded with `train.seed`.
+fn initial_model<B: AutodiffBackend>(
+    cfg: &RunConfig,
+    model_dir: Option<&Path>,
+    device: &B::Device,
+) -> Result<(MultiplMoeConfig, CausalLm<B>)> {
+    if let Some(dir) = model_dir {
+        return Ok(load_model::<B>(dir, device)?);
+    }
+    let base = cfg.model.clone().ok_or(TrainError::Config {
+        field: "model",
+        reason: "needed when no --model is given".into(),
+    })?;
+    let c = MultiplMoeConfig::new(base);
+    B::seed(device, cfg.train.seed);
+    let m = c.init::<B>(device)?;
+    Ok((c, m))
+}
+
+/// The run's tokenizer: `tokenizer` of the config, else `--model`'s `tokenizer.json`, else a
+/// BPE of `vocab_size` tokens trained on the training documents; never larger than the
+/// model's vocabulary.
+fn run_tokenizer(
+    cfg: &RunConfig,
+    model_dir: Option<&Path>,
+    train_docs: &[Document],
+    vocab_size: usize,
+) -> Result<TextTokenizer> {
+    let path = cfg
+        .tokenizer
+        .clone()
+        .or_else(|| model_dir.map(|d| d.join("tokenizer.json")));
+    let tokenizer = match path {
+        Some(p) => TextTokenizer::from_file(&p)?,
+        None => {
+            let texts: Vec<String> = train_docs.iter().map(|d| d.text.clone()).collect();
+            TextTokenizer::train(&texts, vocab_size)?
+        }
+    };
+    if tokenizer.vocab_size() > vocab_size {
+        return Err(TrainError::Config {
+            field: "tokenizer",
+            reason: format!(
+                "{} tokens > model vocab_size {vocab_size}",
+                tokenizer.vocab_size()
+            ),
+        });
+    }
+    Ok(tokenizer)
+}
+
+/// Writes `data.json` and `run.json` into `out`; a resumed run first checks that both equal
+/// what the run recorded ([`same_as_recorded`]).
+fn record_run(out: &Path, report: &DataReport, cfg: &RunConfig, resume: bool) -> Result<()> {
+    std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
+    for (name, record) in [("data.json", pretty(report)), ("run.json", pretty(cfg))] {
+        let path = out.join(name);
+        if resume {
+            same_as_recorded(&path, &record)?;
+        }
+        write_atomic(&path, record.as_bytes())?;
+    }
     Ok(())
 }
 

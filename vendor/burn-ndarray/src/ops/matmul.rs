@@ -66,6 +66,69 @@ pub(crate) fn matmul<E: NdArrayElement>(
     NdArrayOps::reshape(out, out_shape)
 }
 
+/// The kernel [`mat_mul_into`] runs a product on (multipl-moe patch, vendor/README.md fix 4).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatmulKernel {
+    /// The `gemm` crate (rayon threads).
+    Gemm,
+    /// ndarray's `general_mat_mul`: matrixmultiply (its own threads) or BLAS.
+    GeneralMatMul,
+}
+
+/// What [`matmul_kernel`] decides on: one `m × k` by `k × n` product.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatmulProduct {
+    /// f32 or f64.
+    pub float: bool,
+    /// Rows of the left operand.
+    pub m: usize,
+    /// Inner dimension.
+    pub k: usize,
+    /// Columns of the right operand.
+    pub n: usize,
+    /// `out` is overwritten (`beta = 0`).
+    pub beta_zero: bool,
+    /// The product may use threads (false inside a parallel loop over a batch).
+    pub parallel: bool,
+    /// rayon's thread count.
+    pub rayon_threads: usize,
+}
+
+/// Products with fewer rows or columns than this go to `gemm`.
+pub const GEMM_BELOW: usize = 64;
+/// matrixmultiply's `threading` uses at most this many threads (its `MAX_THREADS`); with more
+/// rayon threads, `gemm` takes every product.
+pub const MATRIXMULTIPLY_MAX_THREADS: usize = 4;
+
+/// The dispatch rule of [`mat_mul_into`]: with the `gemm` feature and no BLAS, non-empty f32/f64
+/// products that overwrite `out` go to `gemm` when thin (`min(m, n) < GEMM_BELOW`), inside a
+/// parallel batch loop, or when rayon has more threads than matrixmultiply can use; everything
+/// else to `general_mat_mul`.
+#[doc(hidden)]
+pub fn matmul_kernel(p: MatmulProduct) -> MatmulKernel {
+    let gemm_built = cfg!(all(
+        feature = "gemm",
+        not(any(
+            feature = "blas-accelerate",
+            feature = "blas-netlib",
+            feature = "blas-openblas",
+            feature = "blas-openblas-system"
+        ))
+    ));
+    let thin = p.m.min(p.n) < GEMM_BELOW;
+    let matrixmultiply_threads_enough =
+        p.parallel && p.rayon_threads <= MATRIXMULTIPLY_MAX_THREADS;
+    let non_empty = p.m > 0 && p.n > 0 && p.k > 0;
+    if gemm_built && p.float && p.beta_zero && non_empty && (thin || !matrixmultiply_threads_enough)
+    {
+        MatmulKernel::Gemm
+    } else {
+        MatmulKernel::GeneralMatMul
+    }
+}
+
 /// `out = alpha · lhs · rhs + beta · out` for one matrix of the batch.
 ///
 /// multipl-moe patch (vendor/README.md): without a BLAS feature, thin f32/f64 products (fewer
@@ -95,20 +158,20 @@ unsafe fn mat_mul_into<E: NdArrayElement>(
     ))]
     {
         use core::any::TypeId;
-        /// Products with fewer rows or columns than this go to `gemm`.
-        const GEMM_BELOW: usize = 64;
-        /// matrixmultiply's `threading` uses at most this many threads (its `MAX_THREADS`);
-        /// with more rayon threads, `gemm` takes every product.
-        const MATRIXMULTIPLY_MAX_THREADS: usize = 4;
         let (m, k) = lhs.dim();
         let n = rhs.dim().1;
         let float =
             TypeId::of::<E>() == TypeId::of::<f32>() || TypeId::of::<E>() == TypeId::of::<f64>();
-        let thin = m.min(n) < GEMM_BELOW;
-        let matrixmultiply_threads_enough =
-            parallel && rayon::current_num_threads() <= MATRIXMULTIPLY_MAX_THREADS;
-        let use_gemm = thin || !matrixmultiply_threads_enough;
-        if float && use_gemm && m > 0 && n > 0 && k > 0 && beta == 0.0.elem::<E>() {
+        let product = MatmulProduct {
+            float,
+            m,
+            k,
+            n,
+            beta_zero: beta == 0.0.elem::<E>(),
+            parallel,
+            rayon_threads: rayon::current_num_threads(),
+        };
+        if matmul_kernel(product) == MatmulKernel::Gemm {
             // gemm decides itself whether the product is large enough for threads.
             let parallelism = if parallel {
                 gemm::Parallelism::Rayon(0)

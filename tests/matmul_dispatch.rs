@@ -1,0 +1,127 @@
+//! The vendored burn-ndarray's matmul dispatch (vendor/README.md, fix 4): each class of product
+//! goes to the kernel the README names, and every class computes the product a plain loop
+//! computes.
+#![cfg(all(feature = "ndarray", not(feature = "openblas")))]
+
+mod common;
+
+use burn::backend::NdArray;
+use burn::tensor::Tensor;
+use burn_ndarray::{
+    GEMM_BELOW, MATRIXMULTIPLY_MAX_THREADS, MatmulKernel, MatmulProduct, matmul_kernel,
+};
+use common::{randn, tensor, values};
+
+fn product(m: usize, k: usize, n: usize) -> MatmulProduct {
+    MatmulProduct {
+        float: true,
+        m,
+        k,
+        n,
+        beta_zero: true,
+        parallel: true,
+        rayon_threads: 2,
+    }
+}
+
+#[test]
+fn each_shape_class_goes_to_the_documented_kernel() {
+    use MatmulKernel::{Gemm, GeneralMatMul};
+    let wide = product(512, 256, 512);
+    let cases = [
+        ("decoding: one row", product(1, 1024, 2816), Gemm),
+        ("tied LM head: one column", product(1024, 151_936, 1), Gemm),
+        ("just thin", product(GEMM_BELOW - 1, 256, 4096), Gemm),
+        (
+            "just wide",
+            product(GEMM_BELOW, 256, GEMM_BELOW),
+            GeneralMatMul,
+        ),
+        ("wide, 2 threads", wide, GeneralMatMul),
+        (
+            "wide inside a parallel batch loop",
+            MatmulProduct {
+                parallel: false,
+                ..wide
+            },
+            Gemm,
+        ),
+        (
+            "wide, more threads than matrixmultiply uses",
+            MatmulProduct {
+                rayon_threads: MATRIXMULTIPLY_MAX_THREADS + 1,
+                ..wide
+            },
+            Gemm,
+        ),
+        (
+            "thin but integer",
+            MatmulProduct {
+                float: false,
+                ..product(1, 64, 64)
+            },
+            GeneralMatMul,
+        ),
+        (
+            "thin but accumulating (beta != 0)",
+            MatmulProduct {
+                beta_zero: false,
+                ..product(1, 64, 64)
+            },
+            GeneralMatMul,
+        ),
+        ("empty", product(0, 64, 64), GeneralMatMul),
+    ];
+    for (name, p, want) in cases {
+        assert_eq!(matmul_kernel(p), want, "{name}: {p:?}");
+    }
+}
+
+/// `[b, m, k] · [k, n]` in plain f64 loops.
+fn reference(a: &[f32], w: &[f32], b: usize, m: usize, k: usize, n: usize) -> Vec<f32> {
+    let mut out = vec![0f32; b * m * n];
+    for bi in 0..b {
+        for i in 0..m {
+            for j in 0..n {
+                let s: f64 = (0..k)
+                    .map(|l| a[(bi * m + i) * k + l] as f64 * w[l * n + j] as f64)
+                    .sum();
+                out[(bi * m + i) * n + j] = s as f32;
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_shape_class_computes_the_plain_loop_product() {
+    let device = Default::default();
+    // (batches, m, k, n): thin rows (gemm), wide (matrixmultiply), a batch split over rayon
+    // (gemm inside the loop), a transposed right operand (strided, read as is).
+    for (b, m, k, n, transposed) in [
+        (1, 1, 200, 300, false),
+        (1, 300, 1, 2, false),
+        (1, 96, 160, 80, false),
+        (16, 70, 96, 72, false),
+        (1, 80, 64, 96, true),
+    ] {
+        let a = randn(b * m * k, 11, 1.0);
+        let w = randn(k * n, 12, 1.0);
+        let lhs = tensor::<NdArray, 3>(a.clone(), [b, m, k], &device);
+        let rhs: Tensor<NdArray, 2> = if transposed {
+            // Stored as [n, k] and transposed: a strided view.
+            let mut wt = vec![0f32; k * n];
+            for l in 0..k {
+                for j in 0..n {
+                    wt[j * k + l] = w[l * n + j];
+                }
+            }
+            tensor::<NdArray, 2>(wt, [n, k], &device).transpose()
+        } else {
+            tensor::<NdArray, 2>(w.clone(), [k, n], &device)
+        };
+        let got = values(lhs.matmul(rhs.unsqueeze::<3>()));
+        let want = reference(&a, &w, b, m, k, n);
+        common::assert_close(&got, &want, 1e-4, &format!("[{b}, {m}, {k}] · [{k}, {n}]"));
+    }
+}
