@@ -109,16 +109,12 @@ struct Counts {
 }
 
 impl Counts {
-    /// Compares, for every complete window of `u: [B, T, d]`, the top-`k` experts that the
+    /// Compares, for every complete window of `u: [B, T, d]`, the top-`k` experts
+    /// (`k = experts_per_segment`) that the
     /// pool of its first `j` tokens gets at inference (`j = 1..=a`) with the experts that
     /// training's expert choice gave it (`gates: [B·P, N_s]`, non-zero = chosen).
-    fn add<B: Backend>(
-        &mut self,
-        seg: &SegmentMoe<B>,
-        u: Tensor<B, 3>,
-        gates: Tensor<B, 2>,
-        k: usize,
-    ) {
+    fn add<B: Backend>(&mut self, seg: &SegmentMoe<B>, u: Tensor<B, 3>, gates: Tensor<B, 2>) {
+        let k = seg.experts_per_segment();
         let [b, t, d] = u.dims();
         let n_s = seg.experts.num_experts();
         let a = seg.window;
@@ -157,9 +153,7 @@ impl Counts {
             }
         }
     }
-}
 
-impl Counts {
     /// The rates of `layer`'s counts.
     fn agreement(self, layer: usize) -> LayerAgreement {
         let windows = self.windows.max(1) as f64;
@@ -237,7 +231,7 @@ pub fn routing_agreement<B: Backend>(
                 if seg.routing == SegmentRouting::Paper {
                     k = seg.experts_per_segment();
                     let c = counts[i].get_or_insert_with(Counts::default);
-                    c.add(seg, u, routing.segment.gates.clone(), k);
+                    c.add(seg, u, routing.segment.gates.clone());
                 }
             }
         });
