@@ -125,3 +125,55 @@ fn every_shape_class_computes_the_plain_loop_product() {
         common::assert_close(&got, &want, 1e-4, &format!("[{b}, {m}, {k}] · [{k}, {n}]"));
     }
 }
+
+/// Address of a float tensor's first element on the ndarray backend.
+fn first_element(t: &Tensor<NdArray, 3>) -> *const f32 {
+    match t.clone().into_primitive().tensor() {
+        burn_ndarray::NdArrayTensor::F32(storage) => storage.view().as_ptr(),
+        other => panic!("not f32: {other:?}"),
+    }
+}
+
+/// Fix 6: adding or removing axes of length 1 keeps a strided layout (no copy), so `linear`
+/// reads an imported `[out, in]` weight through its transposed view; other reshapes still
+/// reorder elements as before.
+#[test]
+fn unit_axis_reshapes_of_a_transposed_weight_share_its_buffer() {
+    let device = Default::default();
+    let (out, inp) = (6, 4);
+    let w = randn(out * inp, 21, 1.0);
+    let stored = tensor::<NdArray, 2>(w.clone(), [out, inp], &device);
+    let base: Tensor<NdArray, 3> = stored.clone().unsqueeze();
+    let view = stored.transpose(); // [in, out], strided
+    let unsqueezed: Tensor<NdArray, 3> = view.clone().unsqueeze();
+    assert_eq!(unsqueezed.dims(), [1, inp, out]);
+    assert_eq!(first_element(&unsqueezed), first_element(&base), "copied");
+    let squeezed_back: Tensor<NdArray, 3> = unsqueezed.clone().reshape([inp, 1, out]);
+    assert_eq!(
+        first_element(&squeezed_back),
+        first_element(&base),
+        "copied"
+    );
+    let transposed_plain: Vec<f32> = (0..inp)
+        .flat_map(|i| (0..out).map(|o| w[o * inp + i]).collect::<Vec<_>>())
+        .collect();
+    assert_eq!(values(unsqueezed), transposed_plain);
+    assert_eq!(values(squeezed_back), transposed_plain);
+    // A reshape that moves elements still follows row-major order.
+    assert_eq!(values(view.clone().reshape([out * inp])), transposed_plain);
+
+    // `linear` on the view: y = x · wᵀ as PyTorch computes it.
+    let x = randn(3 * inp, 22, 1.0);
+    let y = burn::tensor::module::linear(
+        tensor::<NdArray, 2>(x.clone(), [3, inp], &device),
+        view,
+        None,
+    );
+    let want: Vec<f32> = (0..3)
+        .flat_map(|r| {
+            let (x, w) = (&x, &w);
+            (0..out).map(move |o| (0..inp).map(|i| x[r * inp + i] * w[o * inp + i]).sum())
+        })
+        .collect();
+    common::assert_close(&values(y), &want, 1e-5, "linear on a transposed view");
+}

@@ -98,13 +98,22 @@ impl<B: Backend> ParamVisitor<B> for Loader<'_, B> {
     ) -> Result<()> {
         // `lazy_shape`: the shape without drawing the lazy initial value.
         let shape = param.lazy_shape().to_vec();
-        // A Linear weight is transposed on the host, so the parameter is contiguous: a
-        // strided view would be copied by every matmul that reads it.
-        let t = match (layout, shape.as_slice()) {
-            (Layout::Transposed, &[rows, cols]) => self.store.take_transposed(key, [cols, rows])?,
-            _ => self.store.take(key, &shape)?,
+        let value = match (layout, shape.as_slice()) {
+            // A Linear weight stays `[out, in]` in memory, as in the file and in PyTorch, and
+            // the parameter is its transposed view `[in, out]`: no transpose at load, and
+            // every backend's matmul reads the view's strides without copying (burn-cubecl's
+            // reshape and matmul handle strides; the vendored burn-ndarray's too).
+            (Layout::Transposed, &[rows, cols]) => {
+                let t = self.store.take(key, &[cols, rows])?;
+                let value: Tensor<B, 2> = self.upload(t).transpose();
+                Tensor::from_primitive(value.into_primitive())
+            }
+            _ => {
+                let t = self.store.take(key, &shape)?;
+                self.upload(t)
+            }
         };
-        *param = Param::initialized(param.id, self.upload(t));
+        *param = Param::initialized(param.id, value);
         Ok(())
     }
 
@@ -112,32 +121,22 @@ impl<B: Backend> ParamVisitor<B> for Loader<'_, B> {
         for (i, expert) in bank.experts.iter_mut().enumerate() {
             let [d, f2] = expert.gate_up.lazy_shape().dims();
             let f = f2 / 2;
-            // The file's [out, in] matrices arrive as burn's [in, out] (`take_transposed`);
-            // gate and up are then fused row by row into [d, 2f].
-            let gate = self
-                .store
-                .take_transposed(&format!("{prefix}.{i}.gate_proj.weight"), [f, d])?
-                .data;
-            let up = self
-                .store
-                .take_transposed(&format!("{prefix}.{i}.up_proj.weight"), [f, d])?
-                .data;
+            // The file's `[out, in]` gate and up matrices stacked into `[2f, d]`, whose
+            // transposed view is the fused `[d, 2f]` (gate columns, then up columns).
+            let gate_up = self.store.take_stacked(
+                &[
+                    &format!("{prefix}.{i}.gate_proj.weight"),
+                    &format!("{prefix}.{i}.up_proj.weight"),
+                ],
+                &[f, d],
+            )?;
             let down = self
                 .store
-                .take_transposed(&format!("{prefix}.{i}.down_proj.weight"), [d, f])?;
-            let mut gate_up = Vec::with_capacity(d * f2);
-            for (g, u) in gate.chunks_exact(f).zip(up.chunks_exact(f)) {
-                gate_up.extend_from_slice(g);
-                gate_up.extend_from_slice(u);
-            }
-            expert.gate_up = Param::initialized(
-                expert.gate_up.id,
-                self.upload(HostTensor {
-                    shape: vec![d, f2],
-                    data: gate_up,
-                }),
-            );
-            expert.down = Param::initialized(expert.down.id, self.upload(down));
+                .take(&format!("{prefix}.{i}.down_proj.weight"), &[d, f])?;
+            let gate_up: Tensor<B, 2> = self.upload(gate_up);
+            let down: Tensor<B, 2> = self.upload(down);
+            expert.gate_up = Param::initialized(expert.gate_up.id, gate_up.transpose());
+            expert.down = Param::initialized(expert.down.id, down.transpose());
         }
         Ok(())
     }

@@ -1,9 +1,9 @@
 //! Reading and writing safetensors files: single files and `model-0000k-of-0000n` shards.
 //!
 //! Files are memory-mapped (`memmap2`) and each tensor is converted to f32 only when the
-//! loader takes it, transposed on the way where the file's `[out, in]` must become burn's
-//! `[in, out]`; its mapped pages are then released. So an import holds the f32 model plus one
-//! tensor, never a host copy of every shard. The loader ([`crate::load`]) maps keys to
+//! loader takes it, in the file's layout (a Linear weight stays `[out, in]`; the loader makes
+//! the parameter its transposed view); its mapped pages are then released. So an import holds
+//! the f32 model plus one tensor, never a host copy of every shard. The loader ([`crate::load`]) maps keys to
 //! parameters and checks that the files together cover every parameter and hold nothing
 //! unused. A sharded checkpoint's index must agree with its shards key by key.
 
@@ -124,18 +124,33 @@ impl TensorStore {
         self.keys.contains_key(key)
     }
 
-    /// Takes the tensor `key` as stored, checking its shape.
+    /// Takes the tensor `key` as stored (a Linear weight as PyTorch's `[out, in]`), converted
+    /// to f32, checking its shape.
     pub fn take(&mut self, key: &str, shape: &[usize]) -> Result<HostTensor> {
-        self.take_as(key, shape, false)
+        self.take_stacked(&[key], shape)
     }
 
-    /// Takes the 2-D tensor `key` stored `[out, in]` (PyTorch's Linear layout) as `[in, out]`
-    /// (burn's), transposed during the conversion to f32.
-    pub fn take_transposed(&mut self, key: &str, stored: [usize; 2]) -> Result<HostTensor> {
-        self.take_as(key, &stored, true)
+    /// Takes tensors of the same `shape` stacked along their first axis into one f32 buffer
+    /// (e.g. an expert's `[f, d]` gate and up matrices as `[2f, d]`), each converted straight
+    /// into its place: shape `[keys.len() · shape[0], shape[1..]]`.
+    pub fn take_stacked(&mut self, keys: &[&str], shape: &[usize]) -> Result<HostTensor> {
+        let each: usize = shape.iter().product();
+        let mut data = vec![0.0f32; each * keys.len()];
+        for (k, key) in keys.iter().enumerate() {
+            self.convert_into(key, shape, &mut data[k * each..(k + 1) * each])?;
+        }
+        let mut stacked = shape.to_vec();
+        if let Some(rows) = stacked.first_mut() {
+            *rows *= keys.len();
+        }
+        Ok(HostTensor {
+            shape: stacked,
+            data,
+        })
     }
 
-    fn take_as(&mut self, key: &str, shape: &[usize], transpose: bool) -> Result<HostTensor> {
+    /// Converts the tensor `key`, which must have `shape`, into `out` and counts it as used.
+    fn convert_into(&mut self, key: &str, shape: &[usize], out: &mut [f32]) -> Result<()> {
         let shard = self
             .keys
             .get(key)
@@ -162,17 +177,7 @@ impl TensorStore {
         let _ = shard
             .map
             .advise_range(Advice::PopulateRead, begin, end - begin);
-        let raw = &shard.map[begin..end];
-        let (data, shape) = if transpose {
-            let [rows, cols] = [shape[0], shape[1]];
-            let data = convert(key, &shard.path, info.dtype, raw, Some((rows, cols)))?;
-            (data, vec![cols, rows])
-        } else {
-            (
-                convert(key, &shard.path, info.dtype, raw, None)?,
-                shape.to_vec(),
-            )
-        };
+        convert(key, &shard.path, info.dtype, &shard.map[begin..end], out)?;
         // The bytes are converted: give their pages back (re-read from the file if asked
         // again). SAFETY: a read-only shared file mapping loses nothing by dropping pages.
         let _ = unsafe {
@@ -181,7 +186,7 @@ impl TensorStore {
                 .unchecked_advise_range(UncheckedAdvice::DontNeed, begin, end - begin)
         };
         self.used.insert(key.to_string());
-        Ok(HostTensor { shape, data })
+        Ok(())
     }
 
     /// Whether `a` and `b` are both present with the same dtype, shape and bytes.
@@ -336,31 +341,24 @@ impl ShardIndex {
 /// Elements converted per parallel task.
 const CHUNK: usize = 1 << 16;
 
-/// `raw` (f32, f16 or bf16, little-endian) as f32; transposed from a row-major
-/// `[rows, cols]` to `[cols, rows]` when `transpose` is `Some((rows, cols))`.
-fn convert(
-    key: &str,
-    path: &Path,
-    dtype: Dtype,
-    raw: &[u8],
-    transpose: Option<(usize, usize)>,
-) -> Result<Vec<f32>> {
+/// `raw` (f32, f16 or bf16, little-endian) converted into `out` (as many elements) on
+/// rayon's threads.
+fn convert(key: &str, path: &Path, dtype: Dtype, raw: &[u8], out: &mut [f32]) -> Result<()> {
     // One monomorphised loop per dtype, so the decoder inlines and vectorises.
-    fn run<const N: usize>(
-        raw: &[u8],
-        transpose: Option<(usize, usize)>,
-        decode: impl Fn([u8; N]) -> f32 + Sync,
-    ) -> Vec<f32> {
+    fn run<const N: usize>(raw: &[u8], out: &mut [f32], decode: impl Fn([u8; N]) -> f32 + Sync) {
         let (elements, _) = raw.as_chunks::<N>();
-        match transpose {
-            None => plain(elements, decode),
-            Some((rows, cols)) => transposed(elements, rows, cols, decode),
-        }
+        out.par_chunks_mut(CHUNK)
+            .zip(elements.par_chunks(CHUNK))
+            .for_each(|(out, elements)| {
+                for (o, e) in out.iter_mut().zip(elements) {
+                    *o = decode(*e);
+                }
+            });
     }
-    Ok(match dtype {
-        Dtype::F32 => run::<4>(raw, transpose, f32::from_le_bytes),
-        Dtype::F16 => run::<2>(raw, transpose, |b| f16::from_le_bytes(b).to_f32()),
-        Dtype::BF16 => run::<2>(raw, transpose, |b| bf16::from_le_bytes(b).to_f32()),
+    match dtype {
+        Dtype::F32 => run::<4>(raw, out, f32::from_le_bytes),
+        Dtype::F16 => run::<2>(raw, out, |b| f16::from_le_bytes(b).to_f32()),
+        Dtype::BF16 => run::<2>(raw, out, |b| bf16::from_le_bytes(b).to_f32()),
         other => {
             return Err(QwenError::UnsupportedDtype {
                 key: key.to_string(),
@@ -368,62 +366,8 @@ fn convert(
                 dtype: format!("{other:?}"),
             });
         }
-    })
-}
-
-/// Element-wise conversion on rayon's threads.
-fn plain<const N: usize>(elements: &[[u8; N]], decode: impl Fn([u8; N]) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0.0f32; elements.len()];
-    out.par_chunks_mut(CHUNK)
-        .zip(elements.par_chunks(CHUNK))
-        .for_each(|(out, elements)| {
-            for (o, e) in out.iter_mut().zip(elements) {
-                *o = decode(*e);
-            }
-        });
-    out
-}
-
-/// `[rows, cols]` → `[cols, rows]` with conversion, in one pass. Each task owns a band of
-/// `WIDE` output rows (input columns) and walks the input in blocks of `TALL` rows: each input
-/// row's `WIDE` adjacent elements are converted into a cache-resident block (long contiguous
-/// reads, which the prefetcher follows), then each output row receives `TALL` contiguous
-/// values.
-fn transposed<const N: usize>(
-    elements: &[[u8; N]],
-    rows: usize,
-    cols: usize,
-    decode: impl Fn([u8; N]) -> f32 + Sync,
-) -> Vec<f32> {
-    const TALL: usize = 64;
-    const WIDE: usize = 256;
-    let mut out = vec![0.0f32; rows * cols];
-    if rows == 0 {
-        return out;
     }
-    out.par_chunks_mut(WIDE * rows)
-        .enumerate()
-        .for_each(|(band, chunk)| {
-            let c0 = band * WIDE;
-            let width = chunk.len() / rows;
-            let mut block = vec![0.0f32; TALL * WIDE];
-            for r0 in (0..rows).step_by(TALL) {
-                let height = TALL.min(rows - r0);
-                for (i, block_row) in block.chunks_exact_mut(WIDE).take(height).enumerate() {
-                    let start = (r0 + i) * cols + c0;
-                    for (t, e) in block_row.iter_mut().zip(&elements[start..start + width]) {
-                        *t = decode(*e);
-                    }
-                }
-                for j in 0..width {
-                    let row = &mut chunk[j * rows + r0..j * rows + r0 + height];
-                    for (o, t) in row.iter_mut().zip(block[j..].iter().step_by(WIDE)) {
-                        *o = *t;
-                    }
-                }
-            }
-        });
-    out
+    Ok(())
 }
 
 /// The dtype in which [`write_file`] stores tensors.

@@ -526,6 +526,31 @@ macro_rules! to_typed_dims {
     }};
 }
 
+/// multipl-moe patch: `array` with the shape `dims` without copying, when `dims` only adds or
+/// removes axes of length 1 (the other axes keep their order, lengths and strides, whatever the
+/// layout). `None` when the reshape moves elements.
+pub(crate) fn reshape_unit_axes<E>(
+    array: ArcArray<E, IxDyn>,
+    dims: &[usize],
+) -> Option<ArcArray<E, IxDyn>> {
+    let kept = |shape: &[usize]| shape.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
+    if kept(array.shape()) != kept(dims) {
+        return None;
+    }
+    let mut array = array;
+    for axis in (0..array.ndim()).rev() {
+        if array.shape()[axis] == 1 {
+            array = array.index_axis_move(ndarray::Axis(axis), 0);
+        }
+    }
+    for (axis, &d) in dims.iter().enumerate() {
+        if d == 1 {
+            array = array.insert_axis(ndarray::Axis(axis));
+        }
+    }
+    Some(array)
+}
+
 /// Reshapes an array into a tensor.
 #[macro_export(local_inner_macros)]
 macro_rules! reshape {
@@ -548,7 +573,13 @@ macro_rules! reshape {
                     }
                 }
             },
-            false => $array.to_shape(dim).unwrap().as_standard_layout().into_shared(),
+            // multipl-moe patch: a reshape that only adds or removes axes of length 1 keeps
+            // any strides (`linear` unsqueezes a transposed weight to `[1, in, out]`); other
+            // layouts are copied as upstream does.
+            false => match $crate::tensor::reshape_unit_axes($array.clone(), ndarray::Dimension::slice(&dim)) {
+                Some(array) => array.into_dimensionality().unwrap(),
+                None => $array.to_shape(dim).unwrap().as_standard_layout().into_shared(),
+            },
         };
         array.into_dyn()
     }};
