@@ -6,6 +6,7 @@ use burn::module::Module;
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::{Bool, DType, Tensor, activation::softmax, backend::Backend};
 
+use crate::cache::Growing;
 use crate::rope::Rope;
 
 /// Configuration of [`Attention`].
@@ -64,19 +65,20 @@ impl AttentionConfig {
     }
 }
 
-/// Keys and values of the positions seen so far, `[B, KV, S, h]` each.
+/// Keys and values of the positions seen so far, `[B, KV, S, h]` each, growing along `S`
+/// in preallocated buffers ([`Growing`]) instead of being concatenated at every step.
 #[derive(Debug, Clone)]
 pub struct KvCache<B: Backend> {
     /// Cached rotated keys.
-    pub keys: Tensor<B, 4>,
+    pub keys: Growing<B, 4>,
     /// Cached values.
-    pub values: Tensor<B, 4>,
+    pub values: Growing<B, 4>,
 }
 
 impl<B: Backend> KvCache<B> {
     /// Number of cached positions.
     pub fn len(&self) -> usize {
-        self.keys.dims()[2]
+        self.keys.len()
     }
 
     /// Whether the cache holds no position.
@@ -87,8 +89,8 @@ impl<B: Backend> KvCache<B> {
     /// The first `len` positions.
     pub fn truncate(self, len: usize) -> Self {
         Self {
-            keys: self.keys.narrow(2, 0, len),
-            values: self.values.narrow(2, 0, len),
+            keys: self.keys.truncate(len),
+            values: self.values.truncate(len),
         }
     }
 }
@@ -124,17 +126,17 @@ impl<B: Backend> Attention<B> {
         let q = rope.apply(heads(&self.q_proj, self.num_heads), past);
         let k = rope.apply(heads(&self.k_proj, self.num_kv_heads), past);
         let v = heads(&self.v_proj, self.num_kv_heads);
-        let (k, v) = match cache {
-            Some(c) => (
-                Tensor::cat(vec![c.keys, k], 2),
-                Tensor::cat(vec![c.values, v], 2),
-            ),
-            None => (k, v),
+        let cache = match cache {
+            Some(c) => KvCache {
+                keys: c.keys.append(k),
+                values: c.values.append(v),
+            },
+            None => KvCache {
+                keys: Growing::new(k, 2),
+                values: Growing::new(v, 2),
+            },
         };
-        let cache = KvCache {
-            keys: k.clone(),
-            values: v.clone(),
-        };
+        let (k, v) = (cache.keys.value(), cache.values.value());
         let s = past + t;
         let k = self.repeat_kv(k);
         let v = self.repeat_kv(v);

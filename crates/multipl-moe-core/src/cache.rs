@@ -1,5 +1,7 @@
 //! What the model keeps between generation steps.
 
+use std::ops::Range;
+
 use burn::tensor::{Int, Tensor, backend::Backend};
 
 use crate::attention::KvCache;
@@ -10,8 +12,9 @@ pub struct LayerCache<B: Backend> {
     /// Attention keys and values.
     pub kv: KvCache<B>,
     /// For a hybrid layer, its FFN inputs `u` (the post-attention RMSNorm output) at every
-    /// cached position, `[B, S, d]`: segment routing pools them; `None` for a dense layer.
-    pub ffn_inputs: Option<Tensor<B, 3>>,
+    /// cached position, `[B, S, d]` along axis 1: segment routing pools them; `None` for a
+    /// dense layer.
+    pub ffn_inputs: Option<Growing<B, 3>>,
 }
 
 impl<B: Backend> LayerCache<B> {
@@ -19,7 +22,7 @@ impl<B: Backend> LayerCache<B> {
     pub fn truncate(self, len: usize) -> Self {
         Self {
             kv: self.kv.truncate(len),
-            ffn_inputs: self.ffn_inputs.map(|u| u.narrow(1, 0, len)),
+            ffn_inputs: self.ffn_inputs.map(|u| u.truncate(len)),
         }
     }
 }
@@ -52,5 +55,129 @@ impl<B: Backend> ModelCache<B> {
             layers: self.layers.into_iter().map(|l| l.truncate(len)).collect(),
             tokens: self.tokens.narrow(1, 0, len),
         }
+    }
+}
+
+/// A tensor that grows along one axis, as a KV cache does at every decoding step, without
+/// copying what it holds each time: an append is written into spare capacity
+/// (`slice_assign`), and the capacity doubles when it runs out (amortised O(1) per position,
+/// like the preallocated `AutoregressiveCache` of tracel-ai/models' llama-burn, without a
+/// fixed maximum length). [`Self::value`] is a `narrow` view of the filled part.
+///
+/// Appending writes in place when this value holds the only reference to its buffer (the
+/// decoding loop); after a `clone`, the first append copies the buffer (copy on write), so
+/// clones never see each other's positions.
+#[derive(Debug, Clone)]
+pub struct Growing<B: Backend, const D: usize> {
+    buffer: Tensor<B, D>,
+    axis: usize,
+    len: usize,
+}
+
+impl<B: Backend, const D: usize> Growing<B, D> {
+    /// Holds `value` (its whole length along `axis`), with no spare capacity yet.
+    pub fn new(value: Tensor<B, D>, axis: usize) -> Self {
+        let len = value.dims()[axis];
+        Self {
+            buffer: value,
+            axis,
+            len,
+        }
+    }
+
+    /// Positions held along the axis.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no position is held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Positions the buffer can hold before it must grow.
+    pub fn capacity(&self) -> usize {
+        self.buffer.dims()[self.axis]
+    }
+
+    /// The held positions: a view of the buffer, not a copy.
+    pub fn value(&self) -> Tensor<B, D> {
+        if self.len == self.capacity() {
+            self.buffer.clone()
+        } else {
+            self.buffer.clone().narrow(self.axis, 0, self.len)
+        }
+    }
+
+    /// Appends `value` (same shape except along the axis) after the held positions.
+    pub fn append(mut self, value: Tensor<B, D>) -> Self {
+        let added = value.dims()[self.axis];
+        let end = self.len + added;
+        if end > self.capacity() {
+            let mut dims = self.buffer.dims();
+            dims[self.axis] = end.max(2 * self.capacity());
+            let grown = Tensor::zeros(dims, &self.buffer.device());
+            self.buffer = grown.slice_assign(self.ranges(0..self.len), self.value());
+        }
+        let ranges = self.ranges(self.len..end);
+        self.buffer = self.buffer.slice_assign(ranges, value);
+        self.len = end;
+        self
+    }
+
+    /// The first `len` positions (`len <= self.len()`); the capacity is kept.
+    pub fn truncate(mut self, len: usize) -> Self {
+        self.len = self.len.min(len);
+        self
+    }
+
+    /// Whole ranges on every axis but `self.axis`, which gets `along`.
+    fn ranges(&self, along: Range<usize>) -> [Range<usize>; D] {
+        let dims = self.buffer.dims();
+        std::array::from_fn(|i| {
+            if i == self.axis {
+                along.clone()
+            } else {
+                0..dims[i]
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+    use burn::tensor::TensorData;
+
+    type B = NdArray;
+
+    fn block(start: usize, len: usize) -> Tensor<B, 3> {
+        let values: Vec<f32> = (0..2 * len * 3).map(|i| (start * 100 + i) as f32).collect();
+        Tensor::from_data(TensorData::new(values, [2, len, 3]), &Default::default())
+    }
+
+    /// Appends, growth, truncation and clones against plain concatenation.
+    #[test]
+    fn growing_matches_concatenation() {
+        let mut grown = Growing::new(block(0, 2), 1);
+        let mut plain = block(0, 2);
+        for (step, len) in [1, 1, 3, 1, 5].into_iter().enumerate() {
+            let next = block(step + 1, len);
+            grown = grown.append(next.clone());
+            plain = Tensor::cat(vec![plain, next], 1);
+            assert_eq!(grown.len(), plain.dims()[1]);
+            assert!(grown.capacity() >= grown.len());
+            assert_eq!(grown.value().into_data(), plain.clone().into_data());
+        }
+        // Doubling: 2 → 4 → 8 → 16 for 13 positions.
+        assert_eq!(grown.capacity(), 16);
+
+        // A rewind keeps the capacity and is overwritten by what comes next.
+        let rewound = grown.clone().truncate(4).append(block(9, 2));
+        let expected = Tensor::cat(vec![plain.clone().narrow(1, 0, 4), block(9, 2)], 1);
+        assert_eq!(rewound.value().into_data(), expected.into_data());
+        // The clone it was made from still holds its own positions.
+        assert_eq!(grown.value().into_data(), plain.into_data());
     }
 }

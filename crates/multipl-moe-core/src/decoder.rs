@@ -4,7 +4,7 @@ use burn::module::Module;
 use burn::tensor::{Bool, Tensor, backend::Backend};
 
 use crate::attention::{Attention, KvCache};
-use crate::cache::LayerCache;
+use crate::cache::{Growing, LayerCache};
 use crate::ffn::SwiGlu;
 use crate::hybrid::{HybridMoe, LayerRouting};
 use crate::norm::RmsNorm;
@@ -124,10 +124,10 @@ impl<B: Backend> DecoderLayer<B> {
         let (ffn, ffn_inputs) = match &self.mlp {
             FeedForward::Dense(ffn) => (ffn.forward(u), None),
             FeedForward::Hybrid(moe) => {
-                let out = moe.forward_inference(history.clone(), u.clone());
+                let out = moe.forward_inference(history.as_ref().map(Growing::value), u.clone());
                 let inputs = match history {
-                    Some(past) => Tensor::cat(vec![past, u], 1),
-                    None => u,
+                    Some(past) => past.append(u),
+                    None => Growing::new(u, 1),
                 };
                 (out, Some(inputs))
             }
