@@ -3,15 +3,26 @@
 //!
 //! Run: `cargo bench --bench model` (ndarray by default; `--features wgpu`/`cuda` for GPUs).
 //! Environment: `MODEL_BENCH_CONFIGS` (comma list of `tiny`, `qwen05b-2l`; default both),
-//! `MODEL_BENCH_STEPS` (timed training steps, default 3), `MODEL_BENCH_DECODE` (decoded tokens,
-//! default 32).
+//! `MODEL_BENCH_STEPS` (timed training steps, default 3; 0 skips training), `MODEL_BENCH_DECODE` (decoded tokens,
+//! default 32), `MODEL_BENCH_PROMPT` (prompt tokens, default 64 for tiny and 128 for qwen05b-2l;
+//! long prompts show what the KV cache costs at long contexts).
 //!
 //! Configs: `tiny` is the demo's model (d = 128, 3 layers, vocab 512) upcycled with window 16,
 //! batch 8 × 64 tokens; `qwen05b-2l` is Qwen1.5-0.5B's shape (d = 1024, FFN 2816, 16 heads,
 //! vocab 151 936, tied embeddings) cut to 2 layers with the paper preset, batch 1 × 512.
 //! Training uses AdamW and the SPEC §5 freeze; prefill is 64 (tiny) or 128 tokens.
+//!
+//! When `python3` can import torch (and `MODEL_BENCH_TORCH` is not `0`), each config's initial
+//! model is exported to `target/model_bench/NAME/model` with the batch, our losses and some
+//! logits (`check.safetensors`); `bench/torch_model.py` rebuilds the same hybrid model in
+//! PyTorch from that export, checks that its logits and losses equal ours, and times the same
+//! training step; `MODEL_BENCH_TORCH_ROUNDS` (default 3) rounds alternate our steps and torch's.
 
+mod common;
+
+use std::collections::BTreeMap;
 use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
@@ -22,7 +33,9 @@ use multipl_moe::backend::{Backend, NAME, TrainBackend};
 use multipl_moe::core::{
     CausalLm, GenerateOptions, MoeConfig, MultiplMoeConfig, QwenConfig, Sampler, SamplingConfig,
 };
-use multipl_moe::qwen::{FreezePolicy, apply_freeze};
+use multipl_moe::qwen::export::host;
+use multipl_moe::qwen::tensors::{HostTensor, write_file};
+use multipl_moe::qwen::{FreezePolicy, SaveDtype, apply_freeze, save_model};
 use multipl_moe::train::data::corpus::Language;
 use multipl_moe::train::data::dataset::LmBatch;
 use multipl_moe::train::training::lm::LanguageModel;
@@ -100,13 +113,71 @@ fn tokens<B: burn::tensor::backend::Backend>(
     Tensor::from_data(TensorData::new(ids, [b, t]), device)
 }
 
+/// Writes `dir/model` (our export of `lm`'s model) and `dir/check.safetensors` (the batch
+/// `tokens`, our next-token and balance losses on it, our logits at a few positions of the first
+/// sequence) for bench/torch_model.py.
+fn dump_for_torch(
+    lm: &LanguageModel<TrainBackend>,
+    config: &MultiplMoeConfig,
+    tokens: Tensor<Backend, 2, Int>,
+    dir: &Path,
+) -> Result<(), String> {
+    let _ = std::fs::remove_dir_all(dir);
+    let model = lm.lm.valid();
+    save_model(&model, config, &dir.join("model"), SaveDtype::F32).map_err(|e| e.to_string())?;
+    let [b, t] = tokens.dims();
+    let positions = [0, 1, 2, t / 2, t - 2];
+    let index = Tensor::from_data(
+        TensorData::new(positions.map(|p| p as i64).to_vec(), [positions.len()]),
+        &tokens.device(),
+    );
+    let logits = model
+        .forward(tokens.clone().narrow(1, 0, t - 1), None)
+        .logits
+        .narrow(0, 0, 1)
+        .select(1, index)
+        .reshape([positions.len() as i32, -1]);
+    let out = lm.forward_loss(LmBatch {
+        tokens: Tensor::from_data(tokens.to_data(), &tokens.device()),
+        languages: vec![Language::Rust; b],
+    });
+    let scalar = |v: f64| HostTensor {
+        shape: vec![1],
+        data: vec![v as f32],
+    };
+    let tensors = BTreeMap::from([
+        ("tokens".to_string(), host(tokens.float())),
+        (
+            "positions".to_string(),
+            HostTensor {
+                shape: vec![positions.len()],
+                data: positions.map(|p| p as f32).to_vec(),
+            },
+        ),
+        ("logits".to_string(), host(logits)),
+        ("ce".to_string(), scalar(out.ce)),
+        ("balance".to_string(), scalar(out.balance.unwrap_or(0.0))),
+    ]);
+    write_file(&dir.join("check.safetensors"), &tensors, SaveDtype::F32).map_err(|e| e.to_string())
+}
+
+/// The PyTorch comparison of one config's training step, for the end of the run.
+struct TorchComparison {
+    name: &'static str,
+    matched: String,
+    rounds: common::Rounds,
+}
+
 /// Times a training step (forward + backward + AdamW, SPEC §5 freeze) of `bench`'s model and
-/// prints its row; returns the trained model for the generation rows.
+/// prints its row (the median round); with `torch`, alternates rounds with
+/// bench/torch_model.py on the same model and batch. Returns the trained model for the
+/// generation rows.
 fn train_row(
     bench: &Bench,
     device: &burn::tensor::Device<Backend>,
     steps: usize,
-) -> CausalLm<Backend> {
+    torch: bool,
+) -> (CausalLm<Backend>, Option<TorchComparison>) {
     let vocab = bench.config.model.vocab_size;
     TrainBackend::seed(device, 1);
     reset_peak();
@@ -121,17 +192,64 @@ fn train_row(
         tokens: tokens(bench.batch, bench.seq, vocab, device),
         languages: vec![Language::Rust; bench.batch],
     };
+    let dir = PathBuf::from(format!("target/model_bench/{}", bench.name));
+    let mut torch = torch
+        && dump_for_torch(
+            &lm,
+            &bench.config,
+            tokens(bench.batch, bench.seq, vocab, device),
+            &dir,
+        )
+        .map_err(|e| println!("(PyTorch comparison skipped: {e})"))
+        .is_ok();
+    let mut comparison = TorchComparison {
+        name: bench.name,
+        matched: String::new(),
+        rounds: common::Rounds::default(),
+    };
     let mut step = |lm: LanguageModel<TrainBackend>| {
         let out = lm.forward_loss(batch());
         let grads = GradientsParams::from_grads(out.loss.backward(), &lm);
         optim.step(1e-5, lm, grads)
     };
     lm = step(lm); // warm-up
-    let start = Instant::now();
-    for _ in 0..steps {
-        lm = step(lm);
+    let rounds = if torch {
+        env("MODEL_BENCH_TORCH_ROUNDS", 3)
+    } else {
+        1
+    };
+    let mut ours = Vec::new();
+    for _ in 0..rounds {
+        let start = Instant::now();
+        for _ in 0..steps {
+            lm = step(lm);
+        }
+        let secs = start.elapsed().as_secs_f64() / steps as f64;
+        ours.push(secs);
+        if torch {
+            let args = [
+                dir.display().to_string(),
+                "--threads".into(),
+                common::threads().to_string(),
+                "--steps".into(),
+                steps.to_string(),
+            ];
+            let theirs = common::run_script("torch_model.py", &args).and_then(|text| {
+                comparison.matched = text.lines().next().unwrap_or_default().to_string();
+                common::number_after(&text, "train step: ")
+                    .ok_or_else(|| format!("no timing in: {text}"))
+            });
+            match theirs {
+                Ok(t) => comparison.rounds.push(secs, t),
+                Err(why) => {
+                    println!("(PyTorch comparison stopped: {why})");
+                    torch = false;
+                }
+            }
+        }
     }
-    let secs = start.elapsed().as_secs_f64() / steps as f64;
+    ours.sort_by(f64::total_cmp);
+    let secs = ours[ours.len() / 2];
     let n = bench.batch * (bench.seq - 1);
     println!(
         "| {} | train step (fwd + bwd + AdamW) | {n} | {secs:.3} | {:.0} | {:.0} |",
@@ -141,14 +259,15 @@ fn train_row(
     );
     let model = lm.lm.valid();
     drop((lm, optim));
-    model
+    (model, torch.then_some(comparison))
 }
 
 /// Times prefill and greedy decoding with the KV cache and prints their rows.
 fn generation_rows(bench: &Bench, model: &CausalLm<Backend>, decode: usize) {
     let vocab = bench.config.model.vocab_size;
     reset_peak();
-    let prompt: Vec<usize> = (0..bench.prompt).map(|i| (i * 31 + 7) % vocab).collect();
+    let length = env("MODEL_BENCH_PROMPT", bench.prompt);
+    let prompt: Vec<usize> = (0..length).map(|i| (i * 31 + 7) % vocab).collect();
     let options = GenerateOptions {
         max_new_tokens: decode,
         ..GenerateOptions::default()
@@ -198,11 +317,35 @@ fn main() {
         "| config | phase | tokens | seconds | tokens/s | peak RSS MiB |\n|---|---|---:|---:|---:|---:|"
     );
     let device = multipl_moe::backend::device();
+    let torch =
+        std::env::var("MODEL_BENCH_TORCH").map_or(true, |v| v != "0") && common::torch_available();
+    let mut comparisons = Vec::new();
     for bench in configs()
         .into_iter()
         .filter(|b| wanted.split(',').any(|w| w.trim() == b.name))
     {
-        let model = train_row(&bench, &device, steps);
+        let model = if steps == 0 {
+            Backend::seed(&device, 1);
+            bench.config.init::<Backend>(&device).expect("valid config")
+        } else {
+            let (model, comparison) = train_row(&bench, &device, steps, torch);
+            comparisons.extend(comparison);
+            model
+        };
         generation_rows(&bench, &model, decode);
+    }
+    if !torch {
+        println!(
+            "\n(PyTorch comparison skipped: python3 cannot import torch, or MODEL_BENCH_TORCH=0)"
+        );
+    }
+    for c in comparisons {
+        println!(
+            "\n{}: training step vs PyTorch eager (bench/torch_model.py, same export, batch and {} threads), alternating rounds",
+            c.name,
+            common::threads()
+        );
+        println!("{}", c.matched);
+        c.rounds.print();
     }
 }

@@ -12,6 +12,8 @@
 //! ours, and `MOE_BENCH_TORCH_ROUNDS` (default 3) rounds alternate our timing and torch's, so
 //! that both see the same machine load; the ratio is reported per round and overall.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -220,7 +222,7 @@ fn main() {
         .require_grad();
 
     let with_torch =
-        std::env::var("MOE_BENCH_TORCH").map_or(true, |v| v != "0") && torch_available();
+        std::env::var("MOE_BENCH_TORCH").map_or(true, |v| v != "0") && common::torch_available();
     let dump_path = std::env::var("MOE_BENCH_DUMP")
         .ok()
         .or_else(|| with_torch.then(|| "target/moe_bench/layer.safetensors".to_string()));
@@ -272,75 +274,36 @@ fn main() {
     }
 }
 
-fn torch_available() -> bool {
-    std::process::Command::new("python3")
-        .args(["-c", "import torch, safetensors"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 /// Rounds of (our hybrid layer, torch's) fwd + bwd timings, alternating.
 fn compare_with_torch(path: &str, iters: usize, hybrid_step: &dyn Fn()) {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = common::threads();
     let rounds = env("MOE_BENCH_TORCH_ROUNDS", 3);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/torch_moe_layer.py");
-    let mut rows = Vec::new();
+    let args = [
+        path.to_string(),
+        "--threads".into(),
+        threads.to_string(),
+        "--iters".into(),
+        iters.to_string(),
+    ];
+    let mut table = common::Rounds::default();
     let mut matched = String::new();
-    let (mut ours_total, mut torch_total) = (0.0, 0.0);
-    for round in 1..=rounds {
+    for _ in 0..rounds {
         let ours = time(iters, hybrid_step);
-        let out = std::process::Command::new("python3")
-            .args([
-                script,
-                path,
-                "--threads",
-                &threads.to_string(),
-                "--iters",
-                &iters.to_string(),
-            ])
-            .output();
-        let text = match out {
-            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
-            Ok(o) => {
-                println!(
-                    "torch script failed: {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                );
-                return;
-            }
-            Err(e) => {
-                println!("could not run python3: {e}");
-                return;
-            }
+        let text = match common::run_script("torch_moe_layer.py", &args) {
+            Ok(text) => text,
+            Err(why) => return println!("{why}"),
         };
         if let Some(line) = text.lines().find(|l| l.starts_with("max |torch - ours|")) {
             matched = line.to_string();
         }
-        let Some(torch) = text
-            .split("fwd+bwd: ")
-            .nth(1)
-            .and_then(|rest| rest.split(' ').next())
-            .and_then(|s| s.parse::<f64>().ok())
-        else {
-            println!("could not read the torch timing from: {text}");
-            return;
+        let Some(torch) = common::number_after(&text, "fwd+bwd: ") else {
+            return println!("could not read the torch timing from: {text}");
         };
-        ours_total += ours;
-        torch_total += torch;
-        rows.push(format!(
-            "| {round} | {ours:.3} | {torch:.3} | {:.2} |",
-            ours / torch
-        ));
+        table.push(ours, torch);
     }
     println!(
         "\nPyTorch eager, same weights, input and thread count ({threads}); {rounds} alternating rounds"
     );
     println!("{matched}");
-    println!("| round | ours s | torch s | ours / torch |");
-    println!("|---:|---:|---:|---:|");
-    rows.iter().for_each(|r| println!("{r}"));
-    println!(
-        "| all | {ours_total:.3} | {torch_total:.3} | **{:.2}** |",
-        ours_total / torch_total
-    );
+    table.print();
 }
