@@ -202,6 +202,7 @@ fn train_row(
         )
         .map_err(|e| println!("(PyTorch comparison skipped: {e})"))
         .is_ok();
+    reset_peak(); // the export's host copies are not part of training
     let mut comparison = TorchComparison {
         name: bench.name,
         matched: String::new(),
@@ -301,6 +302,7 @@ fn generation_rows(bench: &Bench, model: &CausalLm<Backend>, decode: usize) {
 }
 
 fn main() {
+    multipl_moe::allocator::reuse_freed_memory();
     let wanted = std::env::var("MODEL_BENCH_CONFIGS").unwrap_or_else(|_| "tiny,qwen05b-2l".into());
     let steps = env("MODEL_BENCH_STEPS", 3);
     let decode = env("MODEL_BENCH_DECODE", 32);

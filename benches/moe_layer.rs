@@ -202,6 +202,7 @@ impl Timings {
 }
 
 fn main() {
+    multipl_moe::allocator::reuse_freed_memory();
     let device = Default::default();
     let (d, ff, n) = (
         env("MOE_BENCH_D", 1024),

@@ -8,4 +8,5 @@ pub use multipl_moe_core as core;
 pub use multipl_moe_qwen as qwen;
 pub use multipl_moe_train as train;
 
+pub mod allocator;
 pub mod backend;

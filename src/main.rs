@@ -6,6 +6,7 @@ mod loading;
 mod logits;
 
 fn main() {
+    multipl_moe::allocator::reuse_freed_memory();
     if let Err(err) = cli::run() {
         eprintln!("error: {err:#}");
         std::process::exit(1);
