@@ -263,10 +263,12 @@ impl<B: Backend> CausalLm<B> {
     /// Final norm and LM head: `[B, T, d] -> [B, T, vocab]`, as one 2-D matmul.
     ///
     /// The head is the largest matrix of a small model (`d × 151 936` for Qwen1.5). With tied
-    /// embeddings the product is formed as `(E · hᵀ)ᵀ` rather than `h · Eᵀ`, so the embedding
+    /// embeddings a single row (decoding) is formed as `(E · hᵀ)ᵀ`, so the embedding
     /// `E [vocab, d]` is read in its stored row-major layout as the left operand: the
     /// `151936 × 1024 × 1` product of BENCHMARKS.md's matmul table ("qwen decode, tied LM
-    /// head") when decoding. GPU backends handle both forms alike.
+    /// head"). Several rows (training, prefill) are formed as `h · Eᵀ`, which gives row-major
+    /// logits for the softmax over the vocabulary that follows. GPU backends handle both forms
+    /// alike.
     pub fn head(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, t, d] = h.dims();
         let h = self.norm.forward(h).reshape([b * t, d]);
@@ -278,12 +280,13 @@ impl<B: Backend> CausalLm<B> {
                     None => out,
                 }
             }
-            None => self
+            None if b * t == 1 => self
                 .embed_tokens
                 .weight
                 .val()
                 .matmul(h.transpose())
                 .transpose(),
+            None => h.matmul(self.embed_tokens.weight.val().transpose()),
         };
         logits.reshape([b, t, self.vocab_size()])
     }
