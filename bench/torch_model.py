@@ -19,12 +19,12 @@ routers; the rest frozen), at the same batch and thread count. It prints one lin
 import argparse
 import json
 import os
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file
+from timing import median_seconds
 
 
 class Expert(nn.Module):
@@ -176,14 +176,7 @@ def main():
         losses(model, tokens, alpha)[3].backward()
         optim.step()
 
-    step()  # warm-up
-    times = []
-    for _ in range(args.steps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    print(f"torch eager train step: {times[len(times) // 2]:.3f} s")
+    print(f"torch eager train step: {median_seconds(step, args.steps):.3f} s")
 
 
 if __name__ == "__main__":

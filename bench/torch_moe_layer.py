@@ -10,11 +10,11 @@ count, with the same HF-style per-expert loop a PyTorch user would write (paper 
 pooling, γ = 1, λ = (0.7, 0.3), shared expert 0, K = 2, c = 1, a = 64).
 """
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
+from timing import median_seconds
 
 
 def swiglu(x, gate_up, down):
@@ -81,14 +81,7 @@ def main():
     def step():
         layer(params, uu).sum().backward()
 
-    step()
-    times = []
-    for _ in range(args.iters):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    med = times[len(times) // 2]
+    med = median_seconds(step, args.iters)
     n = u.shape[0] * u.shape[1]
     print(f"torch eager hybrid layer fwd+bwd: {med:.3f} s, {n / med:.0f} tokens/s, {args.threads} threads")
 

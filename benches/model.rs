@@ -3,8 +3,8 @@
 //!
 //! Run: `cargo bench --bench model` (ndarray by default; `--features wgpu`/`cuda` for GPUs).
 //! Environment: `MODEL_BENCH_CONFIGS` (comma list of `tiny`, `qwen05b-2l`; default both),
-//! `MODEL_BENCH_STEPS` (timed training steps, default 3; 0 skips training), `MODEL_BENCH_DECODE` (decoded tokens,
-//! default 32), `MODEL_BENCH_PROMPT` (prompt tokens, default 64 for tiny and 128 for qwen05b-2l;
+//! `MODEL_BENCH_STEPS` (timed training steps, default 3; 0 skips training),
+//! `MODEL_BENCH_DECODE` (decoded tokens, default 32), `MODEL_BENCH_PROMPT` (prompt tokens, default 64 for tiny and 128 for qwen05b-2l;
 //! long prompts show what the KV cache costs at long contexts).
 //!
 //! Configs: `tiny` is the demo's model (d = 128, 3 layers, vocab 512) upcycled with window 16,
@@ -161,6 +161,21 @@ fn dump_for_torch(
     write_file(&dir.join("check.safetensors"), &tensors, SaveDtype::F32).map_err(|e| e.to_string())
 }
 
+/// One run of bench/torch_model.py on `dir`: its model check line and its median step time.
+fn torch_round(dir: &Path, steps: usize) -> Result<(String, f64), String> {
+    let args = [
+        dir.display().to_string(),
+        "--threads".into(),
+        common::threads().to_string(),
+        "--steps".into(),
+        steps.to_string(),
+    ];
+    let text = common::run_script("torch_model.py", &args)?;
+    let theirs = common::number_after(&text, "train step: ")
+        .ok_or_else(|| format!("no timing in: {text}"))?;
+    Ok((text.lines().next().unwrap_or_default().to_string(), theirs))
+}
+
 /// The PyTorch comparison of one config's training step, for the end of the run.
 struct TorchComparison {
     name: &'static str,
@@ -228,20 +243,11 @@ fn train_row(
         let secs = start.elapsed().as_secs_f64() / steps as f64;
         ours.push(secs);
         if torch {
-            let args = [
-                dir.display().to_string(),
-                "--threads".into(),
-                common::threads().to_string(),
-                "--steps".into(),
-                steps.to_string(),
-            ];
-            let theirs = common::run_script("torch_model.py", &args).and_then(|text| {
-                comparison.matched = text.lines().next().unwrap_or_default().to_string();
-                common::number_after(&text, "train step: ")
-                    .ok_or_else(|| format!("no timing in: {text}"))
-            });
-            match theirs {
-                Ok(t) => comparison.rounds.push(secs, t),
+            match torch_round(&dir, steps) {
+                Ok((matched, theirs)) => {
+                    comparison.matched = matched;
+                    comparison.rounds.push(secs, theirs);
+                }
                 Err(why) => {
                     println!("(PyTorch comparison stopped: {why})");
                     torch = false;

@@ -87,6 +87,14 @@ impl<B: Backend> Loader<'_, B> {
     fn upload<const D: usize>(&self, t: HostTensor) -> Tensor<B, D> {
         Tensor::from_data(TensorData::new(t.data, t.shape), self.device)
     }
+
+    /// A Linear weight as the file and PyTorch keep it, `[out, in]`, as burn's `[in, out]`
+    /// parameter: its transposed view, so nothing is transposed at load, and every backend's
+    /// matmul reads the view's strides without copying (burn-cubecl's reshape and matmul
+    /// handle strides; the vendored burn-ndarray's too, fix 6).
+    fn upload_linear(&self, out_in: HostTensor) -> Tensor<B, 2> {
+        self.upload::<2>(out_in).transpose()
+    }
 }
 
 impl<B: Backend> ParamVisitor<B> for Loader<'_, B> {
@@ -99,14 +107,10 @@ impl<B: Backend> ParamVisitor<B> for Loader<'_, B> {
         // `lazy_shape`: the shape without drawing the lazy initial value.
         let shape = param.lazy_shape().to_vec();
         let value = match (layout, shape.as_slice()) {
-            // A Linear weight stays `[out, in]` in memory, as in the file and in PyTorch, and
-            // the parameter is its transposed view `[in, out]`: no transpose at load, and
-            // every backend's matmul reads the view's strides without copying (burn-cubecl's
-            // reshape and matmul handle strides; the vendored burn-ndarray's too).
             (Layout::Transposed, &[rows, cols]) => {
                 let t = self.store.take(key, &[cols, rows])?;
-                let value: Tensor<B, 2> = self.upload(t).transpose();
-                Tensor::from_primitive(value.into_primitive())
+                // D is 2 here (the shape has two axes).
+                Tensor::from_primitive(self.upload_linear(t).into_primitive())
             }
             _ => {
                 let t = self.store.take(key, &shape)?;
@@ -133,10 +137,8 @@ impl<B: Backend> ParamVisitor<B> for Loader<'_, B> {
             let down = self
                 .store
                 .take(&format!("{prefix}.{i}.down_proj.weight"), &[d, f])?;
-            let gate_up: Tensor<B, 2> = self.upload(gate_up);
-            let down: Tensor<B, 2> = self.upload(down);
-            expert.gate_up = Param::initialized(expert.gate_up.id, gate_up.transpose());
-            expert.down = Param::initialized(expert.down.id, down.transpose());
+            expert.gate_up = Param::initialized(expert.gate_up.id, self.upload_linear(gate_up));
+            expert.down = Param::initialized(expert.down.id, self.upload_linear(down));
         }
         Ok(())
     }

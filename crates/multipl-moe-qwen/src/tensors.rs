@@ -3,9 +3,9 @@
 //! Files are memory-mapped (`memmap2`) and each tensor is converted to f32 only when the
 //! loader takes it, in the file's layout (a Linear weight stays `[out, in]`; the loader makes
 //! the parameter its transposed view); its mapped pages are then released. So an import holds
-//! the f32 model plus one tensor, never a host copy of every shard. The loader ([`crate::load`]) maps keys to
-//! parameters and checks that the files together cover every parameter and hold nothing
-//! unused. A sharded checkpoint's index must agree with its shards key by key.
+//! the f32 model plus one tensor, never a host copy of every shard. The loader
+//! ([`crate::load`]) maps keys to parameters and checks that the files together cover every
+//! parameter and hold nothing unused. A sharded checkpoint's index must agree with its shards key by key.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
