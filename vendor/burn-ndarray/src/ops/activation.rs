@@ -3,9 +3,9 @@ use crate::{
     element::{FloatNdArrayElement, IntNdArrayElement, QuantElement},
     execute_with_float_dtype, execute_with_numeric_dtype,
     ops::NdArrayMathOps,
+    ops::parallel::{map_elements, zip_elements},
 };
 use burn_backend::{ElementConversion, TensorMetadata, ops::ActivationOps, tensor::FloatTensor};
-use ndarray::Zip;
 
 impl<E: FloatNdArrayElement, I: IntNdArrayElement, Q: QuantElement> ActivationOps<Self>
     for NdArray<E, I, Q>
@@ -35,36 +35,4 @@ where
             }
         })
     }
-}
-
-/// Below this many elements a single thread is faster than splitting the work.
-#[cfg(feature = "multi-threads")]
-const PARALLEL_MIN: usize = 1 << 15;
-
-/// `f` element-wise into a new standard-layout array.
-fn map_elements<F: Copy + Send + Sync>(
-    array: &SharedArray<F>,
-    f: impl Fn(F) -> F + Send + Sync,
-) -> SharedArray<F> {
-    #[cfg(feature = "multi-threads")]
-    if array.len() >= PARALLEL_MIN {
-        return Zip::from(array).par_map_collect(|x| f(*x)).into_shared();
-    }
-    Zip::from(array).map_collect(|x| f(*x)).into_shared()
-}
-
-/// `f` over two arrays of the same shape into a new standard-layout array.
-fn zip_elements<F: Copy + Send + Sync>(
-    a: &SharedArray<F>,
-    b: &SharedArray<F>,
-    f: impl Fn(F, F) -> F + Send + Sync,
-) -> SharedArray<F> {
-    #[cfg(feature = "multi-threads")]
-    if a.len() >= PARALLEL_MIN {
-        return Zip::from(a)
-            .and(b)
-            .par_map_collect(|x, y| f(*x, *y))
-            .into_shared();
-    }
-    Zip::from(a).and(b).map_collect(|x, y| f(*x, *y)).into_shared()
 }

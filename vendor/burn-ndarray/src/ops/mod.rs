@@ -3,6 +3,7 @@ mod base;
 mod bool_tensor;
 mod int_tensor;
 mod module;
+mod parallel;
 mod qtensor;
 #[cfg(feature = "simd")]
 mod simd;

@@ -7,6 +7,7 @@ use burn_backend::{TensorMetadata, element::cast::ToElement};
 use burn_std::{BoolDType, IntDType};
 
 // Current crate
+use super::parallel::map_elements_into;
 use super::{
     NdArrayMathOps, NdArrayOps,
     matmul::{cross, matmul},
@@ -56,6 +57,27 @@ where
 {
     fn float_from_data(data: TensorData, _device: &NdArrayDevice) -> FloatTensor<Self> {
         NdArrayTensor::from_data(data)
+    }
+
+    // multipl-moe patch (vendor/README.md, fix 7): the trait's defaults build a `TensorData`
+    // one pushed element at a time, then convert it; autodiff creates a vocabulary-wide
+    // tensor of ones or zeros in every log-softmax backward. One `vec!` fill instead (zeros
+    // come from the allocator's zeroed memory).
+    fn float_zeros(shape: Shape, _device: &NdArrayDevice, dtype: FloatDType) -> FloatTensor<Self> {
+        filled(shape, Scalar::Float(0.0), dtype)
+    }
+
+    fn float_ones(shape: Shape, _device: &NdArrayDevice, dtype: FloatDType) -> FloatTensor<Self> {
+        filled(shape, Scalar::Float(1.0), dtype)
+    }
+
+    fn float_full(
+        shape: Shape,
+        fill_value: Scalar,
+        _device: &NdArrayDevice,
+        dtype: FloatDType,
+    ) -> FloatTensor<Self> {
+        filled(shape, fill_value, dtype)
     }
 
     fn float_random(
@@ -479,15 +501,18 @@ where
         })
     }
 
+    // multipl-moe patch (vendor/README.md, fix 7): exp and log split over rayon's threads
+    // for large arrays (the log-softmax over a 151 936-wide vocabulary), in place when the
+    // buffer is not shared.
     fn float_exp(tensor: FloatTensor<Self>) -> FloatTensor<Self> {
         execute_with_float_dtype!(tensor, FloatElem, |array: SharedArray<FloatElem>| {
-            array.mapv_into(|a: FloatElem| a.exp_elem()).into_shared()
+            map_elements_into(array, |a: FloatElem| a.exp_elem())
         })
     }
 
     fn float_log(tensor: FloatTensor<Self>) -> FloatTensor<Self> {
         execute_with_float_dtype!(tensor, FloatElem, |array: SharedArray<FloatElem>| {
-            array.mapv_into(|a: FloatElem| a.log_elem()).into_shared()
+            map_elements_into(array, |a: FloatElem| a.log_elem())
         })
     }
 
@@ -771,5 +796,19 @@ where
         execute_with_float_dtype!(tensor, FloatElem, |array: SharedArray<FloatElem>| {
             NdArrayOps::unfold(array, dim, size, step)
         })
+    }
+}
+
+/// A float tensor of `shape` with every element `value` (fix 7).
+fn filled(shape: Shape, value: Scalar, dtype: FloatDType) -> NdArrayTensor {
+    let dim = shape.to_vec();
+    match dtype {
+        FloatDType::F64 => {
+            ndarray::ArrayD::from_elem(dim, value.elem::<f64>()).into_shared().into()
+        }
+        FloatDType::F32 | FloatDType::Flex32 => {
+            ndarray::ArrayD::from_elem(dim, value.elem::<f32>()).into_shared().into()
+        }
+        other => NdArrayTensor::from_data(TensorData::full_dtype(shape, value, other.into())),
     }
 }
