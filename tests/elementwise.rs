@@ -57,3 +57,92 @@ fn zeros_ones_and_full_have_their_value_shape_and_dtype() {
     assert_eq!(f64_ones.dtype(), DType::F64);
     assert_eq!(values(f64_ones), vec![1.0; 4]);
 }
+
+/// `[rows, cols]` values of `f` applied to `a` broadcast against `b` (shapes `[ra, ca]` and
+/// `[rb, cb]`, each axis equal or 1), as plain loops.
+fn broadcast_loop(
+    a: &[f32],
+    [ra, ca]: [usize; 2],
+    b: &[f32],
+    [rb, cb]: [usize; 2],
+    f: impl Fn(f32, f32) -> f32,
+) -> Vec<f32> {
+    let (rows, cols) = (ra.max(rb), ca.max(cb));
+    let at = |v: &[f32], r: usize, c: usize, [vr, vc]: [usize; 2]| {
+        v[(if vr == 1 { 0 } else { r }) * vc + if vc == 1 { 0 } else { c }]
+    };
+    (0..rows)
+        .flat_map(|r| (0..cols).map(move |c| (r, c)))
+        .map(|(r, c)| f(at(a, r, c, [ra, ca]), at(b, r, c, [rb, cb])))
+        .collect()
+}
+
+#[test]
+fn large_binary_ops_equal_plain_loops_whichever_operand_is_written() {
+    type Op = fn(Tensor<NdArray, 2>, Tensor<NdArray, 2>) -> Tensor<NdArray, 2>;
+    let device = Default::default();
+    let (rows, cols) = (129, 1031); // > 2^17 elements, not a multiple of any chunk
+    let ops: [(&str, Op, fn(f32, f32) -> f32); 4] = [
+        ("add", |a, b| a + b, |a, b| a + b),
+        ("sub", |a, b| a - b, |a, b| a - b),
+        ("mul", |a, b| a * b, |a, b| a * b),
+        ("div", |a, b| a / b, |a, b| a / b),
+    ];
+    let shapes = [
+        ([rows, cols], [rows, cols]), // same shape: the SIMD path
+        ([rows, cols], [rows, 1]),    // the log-softmax's broadcast
+        ([rows, 1], [rows, cols]),
+        ([1, cols], [rows, cols]),
+        ([rows, 1], [1, cols]), // both broadcast
+    ];
+    for (name, op, f) in ops {
+        for (sa, sb) in shapes {
+            let a = randn(sa[0] * sa[1], 41, 2.0);
+            // Divisors away from zero.
+            let b: Vec<f32> = randn(sb[0] * sb[1], 42, 1.0).iter().map(|v| v + 2.0).collect();
+            let want = broadcast_loop(&a, sa, &b, sb, f);
+            let ta = tensor::<NdArray, 2>(a.clone(), sa, &device);
+            let tb = tensor::<NdArray, 2>(b.clone(), sb, &device);
+            // Both shared: a new buffer; the operands keep their values.
+            assert_eq!(values(op(ta.clone(), tb.clone())), want, "{name} {sa:?} {sb:?} shared");
+            assert_eq!(values(ta.clone()), a, "{name} wrote into a shared lhs");
+            assert_eq!(values(tb.clone()), b, "{name} wrote into a shared rhs");
+            // Unique lhs, then unique rhs: may be written in place.
+            assert_eq!(values(op(ta, tb.clone())), want, "{name} {sa:?} {sb:?} unique lhs");
+            let ta = tensor::<NdArray, 2>(a.clone(), sa, &device);
+            assert_eq!(values(op(ta, tb)), want, "{name} {sa:?} {sb:?} unique rhs");
+        }
+        // A transposed (strided) operand of the same shape.
+        let a = randn(rows * cols, 43, 2.0);
+        let b: Vec<f32> = randn(rows * cols, 44, 1.0).iter().map(|v| v + 2.0).collect();
+        let at = tensor::<NdArray, 2>(a.clone(), [cols, rows], &device).transpose();
+        let a_t: Vec<f32> = (0..rows)
+            .flat_map(|r| (0..cols).map(move |c| (r, c)))
+            .map(|(r, c)| a[c * rows + r])
+            .collect();
+        let want = broadcast_loop(&a_t, [rows, cols], &b, [rows, cols], f);
+        let tb = tensor::<NdArray, 2>(b, [rows, cols], &device);
+        assert_eq!(values(op(at, tb)), want, "{name} strided lhs");
+    }
+}
+
+#[test]
+fn large_scalar_and_unary_ops_equal_plain_loops() {
+    let device = Default::default();
+    let x = randn(N, 51, 4.0);
+    let t = tensor::<NdArray, 1>(x.clone(), [N], &device);
+    let cases: [(&str, Tensor<NdArray, 1>, Vec<f32>); 5] = [
+        ("mul_scalar", t.clone().mul_scalar(1.5), x.iter().map(|v| v * 1.5).collect()),
+        ("add_scalar", t.clone().add_scalar(-0.25), x.iter().map(|v| v + -0.25).collect()),
+        ("div_scalar", t.clone().div_scalar(3.0), x.iter().map(|v| v / 3.0).collect()),
+        ("neg", t.clone().neg(), x.iter().map(|v| -v).collect()),
+        ("abs", t.clone().abs(), x.iter().map(|v| v.abs()).collect()),
+    ];
+    for (name, got, want) in cases {
+        assert_eq!(values(got), want, "{name} of a shared buffer");
+    }
+    assert_eq!(values(t.clone()), x, "an op wrote into a shared buffer");
+    // In place on the unique buffer.
+    let want: Vec<f32> = x.iter().map(|v| -(v * 1.5)).collect();
+    assert_eq!(values(t.mul_scalar(1.5).neg()), want, "in place");
+}

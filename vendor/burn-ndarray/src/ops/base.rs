@@ -734,6 +734,62 @@ where
     (lhs_broadcast, rhs_broadcast)
 }
 
+/// multipl-moe patch (vendor/README.md, fix 7): a large element-wise op that the SIMD path did
+/// not take — operands of different (broadcast) shapes such as `[rows, vocab] − [rows, 1]` in
+/// every log-softmax, or strided ones — split over rayon's threads, written into an operand
+/// that has the output's shape and is not shared (as ndarray's by-value operators do), else
+/// into a new array. The operands come back unchanged below the threshold, without
+/// `multi-threads`, or when the shapes do not broadcast: ndarray's operator then runs (and
+/// panics on incompatible shapes) as upstream.
+#[allow(clippy::type_complexity)]
+fn zip_large<E: Copy + Send + Sync>(
+    lhs: SharedArray<E>,
+    rhs: SharedArray<E>,
+    f: impl Fn(E, E) -> E + Send + Sync,
+) -> Result<SharedArray<E>, (SharedArray<E>, SharedArray<E>)> {
+    #[cfg(feature = "multi-threads")]
+    if lhs.len().max(rhs.len()) >= super::parallel::PARALLEL_MIN
+        && lhs.ndim() == rhs.ndim()
+        && lhs
+            .shape()
+            .iter()
+            .zip(rhs.shape())
+            .all(|(a, b)| a == b || *a == 1 || *b == 1)
+    {
+        use ndarray::Zip;
+        let out_shape: Vec<usize> = lhs
+            .shape()
+            .iter()
+            .zip(rhs.shape())
+            .map(|(a, b)| *a.max(b))
+            .collect();
+        if lhs.shape() == out_shape.as_slice() && lhs.is_unique() {
+            let mut out = lhs;
+            let rhs = rhs.broadcast(out.raw_dim()).expect("checked broadcast");
+            Zip::from(&mut out)
+                .and(&rhs)
+                .par_for_each(|a, b| *a = f(*a, *b));
+            return Ok(out);
+        }
+        if rhs.shape() == out_shape.as_slice() && rhs.is_unique() {
+            let mut out = rhs;
+            let lhs = lhs.broadcast(out.raw_dim()).expect("checked broadcast");
+            Zip::from(&lhs)
+                .and(&mut out)
+                .par_for_each(|a, b| *b = f(*a, *b));
+            return Ok(out);
+        }
+        let (l, r) = broadcast_for_comparison(&lhs, &rhs);
+        return Ok(Zip::from(&l)
+            .and(&r)
+            .par_map_collect(|a, b| f(*a, *b))
+            .into_shared());
+    }
+    #[cfg(not(feature = "multi-threads"))]
+    let _ = &f;
+    Err((lhs, rhs))
+}
+
 impl<E> NdArrayMathOps<E>
 where
     E: Copy + NdArrayElement,
@@ -743,6 +799,10 @@ where
             E, VecAdd, lhs, rhs, u8, i8, u16, i16, u32, i32, f32, u64, i64, f64
         );
 
+        let (lhs, rhs) = match zip_large(lhs, rhs, |a, b| a + b) {
+            Ok(out) => return out,
+            Err(operands) => operands,
+        };
         let array = &lhs + &rhs;
         array.into_shared()
     }
@@ -774,6 +834,10 @@ where
             E, VecSub, lhs, rhs, u8, i8, u16, i16, u32, i32, f32, u64, i64, f64
         );
 
+        let (lhs, rhs) = match zip_large(lhs, rhs, |a, b| a - b) {
+            Ok(out) => return out,
+            Err(operands) => operands,
+        };
         let array = lhs - rhs;
         array.into_shared()
     }
@@ -804,6 +868,10 @@ where
         let (lhs, rhs) =
             dispatch_binary_simd!(noq, E, VecMul, lhs, rhs, u16, i16, u32, i32, f32, f64);
 
+        let (lhs, rhs) = match zip_large(lhs, rhs, |a, b| a * b) {
+            Ok(out) => return out,
+            Err(operands) => operands,
+        };
         let array = lhs * rhs;
         array.into_shared()
     }
@@ -830,6 +898,10 @@ where
     pub fn div(lhs: SharedArray<E>, rhs: SharedArray<E>) -> SharedArray<E> {
         let (lhs, rhs) = dispatch_binary_simd!(noq, E, VecDiv, lhs, rhs, f32, f64);
 
+        let (lhs, rhs) = match zip_large(lhs, rhs, |a, b| a / b) {
+            Ok(out) => return out,
+            Err(operands) => operands,
+        };
         let array = lhs / rhs;
         array.into_shared()
     }

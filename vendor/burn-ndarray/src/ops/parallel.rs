@@ -6,7 +6,7 @@ use ndarray::Zip;
 
 /// Below this many elements a single thread is faster than splitting the work.
 #[cfg(feature = "multi-threads")]
-const PARALLEL_MIN: usize = 1 << 15;
+pub(crate) const PARALLEL_MIN: usize = 1 << 15;
 
 /// `f` element-wise into a new standard-layout array.
 pub(crate) fn map_elements<F: Copy + Send + Sync>(
@@ -50,5 +50,48 @@ pub(crate) fn zip_elements<F: Copy + Send + Sync>(
             .par_map_collect(|x, y| f(*x, *y))
             .into_shared();
     }
-    Zip::from(a).and(b).map_collect(|x, y| f(*x, *y)).into_shared()
+    Zip::from(a)
+        .and(b)
+        .map_collect(|x, y| f(*x, *y))
+        .into_shared()
+}
+
+/// Calls `f(start, len)` on disjoint ranges that cover `0..len`: on rayon's threads, in a few
+/// chunks per thread (multiples of 1024 elements), when `len` is large; else once (fix 7).
+pub(crate) fn for_each_range(len: usize, f: impl Fn(usize, usize) + Send + Sync) {
+    #[cfg(feature = "multi-threads")]
+    if len >= PARALLEL_MIN && rayon::current_num_threads() > 1 {
+        use rayon::prelude::*;
+        let chunk = len
+            .div_ceil(4 * rayon::current_num_threads())
+            .next_multiple_of(1024)
+            .max(PARALLEL_MIN / 2);
+        (0..len.div_ceil(chunk)).into_par_iter().for_each(|c| {
+            let start = c * chunk;
+            f(start, chunk.min(len - start));
+        });
+        return;
+    }
+    f(0, len);
+}
+
+/// A raw pointer that may cross threads: [`for_each_range`] hands each task a disjoint range of
+/// the buffer it points into.
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr<T>(pub(crate) *mut T);
+// SAFETY: only used to split one buffer into disjoint ranges, one per task.
+unsafe impl<T> Send for SendPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for SendPtr<T> {}
+
+impl<T> SendPtr<T> {
+    /// The slice `start..start + len` of the buffer.
+    ///
+    /// # Safety
+    /// The range must lie inside the buffer, and no other live reference may overlap it
+    /// mutably (each [`for_each_range`] task takes its own range).
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn range<'a>(&self, start: usize, len: usize) -> &'a mut [T] {
+        unsafe { core::slice::from_raw_parts_mut(self.0.add(start), len) }
+    }
 }

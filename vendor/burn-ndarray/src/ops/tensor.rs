@@ -803,11 +803,13 @@ where
 fn filled(shape: Shape, value: Scalar, dtype: FloatDType) -> NdArrayTensor {
     let dim = shape.to_vec();
     match dtype {
-        FloatDType::F64 => {
-            ndarray::ArrayD::from_elem(dim, value.elem::<f64>()).into_shared().into()
-        }
+        FloatDType::F64 => ndarray::ArrayD::from_elem(dim, value.elem::<f64>())
+            .into_shared()
+            .into(),
         FloatDType::F32 | FloatDType::Flex32 => {
-            ndarray::ArrayD::from_elem(dim, value.elem::<f32>()).into_shared().into()
+            ndarray::ArrayD::from_elem(dim, value.elem::<f32>())
+                .into_shared()
+                .into()
         }
         other => NdArrayTensor::from_data(TensorData::full_dtype(shape, value, other.into())),
     }

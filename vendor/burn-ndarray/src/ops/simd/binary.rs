@@ -1,4 +1,4 @@
-use core::{marker::PhantomData, slice};
+use core::marker::PhantomData;
 
 use burn_backend::Element;
 use macerator::{
@@ -8,7 +8,11 @@ use macerator::{
 use ndarray::ArrayD;
 use seq_macro::seq;
 
-use crate::{NdArrayElement, SharedArray, ops::simd::uninit_array_like};
+use crate::{
+    NdArrayElement, SharedArray,
+    ops::parallel::{SendPtr, for_each_range},
+    ops::simd::uninit_array_like,
+};
 
 use super::{
     MinMax,
@@ -200,27 +204,66 @@ fn binary_simd_same<
         let mut buf = lhs.into_owned();
         let lhs = buf.as_slice_mut().unwrap();
         let rhs = rhs.as_slice().unwrap();
-        let out =
-            unsafe { core::mem::transmute::<&mut [T], &mut [Out]>(unsafe_alias_slice_mut(lhs)) };
-        binary(lhs, rhs, out, PhantomData::<Op>);
+        binary_split::<T, Out, Op>(
+            lhs.as_ptr(),
+            rhs.as_ptr(),
+            lhs.as_mut_ptr().cast(),
+            lhs.len(),
+        );
         unsafe { core::mem::transmute::<ArrayD<T>, ArrayD<Out>>(buf) }
     } else if rhs.is_unique() {
         let mut buf = rhs.into_owned();
         let lhs = lhs.as_slice().unwrap();
         let rhs = buf.as_slice_mut().unwrap();
-        let out =
-            unsafe { core::mem::transmute::<&mut [T], &mut [Out]>(unsafe_alias_slice_mut(rhs)) };
-        binary(lhs, rhs, out, PhantomData::<Op>);
+        binary_split::<T, Out, Op>(
+            lhs.as_ptr(),
+            rhs.as_ptr(),
+            rhs.as_mut_ptr().cast(),
+            rhs.len(),
+        );
         unsafe { core::mem::transmute::<ArrayD<T>, ArrayD<Out>>(buf) }
     } else {
         let mut out = uninit_array_like(&lhs);
         let lhs = lhs.as_slice().unwrap();
         let rhs = rhs.as_slice().unwrap();
         let out_slice = out.as_slice_mut().unwrap();
-        binary(lhs, rhs, out_slice, PhantomData::<Op>);
+        binary_split::<T, Out, Op>(
+            lhs.as_ptr(),
+            rhs.as_ptr(),
+            out_slice.as_mut_ptr(),
+            lhs.len(),
+        );
         out
     };
     out.into_shared()
+}
+
+/// multipl-moe patch (vendor/README.md, fix 7): `binary` over disjoint ranges on rayon's
+/// threads for large buffers. `out` may be `lhs` or `rhs` (in place, as upstream): each range
+/// is read and written by one task only.
+fn binary_split<T: NdArrayElement + Scalar, Out: NdArrayElement + Scalar, Op: SimdBinop<T, Out>>(
+    lhs: *const T,
+    rhs: *const T,
+    out: *mut Out,
+    len: usize,
+) {
+    let (lhs, rhs, out) = (
+        SendPtr(lhs.cast_mut()),
+        SendPtr(rhs.cast_mut()),
+        SendPtr(out),
+    );
+    for_each_range(len, |start, len| {
+        // SAFETY: the three buffers hold `len` elements; ranges are disjoint across tasks, and
+        // aliasing between `out` and an input is element-wise, as in upstream's in-place call.
+        let (l, r, o) = unsafe {
+            (
+                lhs.range(start, len),
+                rhs.range(start, len),
+                out.range(start, len),
+            )
+        };
+        binary(l, r, o, PhantomData::<Op>);
+    });
 }
 
 #[allow(clippy::erasing_op, clippy::identity_op)]
@@ -289,11 +332,4 @@ fn binary<
     {
         *out = Op::apply(*lhs, *rhs)
     }
-}
-
-/// Unsafely alias a slice to use as an inline argument
-fn unsafe_alias_slice_mut<'a, T>(slice: &mut [T]) -> &'a mut [T] {
-    let ptr = slice.as_mut_ptr();
-    let len = slice.len();
-    unsafe { slice::from_raw_parts_mut(ptr, len) }
 }

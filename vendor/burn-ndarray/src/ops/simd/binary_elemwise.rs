@@ -8,7 +8,11 @@ use macerator::{
 use ndarray::ArrayD;
 use seq_macro::seq;
 
-use crate::{NdArrayElement, SharedArray, ops::simd::uninit_array_like};
+use crate::{
+    NdArrayElement, SharedArray,
+    ops::parallel::{SendPtr, for_each_range},
+    ops::simd::uninit_array_like,
+};
 
 use super::{MinMax, should_use_simd};
 
@@ -293,7 +297,19 @@ unsafe fn binary_scalar_simd_inplace<
 ) -> SharedArray<Out> {
     let mut buffer = input.into_owned();
     let slice = buffer.as_slice_memory_order_mut().unwrap();
-    unsafe { binary_scalar_slice_inplace::<T, Out, Op>(slice, elem, PhantomData) };
+    // multipl-moe patch (vendor/README.md, fix 7): disjoint ranges on rayon's threads.
+    let buf = SendPtr(slice.as_mut_ptr());
+    let elem = SendScalar(elem);
+    for_each_range(slice.len(), |start, len| {
+        // SAFETY: ranges are disjoint and inside the buffer; same sizes as upstream's call.
+        unsafe {
+            binary_scalar_slice_inplace::<T, Out, Op>(
+                buf.range(start, len),
+                elem.get(),
+                PhantomData,
+            )
+        };
+    });
     // Buffer has the same elem size and is filled with the operation output, so this is safe
     let out = unsafe { core::mem::transmute::<ArrayD<T>, ArrayD<Out>>(buffer) };
     out.into_shared()
@@ -311,7 +327,17 @@ fn binary_scalar_simd_owned<
     let mut out = uninit_array_like(&input);
     let input = input.as_slice_memory_order().unwrap();
     let out_slice = out.as_slice_memory_order_mut().unwrap();
-    binary_scalar_slice::<T, Out, Op>(input, out_slice, elem, PhantomData);
+    // multipl-moe patch (vendor/README.md, fix 7): disjoint ranges on rayon's threads.
+    let (src, dst) = (
+        SendPtr(input.as_ptr().cast_mut()),
+        SendPtr(out_slice.as_mut_ptr()),
+    );
+    let elem = SendScalar(elem);
+    for_each_range(input.len(), |start, len| {
+        // SAFETY: ranges are disjoint and inside both buffers; `src` is only read.
+        let (i, o) = unsafe { (&*src.range(start, len), dst.range(start, len)) };
+        binary_scalar_slice::<T, Out, Op>(i, o, elem.get(), PhantomData);
+    });
     out.into_shared()
 }
 
@@ -415,5 +441,21 @@ unsafe fn binary_scalar_slice_inplace<
         // Store a full vector at the same position as the input. Cast is safe because `Out` is
         // size and align compatible
         unsafe { vstore(elem as *mut _ as *mut Out, s0) };
+    }
+}
+
+/// The scalar operand of a binary op, shared by the tasks of [`for_each_range`] (fix 7): a
+/// plain number, copied into each task.
+#[derive(Clone, Copy)]
+struct SendScalar<R>(R);
+// SAFETY: `R` is a scalar element type (`Op::Rhs`), read-only in every task.
+unsafe impl<R> Send for SendScalar<R> {}
+// SAFETY: as above.
+unsafe impl<R> Sync for SendScalar<R> {}
+
+impl<R: Copy> SendScalar<R> {
+    /// The scalar (a method, so that closures capture the wrapper, not its field).
+    fn get(self) -> R {
+        self.0
     }
 }

@@ -8,7 +8,10 @@ use ndarray::ArrayD;
 use num_traits::Signed;
 use seq_macro::seq;
 
-use crate::{NdArrayElement, SharedArray};
+use crate::{
+    NdArrayElement, SharedArray,
+    ops::parallel::{SendPtr, for_each_range},
+};
 
 use super::should_use_simd;
 
@@ -99,8 +102,13 @@ unsafe fn unary_scalar_simd_inplace<
 ) -> SharedArray<Out> {
     let mut buffer = input.into_owned();
     let slice = buffer.as_slice_memory_order_mut().unwrap();
-    // This is only called when in and out have the same size, so it's safe
-    unsafe { unary_slice_inplace::<T, Out, Op>(slice, PhantomData) };
+    // multipl-moe patch (vendor/README.md, fix 7): disjoint ranges on rayon's threads.
+    let buf = SendPtr(slice.as_mut_ptr());
+    for_each_range(slice.len(), |start, len| {
+        // SAFETY: ranges are disjoint and inside the buffer. This is only called when in and
+        // out have the same size, so it's safe.
+        unsafe { unary_slice_inplace::<T, Out, Op>(buf.range(start, len), PhantomData) };
+    });
     // Buffer has the same elem size and is filled with the operation output, so this is safe
     let out = unsafe { core::mem::transmute::<ArrayD<T>, ArrayD<Out>>(buffer) };
     out.into_shared()
@@ -116,7 +124,16 @@ fn unary_scalar_simd_owned<
     let mut out = unsafe { ArrayD::uninit(input.shape()).assume_init() };
     let input = input.as_slice_memory_order().unwrap();
     let out_slice = out.as_slice_memory_order_mut().unwrap();
-    unary_slice::<T, Out, Op>(input, out_slice, PhantomData);
+    // multipl-moe patch (vendor/README.md, fix 7): disjoint ranges on rayon's threads.
+    let (src, dst) = (
+        SendPtr(input.as_ptr().cast_mut()),
+        SendPtr(out_slice.as_mut_ptr()),
+    );
+    for_each_range(input.len(), |start, len| {
+        // SAFETY: ranges are disjoint and inside both buffers; `src` is only read.
+        let (i, o) = unsafe { (&*src.range(start, len), dst.range(start, len)) };
+        unary_slice::<T, Out, Op>(i, o, PhantomData);
+    });
     out.into_shared()
 }
 
