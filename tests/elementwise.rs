@@ -9,8 +9,8 @@ use burn::backend::NdArray;
 use burn::tensor::{DType, Tensor};
 use common::{randn, tensor, values};
 
-/// Above the patch's threading threshold (2^15 elements), with a ragged tail.
-const N: usize = (1 << 16) + 37;
+/// Above the patch's threading threshold (2^18 elements), with a ragged tail.
+const N: usize = (1 << 18) + 37;
 
 #[test]
 fn exp_and_log_equal_the_plain_loop_in_place_or_shared() {
@@ -81,7 +81,7 @@ fn broadcast_loop(
 fn large_binary_ops_equal_plain_loops_whichever_operand_is_written() {
     type Op = fn(Tensor<NdArray, 2>, Tensor<NdArray, 2>) -> Tensor<NdArray, 2>;
     let device = Default::default();
-    let (rows, cols) = (129, 1031); // > 2^17 elements, not a multiple of any chunk
+    let (rows, cols) = (263, 1031); // > 2^18 elements, not a multiple of any chunk
     let ops: [(&str, Op, fn(f32, f32) -> f32); 4] = [
         ("add", |a, b| a + b, |a, b| a + b),
         ("sub", |a, b| a - b, |a, b| a - b),

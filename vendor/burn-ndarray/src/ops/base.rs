@@ -748,21 +748,23 @@ fn zip_large<E: Copy + Send + Sync>(
     f: impl Fn(E, E) -> E + Send + Sync,
 ) -> Result<SharedArray<E>, (SharedArray<E>, SharedArray<E>)> {
     #[cfg(feature = "multi-threads")]
-    if lhs.len().max(rhs.len()) >= super::parallel::PARALLEL_MIN
-        && lhs.ndim() == rhs.ndim()
-        && lhs
-            .shape()
-            .iter()
-            .zip(rhs.shape())
-            .all(|(a, b)| a == b || *a == 1 || *b == 1)
     {
         use ndarray::Zip;
+        let broadcasts = lhs.ndim() == rhs.ndim()
+            && lhs
+                .shape()
+                .iter()
+                .zip(rhs.shape())
+                .all(|(a, b)| a == b || *a == 1 || *b == 1);
         let out_shape: Vec<usize> = lhs
             .shape()
             .iter()
             .zip(rhs.shape())
             .map(|(a, b)| *a.max(b))
             .collect();
+        if !broadcasts || out_shape.iter().product::<usize>() < super::parallel::PARALLEL_MIN {
+            return Err((lhs, rhs));
+        }
         if lhs.shape() == out_shape.as_slice() && lhs.is_unique() {
             let mut out = lhs;
             let rhs = rhs.broadcast(out.raw_dim()).expect("checked broadcast");
@@ -780,14 +782,16 @@ fn zip_large<E: Copy + Send + Sync>(
             return Ok(out);
         }
         let (l, r) = broadcast_for_comparison(&lhs, &rhs);
-        return Ok(Zip::from(&l)
+        Ok(Zip::from(&l)
             .and(&r)
             .par_map_collect(|a, b| f(*a, *b))
-            .into_shared());
+            .into_shared())
     }
     #[cfg(not(feature = "multi-threads"))]
-    let _ = &f;
-    Err((lhs, rhs))
+    {
+        let _ = &f;
+        Err((lhs, rhs))
+    }
 }
 
 impl<E> NdArrayMathOps<E>
