@@ -135,7 +135,7 @@ impl TensorStore {
     /// into its place: shape `[keys.len() · shape[0], shape[1..]]`.
     pub fn take_stacked(&mut self, keys: &[&str], shape: &[usize]) -> Result<HostTensor> {
         let each: usize = shape.iter().product();
-        let mut data = huge_page_buffer(each * keys.len());
+        let mut data = vec![0.0f32; each * keys.len()];
         for (k, key) in keys.iter().enumerate() {
             self.convert_into(key, shape, &mut data[k * each..(k + 1) * each])?;
         }
@@ -336,34 +336,6 @@ impl ShardIndex {
         }
         Ok(())
     }
-}
-
-/// A zeroed buffer of `len` floats whose whole 2 MiB pages are advised for transparent huge
-/// pages (Linux `MADV_HUGEPAGE`, honoured when THP is `always` or `madvise`) before anything is
-/// written: filling a model's weights then takes one page fault per 2 MiB instead of one per
-/// 4 KiB (the faults and their page zeroing were most of an import's time). Elsewhere, or when
-/// the kernel refuses, an ordinary zeroed buffer.
-fn huge_page_buffer(len: usize) -> Vec<f32> {
-    let mut data = vec![0.0f32; len];
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        let start = data.as_mut_ptr() as usize;
-        let end = start + std::mem::size_of_val(data.as_slice());
-        let (first, last) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
-        if last > first {
-            // SAFETY: [first, last) lies inside `data`'s allocation; MADV_HUGEPAGE only changes
-            // how the kernel backs those pages, never their contents.
-            unsafe {
-                libc::madvise(
-                    first as *mut libc::c_void,
-                    last - first,
-                    libc::MADV_HUGEPAGE,
-                )
-            };
-        }
-    }
-    data
 }
 
 /// Elements converted per parallel task.
