@@ -80,9 +80,10 @@ fn broadcast_loop(
 #[test]
 fn large_binary_ops_equal_plain_loops_whichever_operand_is_written() {
     type Op = fn(Tensor<NdArray, 2>, Tensor<NdArray, 2>) -> Tensor<NdArray, 2>;
+    type Case = (&'static str, Op, fn(f32, f32) -> f32);
     let device = Default::default();
     let (rows, cols) = (263, 1031); // > 2^18 elements, not a multiple of any chunk
-    let ops: [(&str, Op, fn(f32, f32) -> f32); 4] = [
+    let ops: [Case; 4] = [
         ("add", |a, b| a + b, |a, b| a + b),
         ("sub", |a, b| a - b, |a, b| a - b),
         ("mul", |a, b| a * b, |a, b| a * b),
@@ -171,4 +172,30 @@ fn large_scalar_and_unary_ops_equal_plain_loops() {
     // In place on the unique buffer.
     let want: Vec<f32> = x.iter().map(|v| -(v * 1.5)).collect();
     assert_eq!(values(t.mul_scalar(1.5).neg()), want, "in place");
+}
+
+#[test]
+fn abs_of_a_shared_transposed_tensor_keeps_each_element_in_place() {
+    // A transposed matrix is contiguous in F order; with its buffer shared, `abs` writes a new
+    // array. Upstream wrote it in C order and so transposed the values (fix 7 mends that).
+    let device = Default::default();
+    for (rows, cols) in [(6, 40), (300, 1031)] {
+        let x = randn(rows * cols, 61, 1.0);
+        let t = tensor::<NdArray, 2>(x.clone(), [rows, cols], &device);
+        let want: Vec<f32> = (0..cols)
+            .flat_map(|c| (0..rows).map(move |r| (r, c)))
+            .map(|(r, c)| x[r * cols + c].abs())
+            .collect();
+        assert_eq!(values(t.clone().transpose().abs()), want, "{rows}x{cols}");
+        assert_eq!(values(t), x, "abs wrote into a shared buffer");
+    }
+}
+
+#[test]
+fn large_broadcasts_against_an_empty_axis_are_empty() {
+    let device = Default::default();
+    let empty = Tensor::<NdArray, 2>::zeros([0, 1 << 18], &device);
+    let row = tensor::<NdArray, 2>(randn(1 << 18, 71, 1.0), [1, 1 << 18], &device);
+    assert_eq!((empty.clone() - row.clone()).dims(), [0, 1 << 18]);
+    assert_eq!((row - empty).dims(), [0, 1 << 18]);
 }

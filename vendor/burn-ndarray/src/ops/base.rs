@@ -756,11 +756,12 @@ fn zip_large<E: Copy + Send + Sync>(
                 .iter()
                 .zip(rhs.shape())
                 .all(|(a, b)| a == b || *a == 1 || *b == 1);
+        // Broadcast rule: an axis of length 1 takes the other's length (which may be 0).
         let out_shape: Vec<usize> = lhs
             .shape()
             .iter()
             .zip(rhs.shape())
-            .map(|(a, b)| *a.max(b))
+            .map(|(&a, &b)| if a == 1 { b } else { a })
             .collect();
         if !broadcasts || out_shape.iter().product::<usize>() < super::parallel::PARALLEL_MIN {
             return Err((lhs, rhs));

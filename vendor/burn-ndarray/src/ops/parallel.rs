@@ -86,10 +86,10 @@ pub(crate) fn for_each_range(len: usize, f: impl Fn(usize, usize) + Send + Sync)
 pub(crate) struct SendPtr<T>(pub(crate) *mut T);
 // SAFETY: only used to split one buffer into disjoint ranges, one per task.
 #[cfg(feature = "simd")]
-unsafe impl<T> Send for SendPtr<T> {}
+unsafe impl<T: Send> Send for SendPtr<T> {}
 // SAFETY: as above.
 #[cfg(feature = "simd")]
-unsafe impl<T> Sync for SendPtr<T> {}
+unsafe impl<T: Send + Sync> Sync for SendPtr<T> {}
 
 #[cfg(feature = "simd")]
 impl<T> SendPtr<T> {
@@ -101,5 +101,14 @@ impl<T> SendPtr<T> {
     #[allow(clippy::mut_from_ref)]
     pub(crate) unsafe fn range<'a>(&self, start: usize, len: usize) -> &'a mut [T] {
         unsafe { core::slice::from_raw_parts_mut(self.0.add(start), len) }
+    }
+
+    /// The slice `start..start + len` of the buffer, read-only.
+    ///
+    /// # Safety
+    /// The range must lie inside the buffer and stay unchanged except through the task's own
+    /// output range (which may alias it element for element, as upstream's in-place kernels do).
+    pub(crate) unsafe fn range_ref<'a>(&self, start: usize, len: usize) -> &'a [T] {
+        unsafe { core::slice::from_raw_parts(self.0.add(start), len) }
     }
 }

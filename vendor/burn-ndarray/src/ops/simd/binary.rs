@@ -200,39 +200,35 @@ fn binary_simd_same<
     lhs: SharedArray<T>,
     rhs: SharedArray<T>,
 ) -> SharedArray<Out> {
+    // SAFETY (each `binary_split` call): every buffer holds `len` elements; in place, the output
+    // pointer is the written operand's own pointer, taken once, as upstream aliases them.
     let out = if lhs.is_unique() {
         let mut buf = lhs.into_owned();
         let lhs = buf.as_slice_mut().unwrap();
+        let (len, written) = (lhs.len(), lhs.as_mut_ptr());
         let rhs = rhs.as_slice().unwrap();
-        binary_split::<T, Out, Op>(
-            lhs.as_ptr(),
-            rhs.as_ptr(),
-            lhs.as_mut_ptr().cast(),
-            lhs.len(),
-        );
+        unsafe { binary_split::<T, Out, Op>(written, rhs.as_ptr(), written.cast(), len) };
         unsafe { core::mem::transmute::<ArrayD<T>, ArrayD<Out>>(buf) }
     } else if rhs.is_unique() {
         let mut buf = rhs.into_owned();
         let lhs = lhs.as_slice().unwrap();
         let rhs = buf.as_slice_mut().unwrap();
-        binary_split::<T, Out, Op>(
-            lhs.as_ptr(),
-            rhs.as_ptr(),
-            rhs.as_mut_ptr().cast(),
-            rhs.len(),
-        );
+        let (len, written) = (rhs.len(), rhs.as_mut_ptr());
+        unsafe { binary_split::<T, Out, Op>(lhs.as_ptr(), written, written.cast(), len) };
         unsafe { core::mem::transmute::<ArrayD<T>, ArrayD<Out>>(buf) }
     } else {
         let mut out = uninit_array_like(&lhs);
         let lhs = lhs.as_slice().unwrap();
         let rhs = rhs.as_slice().unwrap();
         let out_slice = out.as_slice_mut().unwrap();
-        binary_split::<T, Out, Op>(
-            lhs.as_ptr(),
-            rhs.as_ptr(),
-            out_slice.as_mut_ptr(),
-            lhs.len(),
-        );
+        unsafe {
+            binary_split::<T, Out, Op>(
+                lhs.as_ptr(),
+                rhs.as_ptr(),
+                out_slice.as_mut_ptr(),
+                lhs.len(),
+            )
+        };
         out
     };
     out.into_shared()
@@ -241,7 +237,16 @@ fn binary_simd_same<
 /// multipl-moe patch (vendor/README.md, fix 7): `binary` over disjoint ranges on rayon's
 /// threads for large buffers. `out` may be `lhs` or `rhs` (in place, as upstream): each range
 /// is read and written by one task only.
-fn binary_split<T: NdArrayElement + Scalar, Out: NdArrayElement + Scalar, Op: SimdBinop<T, Out>>(
+///
+/// # Safety
+/// `lhs`, `rhs` and `out` must each point to `len` initialised elements; `out` may equal `lhs`
+/// or `rhs` but must not otherwise overlap them, and nothing else may access the buffers
+/// during the call.
+unsafe fn binary_split<
+    T: NdArrayElement + Scalar,
+    Out: NdArrayElement + Scalar,
+    Op: SimdBinop<T, Out>,
+>(
     lhs: *const T,
     rhs: *const T,
     out: *mut Out,
@@ -253,12 +258,12 @@ fn binary_split<T: NdArrayElement + Scalar, Out: NdArrayElement + Scalar, Op: Si
         SendPtr(out),
     );
     for_each_range(len, |start, len| {
-        // SAFETY: the three buffers hold `len` elements; ranges are disjoint across tasks, and
-        // aliasing between `out` and an input is element-wise, as in upstream's in-place call.
+        // SAFETY: the caller's contract; ranges are disjoint across tasks, and aliasing between
+        // `out` and an input is element-wise, as in upstream's in-place call.
         let (l, r, o) = unsafe {
             (
-                lhs.range(start, len),
-                rhs.range(start, len),
+                lhs.range_ref(start, len),
+                rhs.range_ref(start, len),
                 out.range(start, len),
             )
         };

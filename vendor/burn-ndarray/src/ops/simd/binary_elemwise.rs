@@ -262,7 +262,11 @@ pub fn try_binary_scalar_simd<
 >(
     input: SharedArray<E>,
     elem: Op::Rhs,
-) -> Result<SharedArray<EOut>, SharedArray<E>> {
+) -> Result<SharedArray<EOut>, SharedArray<E>>
+where
+    // multipl-moe patch (fix 7): the scalar is copied into rayon tasks.
+    Op::Rhs: Send + Sync,
+{
     if !should_use_simd(input.len())
         || input.as_slice_memory_order().is_none()
         || !is_accelerated::<T, Out, Op>(PhantomData)
@@ -294,20 +298,19 @@ unsafe fn binary_scalar_simd_inplace<
 >(
     input: SharedArray<T>,
     elem: Op::Rhs,
-) -> SharedArray<Out> {
+) -> SharedArray<Out>
+where
+    // multipl-moe patch (fix 7): the scalar is copied into rayon tasks.
+    Op::Rhs: Send + Sync,
+{
     let mut buffer = input.into_owned();
     let slice = buffer.as_slice_memory_order_mut().unwrap();
     // multipl-moe patch (vendor/README.md, fix 7): disjoint ranges on rayon's threads.
     let buf = SendPtr(slice.as_mut_ptr());
-    let elem = SendScalar(elem);
     for_each_range(slice.len(), |start, len| {
         // SAFETY: ranges are disjoint and inside the buffer; same sizes as upstream's call.
         unsafe {
-            binary_scalar_slice_inplace::<T, Out, Op>(
-                buf.range(start, len),
-                elem.get(),
-                PhantomData,
-            )
+            binary_scalar_slice_inplace::<T, Out, Op>(buf.range(start, len), elem, PhantomData)
         };
     });
     // Buffer has the same elem size and is filled with the operation output, so this is safe
@@ -323,7 +326,11 @@ fn binary_scalar_simd_owned<
 >(
     input: SharedArray<T>,
     elem: Op::Rhs,
-) -> SharedArray<Out> {
+) -> SharedArray<Out>
+where
+    // multipl-moe patch (fix 7): the scalar is copied into rayon tasks.
+    Op::Rhs: Send + Sync,
+{
     let mut out = uninit_array_like(&input);
     let input = input.as_slice_memory_order().unwrap();
     let out_slice = out.as_slice_memory_order_mut().unwrap();
@@ -332,11 +339,10 @@ fn binary_scalar_simd_owned<
         SendPtr(input.as_ptr().cast_mut()),
         SendPtr(out_slice.as_mut_ptr()),
     );
-    let elem = SendScalar(elem);
     for_each_range(input.len(), |start, len| {
         // SAFETY: ranges are disjoint and inside both buffers; `src` is only read.
-        let (i, o) = unsafe { (&*src.range(start, len), dst.range(start, len)) };
-        binary_scalar_slice::<T, Out, Op>(i, o, elem.get(), PhantomData);
+        let (i, o) = unsafe { (src.range_ref(start, len), dst.range(start, len)) };
+        binary_scalar_slice::<T, Out, Op>(i, o, elem, PhantomData);
     });
     out.into_shared()
 }
@@ -441,21 +447,5 @@ unsafe fn binary_scalar_slice_inplace<
         // Store a full vector at the same position as the input. Cast is safe because `Out` is
         // size and align compatible
         unsafe { vstore(elem as *mut _ as *mut Out, s0) };
-    }
-}
-
-/// The scalar operand of a binary op, shared by the tasks of [`for_each_range`] (fix 7): a
-/// plain number, copied into each task.
-#[derive(Clone, Copy)]
-struct SendScalar<R>(R);
-// SAFETY: `R` is a scalar element type (`Op::Rhs`), read-only in every task.
-unsafe impl<R> Send for SendScalar<R> {}
-// SAFETY: as above.
-unsafe impl<R> Sync for SendScalar<R> {}
-
-impl<R: Copy> SendScalar<R> {
-    /// The scalar (a method, so that closures capture the wrapper, not its field).
-    fn get(self) -> R {
-        self.0
     }
 }

@@ -11,6 +11,7 @@ use seq_macro::seq;
 use crate::{
     NdArrayElement, SharedArray,
     ops::parallel::{SendPtr, for_each_range},
+    ops::simd::uninit_array_like,
 };
 
 use super::should_use_simd;
@@ -121,7 +122,10 @@ fn unary_scalar_simd_owned<
 >(
     input: SharedArray<T>,
 ) -> SharedArray<Out> {
-    let mut out = unsafe { ArrayD::uninit(input.shape()).assume_init() };
+    // multipl-moe patch (vendor/README.md, fix 7): the output takes the input's strides, as
+    // the binary kernels' outputs do; upstream's C-order output put an F-order (transposed)
+    // input's elements in transposed positions.
+    let mut out = uninit_array_like(&input);
     let input = input.as_slice_memory_order().unwrap();
     let out_slice = out.as_slice_memory_order_mut().unwrap();
     // multipl-moe patch (vendor/README.md, fix 7): disjoint ranges on rayon's threads.
@@ -131,7 +135,7 @@ fn unary_scalar_simd_owned<
     );
     for_each_range(input.len(), |start, len| {
         // SAFETY: ranges are disjoint and inside both buffers; `src` is only read.
-        let (i, o) = unsafe { (&*src.range(start, len), dst.range(start, len)) };
+        let (i, o) = unsafe { (src.range_ref(start, len), dst.range(start, len)) };
         unary_slice::<T, Out, Op>(i, o, PhantomData);
     });
     out.into_shared()
