@@ -4,8 +4,9 @@
 //! Run: `cargo bench --bench model` (ndarray by default; `--features wgpu`/`cuda` for GPUs).
 //! Environment: `MODEL_BENCH_CONFIGS` (comma list of `tiny`, `qwen05b-2l`; default both),
 //! `MODEL_BENCH_STEPS` (timed training steps, default 3; 0 skips training),
-//! `MODEL_BENCH_DECODE` (decoded tokens, default 32), `MODEL_BENCH_PROMPT` (prompt tokens, default 64 for tiny and 128 for qwen05b-2l;
-//! long prompts show what the KV cache costs at long contexts).
+//! `MODEL_BENCH_DECODE` (decoded tokens, default 32), `MODEL_BENCH_PROMPT` (prompt tokens,
+//! default 64 for tiny and 128 for qwen05b-2l; long prompts show what the KV cache costs at
+//! long contexts).
 //!
 //! Configs: `tiny` is the demo's model (d = 128, 3 layers, vocab 512) upcycled with window 16,
 //! batch 8 × 64 tokens; `qwen05b-2l` is Qwen1.5-0.5B's shape (d = 1024, FFN 2816, 16 heads,

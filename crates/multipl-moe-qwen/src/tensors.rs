@@ -5,7 +5,8 @@
 //! the parameter its transposed view); its mapped pages are then released. So an import holds
 //! the f32 model plus one tensor, never a host copy of every shard. The loader
 //! ([`crate::load`]) maps keys to parameters and checks that the files together cover every
-//! parameter and hold nothing unused. A sharded checkpoint's index must agree with its shards key by key.
+//! parameter and hold nothing unused. A sharded checkpoint's index must agree with its shards
+//! key by key.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
