@@ -15,9 +15,18 @@ use multipl_moe::core::{
 type B = TestBackend;
 const VOCAB: usize = 61;
 
+/// `build` run right after seeding burn's RNG with 5, with no other test of this file seeding
+/// or drawing in between: the RNG is global and tests run in parallel, so without the lock a
+/// model "built the same way" could hold other (occasionally degenerate) weights.
+fn seeded<T>(build: impl FnOnce() -> T) -> T {
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    B::seed(&Default::default(), 5);
+    build()
+}
+
 fn model(moe: Option<SegmentRouting>, max_positions: usize) -> CausalLm<B> {
     let device = Default::default();
-    B::seed(&device, 5);
     let moe = moe.map(|routing| {
         let mut m = MoeConfig::tiny().with_router_init_std(0.5);
         m.segment.routing = routing;
@@ -25,16 +34,16 @@ fn model(moe: Option<SegmentRouting>, max_positions: usize) -> CausalLm<B> {
         m.segment.capacity_factor = 2.0;
         m
     });
-    MultiplMoeConfig::new(
+    let config = MultiplMoeConfig::new(
         QwenConfig {
             vocab_size: VOCAB,
             ..QwenConfig::tiny()
         }
         .with_max_position_embeddings(max_positions),
     )
-    .with_moe(moe)
-    .init(&device)
-    .expect("valid config")
+    .with_moe(moe);
+    // `init` draws every parameter before it returns.
+    seeded(|| config.init(&device)).expect("valid config")
 }
 
 fn ids(tokens: &[usize]) -> Tensor<B, 2, Int> {
@@ -151,8 +160,7 @@ fn paper_mode_rewinds_when_a_window_closes() {
 
 #[test]
 fn generation_stops_on_stop_id_callback_and_context() {
-    // The stop id is this model's own first greedy token (B::seed is global and tests run
-    // in parallel, so a second model built "the same way" may hold other weights).
+    // The stop id is this model's own first greedy token.
     let model = model(Some(SegmentRouting::Paper), 12);
     let first = greedy(&model, true)[0];
     let mut sampler = Sampler::new(SamplingConfig::new()).expect("greedy");
@@ -329,17 +337,15 @@ fn agreement_is_trivial_in_causal_mode() {
 fn agreement_is_total_when_every_expert_takes_every_segment() {
     use multipl_moe::train::demo::agreement::routing_agreement;
     let device = Default::default();
-    B::seed(&device, 5);
     let mut moe = MoeConfig::tiny().with_router_init_std(0.5);
     moe.segment.window = 4;
     moe.segment.capacity_factor = moe.segment.num_experts as f64;
-    let model = MultiplMoeConfig::new(QwenConfig {
+    let config = MultiplMoeConfig::new(QwenConfig {
         vocab_size: VOCAB,
         ..QwenConfig::tiny()
     })
-    .with_moe(Some(moe))
-    .init::<B>(&device)
-    .expect("valid");
+    .with_moe(Some(moe));
+    let model = seeded(|| config.init::<B>(&device)).expect("valid");
     let report = routing_agreement(&model, &validation(), 2, &device);
     assert_eq!(report.layers.len(), 2);
     for layer in &report.layers {
