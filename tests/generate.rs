@@ -4,7 +4,7 @@ mod common;
 
 use std::ops::ControlFlow;
 
-use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+use burn::tensor::{Int, Tensor, TensorData};
 use common::{TestBackend, assert_close, values};
 use multipl_moe::core::sampling::argmax;
 use multipl_moe::core::{
@@ -15,14 +15,11 @@ use multipl_moe::core::{
 type B = TestBackend;
 const VOCAB: usize = 61;
 
-/// `build` run right after seeding burn's RNG with 5, with no other test of this file seeding
-/// or drawing in between: the RNG is global and tests run in parallel, so without the lock a
+/// `build` run right after seeding burn's RNG with 5, with no other seeding in between
+/// (`rng::seeded`'s lock): the RNG is global and tests run in parallel, so without the lock a
 /// model "built the same way" could hold other (occasionally degenerate) weights.
 fn seeded<T>(build: impl FnOnce() -> T) -> T {
-    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    B::seed(&Default::default(), 5);
-    build()
+    multipl_moe::core::rng::seeded::<B, _>(&Default::default(), 5, build)
 }
 
 fn model(moe: Option<SegmentRouting>, max_positions: usize) -> CausalLm<B> {

@@ -22,14 +22,15 @@ fn model<Bk: Backend>(routing: SegmentRouting, device: &Bk::Device) -> CausalLm<
     let mut moe = MoeConfig::tiny().with_router_init_std(0.5);
     moe.segment.routing = routing;
     moe.segment.window = 4;
-    Bk::seed(device, 3);
-    MultiplMoeConfig::new(QwenConfig {
-        vocab_size: 97,
-        ..QwenConfig::tiny()
+    multipl_moe::core::rng::seeded::<Bk, _>(device, 3, || {
+        MultiplMoeConfig::new(QwenConfig {
+            vocab_size: 97,
+            ..QwenConfig::tiny()
+        })
+        .with_moe(Some(moe))
+        .init(device)
+        .expect("valid config")
     })
-    .with_moe(Some(moe))
-    .init(device)
-    .expect("valid config")
 }
 
 fn sequences(perturb_after: Option<usize>) -> Vec<Vec<i64>> {

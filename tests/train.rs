@@ -296,8 +296,9 @@ fn run_dir(name: &str) -> std::path::PathBuf {
 
 fn fresh_model() -> multipl_moe::core::CausalLm<A> {
     let device = Default::default();
-    <TestBackend as burn::tensor::backend::Backend>::seed(&device, 9);
-    tiny_cfg().init::<A>(&device).unwrap()
+    multipl_moe::core::rng::seeded::<TestBackend, _>(&device, 9, || {
+        tiny_cfg().init::<A>(&device).unwrap()
+    })
 }
 
 /// Copies a run directory's checkpoints and `loss.csv` (what resuming reads).
@@ -374,8 +375,9 @@ fn resume_skips_broken_checkpoints_and_repeats_the_uninterrupted_loss_csv() {
         damage(&cut);
         // A different initial model proves that the weights come from the checkpoint.
         let device = Default::default();
-        <TestBackend as burn::tensor::backend::Backend>::seed(&device, 1234);
-        let other = tiny_cfg().init::<A>(&device).unwrap();
+        let other = multipl_moe::core::rng::seeded::<TestBackend, _>(&device, 1234, || {
+            tiny_cfg().init::<A>(&device).unwrap()
+        });
         run(other, &TrainTarget::new(&cut).with_resume(true))
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(

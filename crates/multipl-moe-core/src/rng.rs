@@ -30,3 +30,26 @@ impl Rng {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
+
+/// Seeds burn's random number generator for `B` with `seed`, then runs `draw` (which builds or
+/// perturbs modules by drawing from it), holding one process-wide lock throughout.
+///
+/// `Backend::seed` sets a generator global to the process, so two threads that each seed and
+/// then draw (tests running in parallel, an app initialising two models at once) can interleave
+/// and each get the other's numbers. Everything in this workspace that seeds burn's generator
+/// goes through here; code that draws without seeding is not serialised. `draw` must not call
+/// `seeded` itself (the lock is not reentrant).
+pub fn seeded<B: burn::tensor::backend::Backend, T>(
+    device: &B::Device,
+    seed: u64,
+    draw: impl FnOnce() -> T,
+) -> T {
+    static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A panic while drawing leaves nothing half-updated that the next caller depends on: it
+    // seeds again first.
+    let _guard = GENERATOR
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    B::seed(device, seed);
+    draw()
+}

@@ -60,40 +60,41 @@ pub fn upcycle<B: Backend>(
     new_config.validate()?;
     multipl_moe_core::model::materialize(&model);
     let device = model.embed_tokens.weight.device();
-    B::seed(&device, options.seed);
     let mut model = model;
-    let d = config.model.hidden_size;
-    for (i, layer) in model.layers.iter_mut().enumerate() {
-        if !moe.is_hybrid(i) {
-            continue;
-        }
-        let FeedForward::Dense(dense) = &layer.mlp else {
-            continue;
-        };
-        let token_experts = noisy(
-            ExpertBank::from_dense(dense, moe.token.num_experts - 1),
-            options.expert_noise,
-        );
-        let mut segment_experts = noisy(
-            ExpertBank::from_dense(dense, moe.segment.num_experts),
-            options.expert_noise,
-        );
-        if options.function_preserving {
-            for expert in &mut segment_experts.experts {
-                expert.down = Param::from_tensor(expert.down.val().zeros_like().detach());
+    multipl_moe_core::rng::seeded::<B, _>(&device, options.seed, || {
+        let d = config.model.hidden_size;
+        for (i, layer) in model.layers.iter_mut().enumerate() {
+            if !moe.is_hybrid(i) {
+                continue;
             }
+            let FeedForward::Dense(dense) = &layer.mlp else {
+                continue;
+            };
+            let token_experts = noisy(
+                ExpertBank::from_dense(dense, moe.token.num_experts - 1),
+                options.expert_noise,
+            );
+            let mut segment_experts = noisy(
+                ExpertBank::from_dense(dense, moe.segment.num_experts),
+                options.expert_noise,
+            );
+            if options.function_preserving {
+                for expert in &mut segment_experts.experts {
+                    expert.down = Param::from_tensor(expert.down.val().zeros_like().detach());
+                }
+            }
+            // The config's own init maps every MoE field; its lazily initialised experts are
+            // replaced before they are ever drawn, so only the routers are random.
+            let mut hybrid = HybridMoeConfig::new(moe.clone(), d, config.model.intermediate_size)
+                .init::<B>(&device);
+            hybrid.token_moe.shared_expert = dense.clone();
+            hybrid.token_moe.experts = token_experts;
+            hybrid.segment_moe.experts = segment_experts;
+            layer.mlp = FeedForward::Hybrid(hybrid);
         }
-        // The config's own init maps every MoE field; its lazily initialised experts are
-        // replaced before they are ever drawn, so only the routers are random.
-        let mut hybrid =
-            HybridMoeConfig::new(moe.clone(), d, config.model.intermediate_size).init::<B>(&device);
-        hybrid.token_moe.shared_expert = dense.clone();
-        hybrid.token_moe.experts = token_experts;
-        hybrid.segment_moe.experts = segment_experts;
-        layer.mlp = FeedForward::Hybrid(hybrid);
-    }
-    // Draw the lazily initialised routers now, so that clones of the result are identical.
-    multipl_moe_core::model::materialize(&model);
+        // Draw the lazily initialised routers now, so that clones of the result are identical.
+        multipl_moe_core::model::materialize(&model);
+    });
     Ok((model, new_config))
 }
 

@@ -47,13 +47,15 @@ pub fn widen_dense_ffn<B: Backend>(
     };
     new_config.validate()?;
     multipl_moe_core::model::materialize(&model);
-    B::seed(&model.embed_tokens.weight.device(), seed);
+    let device = model.embed_tokens.weight.device();
     let mut model = model;
-    for layer in &mut model.layers {
-        if let FeedForward::Dense(ffn) = &layer.mlp {
-            layer.mlp = FeedForward::Dense(widen(ffn, factor, noise));
+    multipl_moe_core::rng::seeded::<B, _>(&device, seed, || {
+        for layer in &mut model.layers {
+            if let FeedForward::Dense(ffn) = &layer.mlp {
+                layer.mlp = FeedForward::Dense(widen(ffn, factor, noise));
+            }
         }
-    }
+    });
     Ok((model, new_config))
 }
 
@@ -95,8 +97,9 @@ mod tests {
     fn model() -> (multipl_moe_core::CausalLm<TestBackend>, MultiplMoeConfig) {
         let config = MultiplMoeConfig::new(QwenConfig::new(64, 16, 24, 2, 2, 1));
         let device = Default::default();
-        <TestBackend as burn::tensor::backend::Backend>::seed(&device, 3);
-        let model = config.init::<TestBackend>(&device).expect("model");
+        let model = multipl_moe_core::rng::seeded::<TestBackend, _>(&device, 3, || {
+            config.init::<TestBackend>(&device).expect("model")
+        });
         (model, config)
     }
 

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
+use multipl_moe_core::rng::seeded;
 use multipl_moe_core::{CausalLm, MoeConfig, MultiplMoeConfig, QwenConfig};
 use multipl_moe_qwen::{
     FreezePolicy, SaveDtype, UpcycleOptions, save_model_from, trainable_params, upcycle,
@@ -235,8 +236,7 @@ fn pretrain<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<CausalLm<B::InnerBackend>> {
     let valid_high = Mix::high_resource().sample(&data.valid, 64, 1)?;
-    B::seed(device, 11 + seed);
-    let dense0 = model_cfg.init::<B>(device)?;
+    let dense0 = seeded::<B, _>(device, 11 + seed, || model_cfg.init::<B>(device))?;
     log(&format!(
         "seed {seed}: (a) pre-training the dense model, {:.0}% python/java/cpp, {:.0}% rust/go/ruby",
         100.0 * (1.0 - cfg.pretrain_low_resource_share),

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::AutodiffBackend;
+use multipl_moe_core::rng::seeded;
 use multipl_moe_core::{CausalLm, MoeConfig, MultiplMoeConfig, QwenConfig};
 use multipl_moe_qwen::{SaveDtype, UpcycleOptions, load_model, save_model_from, upcycle};
 use serde::{Deserialize, Serialize};
@@ -297,8 +298,7 @@ fn initial_model<B: AutodiffBackend>(
         reason: "needed when no --model is given".into(),
     })?;
     let c = MultiplMoeConfig::new(base);
-    B::seed(device, cfg.train.seed);
-    let m = c.init::<B>(device)?;
+    let m = seeded::<B, _>(device, cfg.train.seed, || c.init::<B>(device))?;
     Ok((c, m))
 }
 
