@@ -253,3 +253,67 @@ fn index_and_shards_must_agree_key_by_key() {
         "{err}"
     );
 }
+
+/// An f32 checkpoint's matrices are the mapped file's bytes, borrowed by burn-ndarray
+/// (vendor/README.md fix 8), not copied: the embedding, every Linear weight, and an expert's
+/// `gate_proj` and `up_proj` stored one after the other as one `[d, 2f]` view; norm weights and
+/// biases are copied. A bf16 checkpoint is converted.
+#[cfg(feature = "ndarray")]
+#[test]
+fn f32_matrices_are_borrowed_from_the_mapped_file() {
+    use burn::backend::NdArray;
+    use multipl_moe::core::decoder::FeedForward;
+    use multipl_moe::core::{CausalLm, MoeConfig};
+    use multipl_moe::qwen::{SaveDtype, UpcycleOptions, save_model, upcycle};
+
+    fn borrowed<const D: usize>(t: Tensor<NdArray, D>) -> bool {
+        t.into_primitive().tensor().is_borrowed()
+    }
+    let device = Default::default();
+    let (cfg, dense) = load_model::<NdArray>(&fixture("qwen2-tied-f32"), &device).unwrap();
+    let layer = &dense.layers[0];
+    assert!(borrowed(dense.embed_tokens.weight.val()), "embedding");
+    assert!(borrowed(layer.self_attn.q_proj.weight.val()), "q_proj");
+    assert!(!borrowed(dense.norm.weight.val()), "norm weight copied");
+    if let Some(bias) = &layer.self_attn.q_proj.bias {
+        assert!(!borrowed(bias.val()), "bias copied");
+    }
+    let FeedForward::Dense(ffn) = &layer.mlp else {
+        panic!("a dense checkpoint")
+    };
+    assert!(borrowed(ffn.gate_proj.weight.val()), "gate_proj");
+
+    let (hybrid, hcfg) = upcycle(
+        dense,
+        &cfg,
+        &MoeConfig::released_code(),
+        &UpcycleOptions {
+            expert_noise: 0.0,
+            seed: 3,
+            function_preserving: false,
+        },
+    )
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("multipl-moe-borrowed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    save_model(&hybrid, &hcfg, &dir, SaveDtype::F32).unwrap();
+    let (_, loaded): (_, CausalLm<NdArray>) = load_model(&dir, &device).unwrap();
+    let hybrid_layer = loaded
+        .layers
+        .iter()
+        .find_map(|l| match &l.mlp {
+            FeedForward::Hybrid(h) => Some(h),
+            FeedForward::Dense(_) => None,
+        })
+        .expect("a hybrid layer");
+    let expert = &hybrid_layer.token_moe.experts.experts[0];
+    assert!(borrowed(expert.gate_up.val()), "stacked gate_up");
+    assert!(borrowed(expert.down.val()), "down");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let (_, bf16) = load_model::<NdArray>(&fixture("qwen2-gqa-bf16"), &device).unwrap();
+    assert!(
+        !borrowed(bf16.embed_tokens.weight.val()),
+        "bf16 is converted"
+    );
+}

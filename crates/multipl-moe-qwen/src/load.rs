@@ -10,7 +10,7 @@ use multipl_moe_core::{CausalLm, MultiplMoeConfig};
 use crate::error::Result;
 use crate::hf_config::read_config;
 use crate::params::{Layout, ParamVisitor, walk};
-use crate::tensors::{HostTensor, TensorStore};
+use crate::tensors::TensorStore;
 
 /// A loaded model, its config, and what the loader has to say about the files.
 #[derive(Debug)]
@@ -38,6 +38,12 @@ pub fn load_model<B: Backend>(
 /// type one tensor at a time from the memory-mapped files; no parameter is drawn at random
 /// first. Every parameter must be present with its exact shape, and every tensor in the
 /// files must be used.
+///
+/// f32 matrices (Linear weights, the embedding) are not copied: the tensors are made from the
+/// mapped files' bytes ([`TensorStore::take_matrix`]), as transformers' `from_pretrained` maps
+/// safetensors, and burn-ndarray reads them in place until they are modified. So, as with
+/// transformers, the files must not be modified in place while the model is alive (writing a
+/// new file and renaming it over the old one, as [`crate::export::save_model`] does, is safe).
 ///
 /// A model with `tie_word_embeddings: true` may also ship `lm_head.weight` (some hub uploads
 /// do). As transformers 5 does, an identical copy is accepted and the head stays tied, while a
@@ -84,15 +90,15 @@ struct Loader<'a, B: Backend> {
 }
 
 impl<B: Backend> Loader<'_, B> {
-    fn upload<const D: usize>(&self, t: HostTensor) -> Tensor<B, D> {
-        Tensor::from_data(TensorData::new(t.data, t.shape), self.device)
+    fn upload<const D: usize>(&self, data: TensorData) -> Tensor<B, D> {
+        Tensor::from_data(data, self.device)
     }
 
     /// A Linear weight as the file and PyTorch keep it, `[out, in]`, as burn's `[in, out]`
     /// parameter: its transposed view, so nothing is transposed at load, and every backend's
     /// matmul reads the view's strides without copying (burn-cubecl's reshape and matmul
     /// handle strides; the vendored burn-ndarray's too, fix 6).
-    fn upload_linear(&self, out_in: HostTensor) -> Tensor<B, 2> {
+    fn upload_linear(&self, out_in: TensorData) -> Tensor<B, 2> {
         self.upload::<2>(out_in).transpose()
     }
 }
@@ -108,13 +114,20 @@ impl<B: Backend> ParamVisitor<B> for Loader<'_, B> {
         let shape = param.lazy_shape().to_vec();
         let value = match (layout, shape.as_slice()) {
             (Layout::Transposed, &[rows, cols]) => {
-                let t = self.store.take(key, &[cols, rows])?;
+                let t = self.store.take_matrix(&[key], &[cols, rows])?;
                 // D is 2 here (the shape has two axes).
                 Tensor::from_primitive(self.upload_linear(t).into_primitive())
             }
+            // The embedding (and an untied head): a matrix, borrowed when stored as f32.
+            (_, &[_, _]) => {
+                let t = self.store.take_matrix(&[key], &shape)?;
+                self.upload(t)
+            }
+            // Norm weights and biases are copied: every op on them but a layout change, a
+            // matmul or a row lookup would copy borrowed data again.
             _ => {
                 let t = self.store.take(key, &shape)?;
-                self.upload(t)
+                self.upload(TensorData::new(t.data, t.shape))
             }
         };
         *param = Param::initialized(param.id, value);
@@ -127,7 +140,7 @@ impl<B: Backend> ParamVisitor<B> for Loader<'_, B> {
             let f = f2 / 2;
             // The file's `[out, in]` gate and up matrices stacked into `[2f, d]`, whose
             // transposed view is the fused `[d, 2f]` (gate columns, then up columns).
-            let gate_up = self.store.take_stacked(
+            let gate_up = self.store.take_matrix(
                 &[
                     &format!("{prefix}.{i}.gate_proj.weight"),
                     &format!("{prefix}.{i}.up_proj.weight"),
@@ -136,7 +149,7 @@ impl<B: Backend> ParamVisitor<B> for Loader<'_, B> {
             )?;
             let down = self
                 .store
-                .take(&format!("{prefix}.{i}.down_proj.weight"), &[d, f])?;
+                .take_matrix(&[&format!("{prefix}.{i}.down_proj.weight")], &[d, f])?;
             expert.gate_up = Param::initialized(expert.gate_up.id, self.upload_linear(gate_up));
             expert.down = Param::initialized(expert.down.id, self.upload_linear(down));
         }

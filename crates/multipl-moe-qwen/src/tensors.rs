@@ -1,9 +1,12 @@
 //! Reading and writing safetensors files: single files and `model-0000k-of-0000n` shards.
 //!
-//! Files are memory-mapped (`memmap2`) and each tensor is converted to f32 only when the
-//! loader takes it, in the file's layout (a Linear weight stays `[out, in]`; the loader makes
-//! the parameter its transposed view); its mapped pages are then released. So an import holds
-//! the f32 model plus one tensor, never a host copy of every shard. The loader
+//! Files are memory-mapped (`memmap2`). A matrix stored as f32 is handed to the backend as the
+//! mapped bytes themselves ([`TensorStore::take_matrix`]): nothing is copied, and the mapping
+//! lives as long as a tensor made from it (burn-ndarray keeps such weights borrowed until they
+//! are modified, vendor/README.md fix 8; the GPU backends upload them). Other tensors are
+//! converted to f32 when the loader takes them, in the file's layout (a Linear weight stays
+//! `[out, in]`; the loader makes the parameter its transposed view), and their mapped pages
+//! are then released. So an import never holds a host copy of every shard. The loader
 //! ([`crate::load`]) maps keys to parameters and checks that the files together cover every
 //! parameter and hold nothing unused. A sharded checkpoint's index must agree with its shards
 //! key by key.
@@ -11,6 +14,9 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
+use burn::tensor::{AllocationProperty, Bytes, DType, TensorData};
 use half::{bf16, f16};
 use memmap2::{Advice, Mmap, UncheckedAdvice};
 use rayon::prelude::*;
@@ -30,7 +36,9 @@ pub struct HostTensor {
 /// One mapped safetensors file and its parsed header.
 struct Shard {
     path: PathBuf,
-    map: Mmap,
+    map: Arc<Mmap>,
+    /// The same mapping as shared bytes: a tensor borrowing a slice of it keeps it alive.
+    shared: bytes::Bytes,
     /// Byte offset of the data section (8 + header length).
     data_start: usize,
     meta: Metadata,
@@ -111,8 +119,10 @@ impl TensorStore {
             }
             self.keys.insert(key.clone(), shard);
         }
+        let map = Arc::new(map);
         self.shards.push(Shard {
             path,
+            shared: bytes::Bytes::from_owner(MappedFile(Arc::clone(&map))),
             map,
             data_start: 8 + header,
             meta,
@@ -150,20 +160,66 @@ impl TensorStore {
         })
     }
 
-    /// Converts the tensor `key`, which must have `shape`, into `out` and counts it as used.
-    fn convert_into(&mut self, key: &str, shape: &[usize], out: &mut [f32]) -> Result<()> {
-        let shard = self
-            .keys
-            .get(key)
-            .map(|&i| &self.shards[i])
-            .ok_or_else(|| QwenError::MissingKey {
-                key: key.to_string(),
-                dir: self.dir.clone(),
-            })?;
-        let info = shard.meta.info(key).ok_or_else(|| QwenError::MissingKey {
+    /// Takes tensors of the same `shape` stacked along their first axis, as
+    /// [`Self::take_stacked`] does, as burn tensor data: when they are stored as f32 one after
+    /// another in one file (as safetensors orders `gate_proj` before `up_proj`), the data is
+    /// the file's own bytes, borrowed, not copied (so the file must not be modified while a
+    /// tensor made from it is alive); otherwise they are converted to f32.
+    pub fn take_matrix(&mut self, keys: &[&str], shape: &[usize]) -> Result<TensorData> {
+        if let Some(range) = self.mapped_f32(keys, shape)? {
+            for key in keys {
+                self.used.insert(key.to_string());
+            }
+            let mut stacked = shape.to_vec();
+            if let Some(rows) = stacked.first_mut() {
+                *rows *= keys.len();
+            }
+            let (shard, begin, end) = range;
+            let bytes = self.shards[shard].shared.slice(begin..end);
+            return Ok(TensorData::from_bytes(
+                Bytes::from_shared(bytes, AllocationProperty::File),
+                stacked,
+                DType::F32,
+            ));
+        }
+        let host = self.take_stacked(keys, shape)?;
+        Ok(TensorData::new(host.data, host.shape))
+    }
+
+    /// The shard and byte range holding `keys` as f32 tensors of `shape`, contiguous and in
+    /// order, when there is one (and the machine reads little-endian floats, as the files store
+    /// them); checks every key's presence and shape.
+    fn mapped_f32(&self, keys: &[&str], shape: &[usize]) -> Result<Option<(usize, usize, usize)>> {
+        let mut range: Option<(usize, usize, usize)> = None;
+        let mut contiguous = cfg!(target_endian = "little");
+        for key in keys {
+            let (shard, info) = self.info(key, shape)?;
+            let begin = self.shards[shard].data_start + info.data_offsets.0;
+            let end = self.shards[shard].data_start + info.data_offsets.1;
+            contiguous &= info.dtype == Dtype::F32;
+            range = match range {
+                None => Some((shard, begin, end)),
+                Some((s, b, e)) => {
+                    contiguous &= s == shard && e == begin;
+                    Some((s, b, end))
+                }
+            };
+        }
+        Ok(range.filter(|_| contiguous))
+    }
+
+    /// The shard holding `key` and its header entry, which must have `shape`.
+    fn info(
+        &self,
+        key: &str,
+        shape: &[usize],
+    ) -> Result<(usize, &safetensors::tensor::TensorInfo)> {
+        let missing = || QwenError::MissingKey {
             key: key.to_string(),
             dir: self.dir.clone(),
-        })?;
+        };
+        let shard = *self.keys.get(key).ok_or_else(missing)?;
+        let info = self.shards[shard].meta.info(key).ok_or_else(missing)?;
         if info.shape != shape {
             return Err(QwenError::ShapeMismatch {
                 key: key.to_string(),
@@ -171,6 +227,13 @@ impl TensorStore {
                 found: info.shape.clone(),
             });
         }
+        Ok((shard, info))
+    }
+
+    /// Converts the tensor `key`, which must have `shape`, into `out` and counts it as used.
+    fn convert_into(&mut self, key: &str, shape: &[usize], out: &mut [f32]) -> Result<()> {
+        let (shard, info) = self.info(key, shape)?;
+        let shard = &self.shards[shard];
         let (begin, end) = info.data_offsets;
         let (begin, end) = (shard.data_start + begin, shard.data_start + end);
         // One syscall maps the tensor's pages in (readahead included) instead of one page
@@ -227,6 +290,15 @@ impl TensorStore {
                 keys: unused,
             })
         }
+    }
+}
+
+/// A mapped file as the owner of [`bytes::Bytes`] that borrow it.
+struct MappedFile(Arc<Mmap>);
+
+impl AsRef<[u8]> for MappedFile {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
     }
 }
 

@@ -8,10 +8,11 @@
 //! This integrates with ndarray's existing COW patterns - operations that check
 //! `is_unique()` will see borrowed data as non-unique, triggering the allocation path.
 
+use alloc::{vec, vec::Vec};
 use burn_backend::Element;
 use burn_std::{Bytes, Shape};
 use core::mem;
-use ndarray::{ArcArray, ArrayView, IxDyn};
+use ndarray::{ArcArray, ArrayView, IxDyn, ShapeBuilder};
 
 /// Storage that supports both owned data and borrowed (zero-copy) data.
 ///
@@ -43,6 +44,10 @@ pub enum NdArrayStorage<E: Element> {
         bytes: Bytes,
         /// Shape of the tensor
         shape: Shape,
+        /// Element strides (multipl-moe patch, vendor/README.md fix 8): row-major when
+        /// borrowed; a transpose, permutation or unit-axis reshape changes them
+        /// ([`NdArrayStorage::relayout`]) instead of copying the data.
+        strides: Vec<usize>,
     },
 
     /// Standard owned storage with ArcArray COW semantics.
@@ -53,9 +58,14 @@ impl<E: Element> Clone for NdArrayStorage<E> {
     fn clone(&self) -> Self {
         match self {
             // For borrowed data, clone the Bytes (cheap Arc clone) and shape
-            Self::Borrowed { bytes, shape } => Self::Borrowed {
+            Self::Borrowed {
+                bytes,
+                shape,
+                strides,
+            } => Self::Borrowed {
                 bytes: bytes.clone(),
                 shape: shape.clone(),
+                strides: strides.clone(),
             },
             // For owned data, clone the ArcArray (cheap Arc clone)
             Self::Owned(arr) => Self::Owned(arr.clone()),
@@ -101,7 +111,48 @@ impl<E: Element> NdArrayStorage<E> {
             return Err((bytes, shape));
         }
 
-        Ok(Self::Borrowed { bytes, shape })
+        let strides = row_major_strides(&shape);
+        Ok(Self::Borrowed {
+            bytes,
+            shape,
+            strides,
+        })
+    }
+
+    /// Applies a layout change (`f` returns a view of the same elements with other axes:
+    /// transposed, permuted, unit axes added or removed) to borrowed storage, which stays
+    /// borrowed. Returns `self` unchanged when it is owned, when `f` returns `None`, or when
+    /// the view `f` returns does not start at the same element, has a negative stride, or
+    /// reaches past the borrowed bytes; the caller then takes its owned path.
+    ///
+    /// multipl-moe patch (vendor/README.md fix 8): upstream copies borrowed data on every
+    /// operation, so a mapped weight would be copied by each transpose and each matmul.
+    pub fn relayout(
+        self,
+        f: impl FnOnce(ArrayView<'_, E, IxDyn>) -> Option<ArrayView<'_, E, IxDyn>>,
+    ) -> Result<Self, Self> {
+        let Self::Borrowed { bytes, .. } = &self else {
+            return Err(self);
+        };
+        let base = bytes.as_ptr() as *const E;
+        let capacity = bytes.len() / mem::size_of::<E>().max(1);
+        let layout = f(self.view()).and_then(|view| {
+            let strides = view
+                .strides()
+                .iter()
+                .map(|&s| usize::try_from(s).ok())
+                .collect::<Option<Vec<usize>>>()?;
+            let shape = view.shape().to_vec();
+            (view.as_ptr() == base && fits(&shape, &strides, capacity)).then_some((shape, strides))
+        });
+        match (layout, self) {
+            (Some((shape, strides)), Self::Borrowed { bytes, .. }) => Ok(Self::Borrowed {
+                bytes,
+                shape: Shape::from(shape),
+                strides,
+            }),
+            (_, this) => Err(this),
+        }
     }
 
     /// Create owned storage from an ArcArray.
@@ -137,13 +188,18 @@ impl<E: Element> NdArrayStorage<E> {
     #[inline]
     pub fn view(&self) -> ArrayView<'_, E, IxDyn> {
         match self {
-            Self::Borrowed { bytes, shape } => {
+            Self::Borrowed {
+                bytes,
+                shape,
+                strides,
+            } => {
                 let ptr = bytes.as_ptr() as *const E;
-                let dim = IxDyn(shape);
+                let dim = IxDyn(shape).strides(IxDyn(strides));
                 // SAFETY:
                 // - `bytes` is kept alive for the lifetime of `self`
                 // - Alignment was validated in `from_borrowed`
-                // - Size was validated in `from_borrowed`
+                // - Every element the strides reach lies in `bytes`: checked in
+                //   `from_borrowed` (row-major) and in `relayout` (any other strides)
                 unsafe { ArrayView::from_shape_ptr(dim, ptr) }
             }
             Self::Owned(arr) => arr.view(),
@@ -157,13 +213,9 @@ impl<E: Element> NdArrayStorage<E> {
     /// - **Owned + shared**: Clones the data.
     pub fn into_owned(self) -> ArcArray<E, IxDyn> {
         match self {
-            Self::Borrowed { bytes, shape } => {
-                let ptr = bytes.as_ptr() as *const E;
-                let dim = IxDyn(&shape);
-                // SAFETY: Same as view() - bytes is valid for this scope
-                let view = unsafe { ArrayView::from_shape_ptr(dim, ptr) };
-                view.to_owned().into_shared()
-            }
+            // `to_owned` keeps the memory order of a view that is contiguous in any order
+            // (a transposed weight stays column-major), as an owned array would be.
+            borrowed @ Self::Borrowed { .. } => borrowed.view().to_owned().into_shared(),
             Self::Owned(arr) => arr,
         }
     }
@@ -218,18 +270,38 @@ impl<E: Element> NdArrayStorage<E> {
     ///
     /// Converts borrowed to owned if necessary.
     pub fn ensure_owned(&mut self) -> &mut ArcArray<E, IxDyn> {
-        if let Self::Borrowed { bytes, shape } = self {
-            let ptr = bytes.as_ptr() as *const E;
-            let dim = IxDyn(shape);
-            // SAFETY: Same as view()
-            let view = unsafe { ArrayView::from_shape_ptr(dim, ptr) };
-            *self = Self::Owned(view.to_owned().into_shared());
+        if self.is_borrowed() {
+            *self = Self::Owned(self.view().to_owned().into_shared());
         }
         match self {
             Self::Owned(arr) => arr,
             Self::Borrowed { .. } => unreachable!(),
         }
     }
+}
+
+/// Row-major element strides of `shape`.
+fn row_major_strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1; shape.len()];
+    for axis in (1..shape.len()).rev() {
+        strides[axis - 1] = strides[axis] * shape[axis];
+    }
+    strides
+}
+
+/// Whether every element `shape` and `strides` reach lies among the first `capacity`
+/// elements (an empty view reaches none; an offset overflowing `usize` does not fit).
+fn fits(shape: &[usize], strides: &[usize], capacity: usize) -> bool {
+    if shape.contains(&0) {
+        return true;
+    }
+    let last = shape
+        .iter()
+        .zip(strides)
+        .try_fold(0usize, |acc, (&len, &stride)| {
+            acc.checked_add((len - 1).checked_mul(stride)?)
+        });
+    last.is_some_and(|last| last < capacity)
 }
 
 /// Convert from ArcArray to NdArrayStorage.

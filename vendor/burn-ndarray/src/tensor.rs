@@ -476,17 +476,16 @@ mod utils {
         }
 
         pub(crate) fn is_contiguous(&self) -> bool {
-            // For borrowed data, we assume it's contiguous (it came from TensorData which is contiguous)
-            // For owned data, we check the strides
+            // Borrowed or owned, the strides say.
             macro_rules! check_contiguous {
                 ($($variant:ident),*) => {
                     match self {
                         $(NdArrayTensor::$variant(storage) => {
                             match storage {
-                                NdArrayStorage::Borrowed { .. } => {
-                                    // Borrowed storage requires contiguous row-major data
-                                    // (see NdArrayStorage::from_borrowed documentation)
-                                    true
+                                // multipl-moe patch (fix 8): borrowed storage is row-major
+                                // until `relayout` transposes or permutes it.
+                                NdArrayStorage::Borrowed { shape, strides, .. } => {
+                                    is_contiguous(shape, strides)
                                 }
                                 NdArrayStorage::Owned(array) => {
                                     let shape = array.shape();
@@ -529,11 +528,17 @@ macro_rules! to_typed_dims {
 /// multipl-moe patch: `array` with the shape `dims` without copying, when `dims` only adds or
 /// removes axes of length 1 (the other axes keep their order, lengths and strides, whatever the
 /// layout). `None` when the reshape moves elements.
-pub(crate) fn reshape_unit_axes<E>(
-    array: ArcArray<E, IxDyn>,
+pub(crate) fn reshape_unit_axes<S: ndarray::RawData>(
+    array: ndarray::ArrayBase<S, IxDyn>,
     dims: &[usize],
-) -> Option<ArcArray<E, IxDyn>> {
-    let kept = |shape: &[usize]| shape.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
+) -> Option<ndarray::ArrayBase<S, IxDyn>> {
+    let kept = |shape: &[usize]| {
+        shape
+            .iter()
+            .copied()
+            .filter(|&d| d != 1)
+            .collect::<Vec<_>>()
+    };
     if kept(array.shape()) != kept(dims) {
         return None;
     }

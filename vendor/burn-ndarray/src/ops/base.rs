@@ -1004,6 +1004,16 @@ where
         dim: usize,
         indices: SharedArray<I>,
     ) -> SharedArray<E> {
+        Self::select_view(tensor.view(), dim, indices)
+    }
+
+    /// [`Self::select`] reading a view (multipl-moe patch, vendor/README.md fix 8: a borrowed,
+    /// memory-mapped embedding table is not copied to look rows up).
+    pub fn select_view<I: NdArrayElement>(
+        tensor: ndarray::ArrayView<'_, E, IxDyn>,
+        dim: usize,
+        indices: SharedArray<I>,
+    ) -> SharedArray<E> {
         let array = tensor.select(
             Axis(dim),
             &indices

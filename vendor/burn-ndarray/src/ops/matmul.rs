@@ -4,11 +4,20 @@ use crate::{NdArrayElement, ShapeOps, SharedArray, iter_range_par, ops::NdArrayO
 use alloc::{vec, vec::Vec};
 use burn_backend::ElementConversion;
 use burn_backend::Shape;
-use ndarray::{IxDyn, s};
+use ndarray::{ArrayView, CowArray, IxDyn, s};
 
 pub(crate) fn matmul<E: NdArrayElement>(
     lhs: SharedArray<E>,
     rhs: SharedArray<E>,
+) -> SharedArray<E> {
+    matmul_view(lhs.view(), rhs.view())
+}
+
+/// [`matmul`] of views: the operands are only read (multipl-moe patch, vendor/README.md fix 8:
+/// borrowed, memory-mapped weights are multiplied without being copied first).
+pub(crate) fn matmul_view<E: NdArrayElement>(
+    lhs: ArrayView<'_, E, IxDyn>,
+    rhs: ArrayView<'_, E, IxDyn>,
 ) -> SharedArray<E> {
     let shape_lhs = lhs.shape();
     let shape_rhs = rhs.shape();
@@ -219,11 +228,26 @@ unsafe fn mat_mul_into<E: NdArrayElement>(
 /// every backward matmul. A 2-D operand only gains a batch axis and a 3-D one is used as is,
 /// strides kept: `general_mat_mul` (BLAS or matrixmultiply) and `gemm` read strided matrices
 /// directly.
-fn batched<E: NdArrayElement>(array: SharedArray<E>, shape: [usize; 3]) -> SharedArray<E> {
+fn batched<E: NdArrayElement>(
+    array: ArrayView<'_, E, IxDyn>,
+    shape: [usize; 3],
+) -> CowArray<'_, E, IxDyn> {
     match array.ndim() {
-        2 => array.insert_axis(ndarray::Axis(0)),
-        3 => array,
-        _ => NdArrayOps::reshape(array, Shape::new(shape)),
+        2 => array.insert_axis(ndarray::Axis(0)).into(),
+        3 => array.into(),
+        // A view when row-major, else a row-major copy (as upstream's reshape).
+        _ => {
+            let shape = IxDyn(&shape);
+            match array.is_standard_layout() {
+                true => array.into_shape_with_order(shape).map(CowArray::from),
+                false => array
+                    .as_standard_layout()
+                    .into_owned()
+                    .into_shape_with_order(shape)
+                    .map(CowArray::from),
+            }
+            .expect("as many elements as the operand")
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use burn_std::{BoolDType, IntDType};
 use super::parallel::map_elements_into;
 use super::{
     NdArrayMathOps, NdArrayOps,
-    matmul::{cross, matmul},
+    matmul::{cross, matmul_view},
 };
 use crate::{
     NdArray, cast_to_dtype, cat_with_dtype, execute_with_int_dtype, tensor::NdArrayTensor,
@@ -24,8 +24,11 @@ use crate::{execute_with_float_dtype, ops::grid_sample::grid_sample_2d};
 
 // Workspace crates
 use crate::rand::get_seeded_rng;
+use crate::storage::NdArrayStorage;
+use crate::tensor::reshape_unit_axes;
 use burn_backend::{Distribution, FloatDType, Scalar};
 use burn_backend::{ElementConversion, Shape, TensorData, ops::FloatTensorOps};
+use ndarray::IxDyn;
 
 #[cfg(not(feature = "std"))]
 #[allow(unused_imports)]
@@ -47,6 +50,27 @@ fn round_ties_even_wrapper(x: f64) -> f64 {
     } else {
         x.round()
     }
+}
+
+/// `$body` (a view of `$view`'s elements with other axes) applied to a borrowed
+/// (memory-mapped) float tensor without copying ([`NdArrayStorage::relayout`]): `Ok` with the
+/// tensor still borrowed, or `Err` with the tensor unchanged (owned, or a layout change that
+/// moves elements) for the caller's owned path. A macro, since the body is generic over the
+/// element type. multipl-moe patch (vendor/README.md fix 8).
+macro_rules! relayout_borrowed {
+    ($tensor:expr, |$view:pat_param| $body:expr) => {
+        match $tensor {
+            NdArrayTensor::F64(storage @ NdArrayStorage::Borrowed { .. }) => storage
+                .relayout(|$view| $body)
+                .map(NdArrayTensor::F64)
+                .map_err(NdArrayTensor::F64),
+            NdArrayTensor::F32(storage @ NdArrayStorage::Borrowed { .. }) => storage
+                .relayout(|$view| $body)
+                .map(NdArrayTensor::F32)
+                .map_err(NdArrayTensor::F32),
+            other => Err(other),
+        }
+    };
 }
 
 impl<E: FloatNdArrayElement, I: IntNdArrayElement, Q: QuantElement> FloatTensorOps<Self>
@@ -168,7 +192,21 @@ where
     }
 
     fn float_matmul(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self> {
-        execute_with_float_dtype!((lhs, rhs), matmul)
+        // multipl-moe patch (vendor/README.md fix 8): the operands are read through views, so
+        // borrowed (memory-mapped) weights are not copied.
+        match (lhs, rhs) {
+            (NdArrayTensor::F64(lhs), NdArrayTensor::F64(rhs)) => {
+                matmul_view(lhs.view(), rhs.view()).into()
+            }
+            (NdArrayTensor::F32(lhs), NdArrayTensor::F32(rhs)) => {
+                matmul_view(lhs.view(), rhs.view()).into()
+            }
+            (lhs, rhs) => panic!(
+                "Data type mismatch (lhs: {:?}, rhs: {:?})",
+                lhs.dtype(),
+                rhs.dtype()
+            ),
+        }
     }
 
     fn float_cross(
@@ -186,12 +224,26 @@ where
     }
 
     fn float_swap_dims(tensor: FloatTensor<Self>, dim1: usize, dim2: usize) -> FloatTensor<Self> {
+        let tensor = match relayout_borrowed!(tensor, |mut view| {
+            view.swap_axes(dim1, dim2);
+            Some(view)
+        }) {
+            Ok(borrowed) => return borrowed,
+            Err(tensor) => tensor,
+        };
         execute_with_float_dtype!(tensor, FloatElem, |array: SharedArray<FloatElem>| {
             NdArrayOps::swap_dims(array, dim1, dim2)
         })
     }
 
     fn float_reshape(tensor: FloatTensor<Self>, shape: Shape) -> FloatTensor<Self> {
+        let tensor = match relayout_borrowed!(tensor, |view| match view.is_standard_layout() {
+            true => view.into_shape_with_order(IxDyn(&shape)).ok(),
+            false => reshape_unit_axes(view, &shape),
+        }) {
+            Ok(borrowed) => return borrowed,
+            Err(tensor) => tensor,
+        };
         execute_with_float_dtype!(tensor, FloatElem, |array: SharedArray<FloatElem>| {
             NdArrayOps::reshape(array, shape)
         })
@@ -268,9 +320,17 @@ where
             indices,
             IntElem,
             |idx_array: SharedArray<IntElem>| -> NdArrayTensor {
-                execute_with_float_dtype!(tensor, FloatElem, |array: SharedArray<FloatElem>| {
-                    NdArrayMathOps::select(array, dim, idx_array)
-                })
+                // multipl-moe patch (fix 8): rows are read from a view, so a borrowed
+                // (memory-mapped) embedding table is not copied.
+                match tensor {
+                    NdArrayTensor::F64(table) => {
+                        NdArrayMathOps::select_view(table.view(), dim, idx_array).into()
+                    }
+                    NdArrayTensor::F32(table) => {
+                        NdArrayMathOps::select_view(table.view(), dim, idx_array).into()
+                    }
+                    other => unimplemented!("unsupported dtype: {:?}", other.dtype()),
+                }
             }
         )
     }
@@ -748,6 +808,10 @@ where
     }
 
     fn float_permute(tensor: FloatTensor<Self>, axes: &[usize]) -> FloatTensor<Self> {
+        let tensor = match relayout_borrowed!(tensor, |view| Some(view.permuted_axes(axes))) {
+            Ok(borrowed) => return borrowed,
+            Err(tensor) => tensor,
+        };
         execute_with_float_dtype!(tensor, FloatElem, |array: SharedArray<FloatElem>| {
             NdArrayOps::permute(array, axes)
         })
