@@ -43,13 +43,15 @@ fn load(
     model: &Path,
     tokenizer: Option<&Path>,
 ) -> Result<(CausalLm<Backend>, TextTokenizer, [f64; 2])> {
-    let start = std::time::Instant::now();
-    let tokenizer = load_tokenizer(model, tokenizer)?;
-    let tokenizer_seconds = start.elapsed().as_secs_f64();
     let device = ensure_backend()?;
     let start = std::time::Instant::now();
     let (cfg, m) = load_model(model, &device)?;
     let model_seconds = start.elapsed().as_secs_f64();
+    // After the weights: parsing tokenizer.json overlaps with the import's background mapping
+    // of the weights' pages (`TensorStore::finish`).
+    let start = std::time::Instant::now();
+    let tokenizer = load_tokenizer(model, tokenizer)?;
+    let tokenizer_seconds = start.elapsed().as_secs_f64();
     // As `train` does: every id the tokenizer can produce must have an embedding row.
     if tokenizer.vocab_size() > cfg.model.vocab_size {
         bail!(

@@ -51,6 +51,8 @@ pub struct TensorStore {
     shards: Vec<Shard>,
     keys: BTreeMap<String, usize>,
     used: HashSet<String>,
+    /// Byte ranges handed out borrowed ([`Self::take_matrix`]), by shard.
+    borrowed: Vec<(usize, usize, usize)>,
 }
 
 impl std::fmt::Debug for TensorStore {
@@ -85,6 +87,7 @@ impl TensorStore {
             shards: Vec::with_capacity(files.len()),
             keys: BTreeMap::new(),
             used: HashSet::new(),
+            borrowed: Vec::new(),
         };
         for file in files {
             store.map_file(file)?;
@@ -175,6 +178,7 @@ impl TensorStore {
                 *rows *= keys.len();
             }
             let (shard, begin, end) = range;
+            self.borrowed.push(range);
             let bytes = self.shards[shard].shared.slice(begin..end);
             return Ok(TensorData::from_bytes(
                 Bytes::from_shared(bytes, AllocationProperty::File),
@@ -279,17 +283,35 @@ impl TensorStore {
             .collect()
     }
 
-    /// Fails if some tensor was never taken (a model/checkpoint mismatch).
+    /// Fails if some tensor was never taken (a model/checkpoint mismatch). Otherwise starts
+    /// mapping the borrowed tensors' pages into memory on a background thread
+    /// (`MADV_POPULATE_READ`, Linux 5.14+; elsewhere nothing happens), so that the first
+    /// forward pass does not take a page fault for every few pages of every weight; whatever
+    /// the caller does next (loading a tokenizer, say) overlaps with it.
     pub fn finish(self) -> Result<()> {
         let unused: Vec<String> = self.unused().into_iter().take(8).collect();
-        if unused.is_empty() {
-            Ok(())
-        } else {
-            Err(QwenError::UnusedKeys {
+        if !unused.is_empty() {
+            return Err(QwenError::UnusedKeys {
                 dir: self.dir,
                 keys: unused,
-            })
+            });
         }
+        let ranges: Vec<(Arc<Mmap>, usize, usize)> = self
+            .borrowed
+            .iter()
+            .map(|&(shard, begin, end)| (Arc::clone(&self.shards[shard].map), begin, end))
+            .collect();
+        if !ranges.is_empty() {
+            // A failed spawn only loses the head start.
+            let _ = std::thread::Builder::new()
+                .name("multipl-moe-populate".into())
+                .spawn(move || {
+                    for (map, begin, end) in ranges {
+                        let _ = map.advise_range(Advice::PopulateRead, begin, end - begin);
+                    }
+                });
+        }
+        Ok(())
     }
 }
 
