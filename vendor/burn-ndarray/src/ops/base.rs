@@ -782,7 +782,11 @@ fn zip_large<E: Copy + Send + Sync>(
                 .par_for_each(|a, b| *b = f(*a, *b));
             return Ok(out);
         }
-        let (l, r) = broadcast_for_comparison(&lhs, &rhs);
+        let dim = IxDyn(&out_shape);
+        let (l, r) = (
+            lhs.broadcast(dim.clone()).expect("checked broadcast"),
+            rhs.broadcast(dim).expect("checked broadcast"),
+        );
         Ok(Zip::from(&l)
             .and(&r)
             .par_map_collect(|a, b| f(*a, *b))

@@ -59,17 +59,30 @@ pub(crate) fn zip_elements<F: Copy + Send + Sync>(
         .into_shared()
 }
 
-/// Calls `f(start, len)` on disjoint ranges that cover `0..len`: on rayon's threads, in a few
-/// chunks per thread (multiples of 1024 elements), when `len` is large; else once (fix 7).
+/// The chunk length that splits `len` elements over rayon's threads, a few chunks per thread
+/// (multiples of 1024 elements); `None` when one call should do it all (fix 7).
 #[cfg(feature = "simd")]
-pub(crate) fn for_each_range(len: usize, f: impl Fn(usize, usize) + Send + Sync) {
+fn chunk_len(len: usize) -> Option<usize> {
     #[cfg(feature = "multi-threads")]
     if len >= PARALLEL_MIN && rayon::current_num_threads() > 1 {
-        use rayon::prelude::*;
         let chunk = len
             .div_ceil(4 * rayon::current_num_threads())
             .next_multiple_of(1024)
             .max(PARALLEL_MIN / 2);
+        return Some(chunk);
+    }
+    let _ = len;
+    None
+}
+
+/// Calls `f(start, len)` on disjoint ranges that cover `0..len`, split as [`chunk_len`] says:
+/// for kernels whose output may alias an input element for element (in place), which safe
+/// slices cannot express.
+#[cfg(feature = "simd")]
+pub(crate) fn for_each_range(len: usize, f: impl Fn(usize, usize) + Send + Sync) {
+    #[cfg(feature = "multi-threads")]
+    if let Some(chunk) = chunk_len(len) {
+        use rayon::prelude::*;
         (0..len.div_ceil(chunk)).into_par_iter().for_each(|c| {
             let start = c * chunk;
             f(start, chunk.min(len - start));
@@ -77,6 +90,39 @@ pub(crate) fn for_each_range(len: usize, f: impl Fn(usize, usize) + Send + Sync)
         return;
     }
     f(0, len);
+}
+
+/// Calls `f` on disjoint chunks that cover `buf`, split as [`chunk_len`] says.
+#[cfg(feature = "simd")]
+pub(crate) fn for_each_chunk_mut<T: Send>(buf: &mut [T], f: impl Fn(&mut [T]) + Send + Sync) {
+    #[cfg(feature = "multi-threads")]
+    if let Some(chunk) = chunk_len(buf.len()) {
+        use rayon::prelude::*;
+        buf.par_chunks_mut(chunk).for_each(f);
+        return;
+    }
+    f(buf);
+}
+
+/// Calls `f` on matching disjoint chunks of `input` and `out` (of the same length), split as
+/// [`chunk_len`] says.
+#[cfg(feature = "simd")]
+pub(crate) fn for_each_chunk_pair<T: Sync, U: Send>(
+    input: &[T],
+    out: &mut [U],
+    f: impl Fn(&[T], &mut [U]) + Send + Sync,
+) {
+    debug_assert_eq!(input.len(), out.len());
+    #[cfg(feature = "multi-threads")]
+    if let Some(chunk) = chunk_len(input.len()) {
+        use rayon::prelude::*;
+        input
+            .par_chunks(chunk)
+            .zip(out.par_chunks_mut(chunk))
+            .for_each(|(i, o)| f(i, o));
+        return;
+    }
+    f(input, out);
 }
 
 /// A raw pointer that may cross threads: [`for_each_range`] hands each task a disjoint range of

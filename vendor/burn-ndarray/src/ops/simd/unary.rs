@@ -10,7 +10,7 @@ use seq_macro::seq;
 
 use crate::{
     NdArrayElement, SharedArray,
-    ops::parallel::{SendPtr, for_each_range},
+    ops::parallel::{for_each_chunk_mut, for_each_chunk_pair},
     ops::simd::uninit_array_like,
 };
 
@@ -104,11 +104,9 @@ unsafe fn unary_scalar_simd_inplace<
     let mut buffer = input.into_owned();
     let slice = buffer.as_slice_memory_order_mut().unwrap();
     // multipl-moe patch (vendor/README.md, fix 7): disjoint ranges on rayon's threads.
-    let buf = SendPtr(slice.as_mut_ptr());
-    for_each_range(slice.len(), |start, len| {
-        // SAFETY: ranges are disjoint and inside the buffer. This is only called when in and
-        // out have the same size, so it's safe.
-        unsafe { unary_slice_inplace::<T, Out, Op>(buf.range(start, len), PhantomData) };
+    for_each_chunk_mut(slice, |chunk| {
+        // SAFETY: This is only called when in and out have the same size, so it's safe.
+        unsafe { unary_slice_inplace::<T, Out, Op>(chunk, PhantomData) };
     });
     // Buffer has the same elem size and is filled with the operation output, so this is safe
     let out = unsafe { core::mem::transmute::<ArrayD<T>, ArrayD<Out>>(buffer) };
@@ -129,14 +127,8 @@ fn unary_scalar_simd_owned<
     let input = input.as_slice_memory_order().unwrap();
     let out_slice = out.as_slice_memory_order_mut().unwrap();
     // multipl-moe patch (vendor/README.md, fix 7): disjoint ranges on rayon's threads.
-    let (src, dst) = (
-        SendPtr(input.as_ptr().cast_mut()),
-        SendPtr(out_slice.as_mut_ptr()),
-    );
-    for_each_range(input.len(), |start, len| {
-        // SAFETY: ranges are disjoint and inside both buffers; `src` is only read.
-        let (i, o) = unsafe { (src.range_ref(start, len), dst.range(start, len)) };
-        unary_slice::<T, Out, Op>(i, o, PhantomData);
+    for_each_chunk_pair(input, out_slice, |i, o| {
+        unary_slice::<T, Out, Op>(i, o, PhantomData)
     });
     out.into_shared()
 }
