@@ -26,7 +26,8 @@ fn tokenizer_path(model: &Path, explicit: Option<&Path>) -> PathBuf {
 }
 
 /// Loads the tokenizer at [`tokenizer_path`].
-fn load_tokenizer(model: &Path, explicit: Option<&Path>) -> Result<TextTokenizer> {
+/// The tokenizer file `load` will parse, which must exist.
+fn tokenizer_file(model: &Path, explicit: Option<&Path>) -> Result<PathBuf> {
     let path = tokenizer_path(model, explicit);
     if !path.is_file() {
         bail!(
@@ -34,7 +35,7 @@ fn load_tokenizer(model: &Path, explicit: Option<&Path>) -> Result<TextTokenizer
             path.display()
         );
     }
-    Ok(TextTokenizer::from_file(&path)?)
+    Ok(path)
 }
 
 /// The model of `model` and its tokenizer, after checking that they belong together; also the
@@ -43,14 +44,15 @@ fn load(
     model: &Path,
     tokenizer: Option<&Path>,
 ) -> Result<(CausalLm<Backend>, TextTokenizer, [f64; 2])> {
+    let tokenizer_file = tokenizer_file(model, tokenizer)?;
     let device = ensure_backend()?;
     let start = std::time::Instant::now();
     let (cfg, m) = load_model(model, &device)?;
     let model_seconds = start.elapsed().as_secs_f64();
-    // After the weights: parsing tokenizer.json overlaps with the import's background mapping
-    // of the weights' pages (`TensorStore::finish`).
+    // Parsed after the weights, so that it overlaps with the import's background mapping of
+    // the weights' pages (`TensorStore::finish`).
     let start = std::time::Instant::now();
-    let tokenizer = load_tokenizer(model, tokenizer)?;
+    let tokenizer = TextTokenizer::from_file(&tokenizer_file)?;
     let tokenizer_seconds = start.elapsed().as_secs_f64();
     // As `train` does: every id the tokenizer can produce must have an embedding row.
     if tokenizer.vocab_size() > cfg.model.vocab_size {

@@ -317,3 +317,30 @@ fn f32_matrices_are_borrowed_from_the_mapped_file() {
         "bf16 is converted"
     );
 }
+
+/// safetensors does not require aligned data: a header whose length leaves the data section
+/// at an offset of 2 (mod 4) puts every f32 tensor off its alignment. Such a file is converted
+/// (not borrowed) and gives the same logits.
+#[test]
+fn misaligned_f32_data_is_converted_and_matches_transformers() {
+    let dir = scratch("qwen2-tied-f32", "misaligned");
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header = bytes[8..8 + n].to_vec();
+    while header.len() % 4 != 2 {
+        header.push(b' ');
+    }
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(&header);
+    file.extend_from_slice(&bytes[8 + n..]);
+    std::fs::write(&path, file).unwrap();
+
+    let device = Default::default();
+    let (_, model) = load_model::<B>(&dir, &device).unwrap();
+    let (ids, t, expected) = reference(&fixture("qwen2-tied-f32"));
+    let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [2, t]), &device);
+    let logits = values(model.forward(tokens, None).logits);
+    assert_close(&logits, &expected, 1e-4, "misaligned f32 logits");
+    let _ = std::fs::remove_dir_all(&dir);
+}

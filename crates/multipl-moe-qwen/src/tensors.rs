@@ -191,8 +191,10 @@ impl TensorStore {
     }
 
     /// The shard and byte range holding `keys` as f32 tensors of `shape`, contiguous and in
-    /// order, when there is one (and the machine reads little-endian floats, as the files store
-    /// them); checks every key's presence and shape.
+    /// order, when there is one: aligned for f32 (safetensors does not require it: a header
+    /// whose length is not a multiple of 4, or an f32 tensor after an odd number of 16-bit
+    /// values, is converted instead) and on a machine that reads little-endian floats, as the
+    /// files store them. Checks every key's presence and shape.
     fn mapped_f32(&self, keys: &[&str], shape: &[usize]) -> Result<Option<(usize, usize, usize)>> {
         let mut range: Option<(usize, usize, usize)> = None;
         let mut contiguous = cfg!(target_endian = "little");
@@ -200,7 +202,8 @@ impl TensorStore {
             let (shard, info) = self.info(key, shape)?;
             let begin = self.shards[shard].data_start + info.data_offsets.0;
             let end = self.shards[shard].data_start + info.data_offsets.1;
-            contiguous &= info.dtype == Dtype::F32;
+            // The mapping starts on a page boundary, so the offset decides alignment.
+            contiguous &= info.dtype == Dtype::F32 && begin % std::mem::align_of::<f32>() == 0;
             range = match range {
                 None => Some((shard, begin, end)),
                 Some((s, b, e)) => {
@@ -247,7 +250,9 @@ impl TensorStore {
             .advise_range(Advice::PopulateRead, begin, end - begin);
         convert(key, &shard.path, info.dtype, &shard.map[begin..end], out)?;
         // The bytes are converted: give their pages back (re-read from the file if asked
-        // again). SAFETY: a read-only shared file mapping loses nothing by dropping pages.
+        // again). The range is widened to whole pages, so up to two pages of a neighbouring
+        // borrowed tensor may go too; they are faulted back in (or mapped again by `finish`).
+        // SAFETY: a read-only shared file mapping loses nothing by dropping pages.
         let _ = unsafe {
             shard
                 .map
@@ -296,10 +301,12 @@ impl TensorStore {
                 keys: unused,
             });
         }
-        let ranges: Vec<(Arc<Mmap>, usize, usize)> = self
+        // Weak: once no tensor holds a mapping (a GPU backend uploaded the weights, or the
+        // model was dropped), there is nothing to map in.
+        let ranges: Vec<(std::sync::Weak<Mmap>, usize, usize)> = self
             .borrowed
             .iter()
-            .map(|&(shard, begin, end)| (Arc::clone(&self.shards[shard].map), begin, end))
+            .map(|&(shard, begin, end)| (Arc::downgrade(&self.shards[shard].map), begin, end))
             .collect();
         if !ranges.is_empty() {
             // A failed spawn only loses the head start.
@@ -307,6 +314,7 @@ impl TensorStore {
                 .name("multipl-moe-populate".into())
                 .spawn(move || {
                     for (map, begin, end) in ranges {
+                        let Some(map) = map.upgrade() else { continue };
                         let _ = map.advise_range(Advice::PopulateRead, begin, end - begin);
                     }
                 });

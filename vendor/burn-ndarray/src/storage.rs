@@ -111,7 +111,9 @@ impl<E: Element> NdArrayStorage<E> {
             return Err((bytes, shape));
         }
 
-        let strides = row_major_strides(&shape);
+        let Some(strides) = row_major_strides(&shape) else {
+            return Err((bytes, shape));
+        };
         Ok(Self::Borrowed {
             bytes,
             shape,
@@ -280,28 +282,33 @@ impl<E: Element> NdArrayStorage<E> {
     }
 }
 
-/// Row-major element strides of `shape`.
-fn row_major_strides(shape: &[usize]) -> Vec<usize> {
-    let mut strides = vec![1; shape.len()];
+/// Row-major element strides of `shape`; `None` when one overflows `usize` (possible only
+/// beside an empty axis, since the bytes hold every element).
+fn row_major_strides(shape: &[usize]) -> Option<Vec<usize>> {
+    let mut strides = vec![1usize; shape.len()];
     for axis in (1..shape.len()).rev() {
-        strides[axis - 1] = strides[axis] * shape[axis];
+        strides[axis - 1] = strides[axis].checked_mul(shape[axis])?;
     }
-    strides
+    Some(strides)
 }
 
 /// Whether every element `shape` and `strides` reach lies among the first `capacity`
-/// elements (an empty view reaches none; an offset overflowing `usize` does not fit).
+/// elements, with every offset representable as `isize` (ndarray's contract for views, empty
+/// ones included).
 fn fits(shape: &[usize], strides: &[usize], capacity: usize) -> bool {
-    if shape.contains(&0) {
-        return true;
-    }
     let last = shape
         .iter()
         .zip(strides)
+        .filter(|&(&len, _)| len > 0)
         .try_fold(0usize, |acc, (&len, &stride)| {
             acc.checked_add((len - 1).checked_mul(stride)?)
         });
-    last.is_some_and(|last| last < capacity)
+    match last {
+        None => false,
+        Some(last) if isize::try_from(last).is_err() => false,
+        Some(_) if shape.contains(&0) => true,
+        Some(last) => last < capacity,
+    }
 }
 
 /// Convert from ArcArray to NdArrayStorage.

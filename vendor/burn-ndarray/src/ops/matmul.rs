@@ -235,8 +235,12 @@ fn batched<E: NdArrayElement>(
     match array.ndim() {
         2 => array.insert_axis(ndarray::Axis(0)).into(),
         3 => array.into(),
-        // A view when row-major, else a row-major copy (as upstream's reshape).
+        // A view when only unit axes go (attention's `[1, h, t, d]` operands, whatever their
+        // strides: fix 6) or when row-major, else a row-major copy (as upstream's reshape).
         _ => {
+            if let Some(view) = crate::tensor::reshape_unit_axes(array.clone(), &shape) {
+                return view.into();
+            }
             let shape = IxDyn(&shape);
             match array.is_standard_layout() {
                 true => array.into_shape_with_order(shape).map(CowArray::from),
