@@ -203,7 +203,8 @@ impl TensorStore {
             let begin = self.shards[shard].data_start + info.data_offsets.0;
             let end = self.shards[shard].data_start + info.data_offsets.1;
             // The mapping starts on a page boundary, so the offset decides alignment.
-            contiguous &= info.dtype == Dtype::F32 && begin % std::mem::align_of::<f32>() == 0;
+            contiguous &=
+                info.dtype == Dtype::F32 && begin.is_multiple_of(std::mem::align_of::<f32>());
             range = match range {
                 None => Some((shard, begin, end)),
                 Some((s, b, e)) => {
