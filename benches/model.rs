@@ -28,9 +28,9 @@ use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
-use burn::tensor::backend::Backend as _;
 use burn::tensor::{Int, Tensor, TensorData};
 use multipl_moe::backend::{Backend, NAME, TrainBackend};
+use multipl_moe::core::rng::seeded;
 use multipl_moe::core::{
     CausalLm, GenerateOptions, MoeConfig, MultiplMoeConfig, QwenConfig, Sampler, SamplingConfig,
 };
@@ -195,11 +195,8 @@ fn train_row(
     torch: bool,
 ) -> (CausalLm<Backend>, Option<TorchComparison>) {
     let vocab = bench.config.model.vocab_size;
-    TrainBackend::seed(device, 1);
     reset_peak();
-    let model = bench
-        .config
-        .init::<TrainBackend>(device)
+    let model = seeded::<TrainBackend, _>(device, 1, || bench.config.init::<TrainBackend>(device))
         .expect("valid config");
     let model = apply_freeze(model, &FreezePolicy::paper());
     let mut lm = LanguageModel::new(model, 0.01);
@@ -334,8 +331,8 @@ fn main() {
         .filter(|b| wanted.split(',').any(|w| w.trim() == b.name))
     {
         let model = if steps == 0 {
-            Backend::seed(&device, 1);
-            bench.config.init::<Backend>(&device).expect("valid config")
+            seeded::<Backend, _>(&device, 1, || bench.config.init::<Backend>(&device))
+                .expect("valid config")
         } else {
             let (model, comparison) = train_row(&bench, &device, steps, torch);
             comparisons.extend(comparison);

@@ -25,8 +25,7 @@ fn tokenizer_path(model: &Path, explicit: Option<&Path>) -> PathBuf {
     explicit.map_or_else(|| model.join("tokenizer.json"), Path::to_path_buf)
 }
 
-/// Loads the tokenizer at [`tokenizer_path`].
-/// The tokenizer file `load` will parse, which must exist.
+/// The tokenizer file at [`tokenizer_path`], which must exist (`load` parses it).
 fn tokenizer_file(model: &Path, explicit: Option<&Path>) -> Result<PathBuf> {
     let path = tokenizer_path(model, explicit);
     if !path.is_file() {

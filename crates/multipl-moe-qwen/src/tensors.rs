@@ -12,8 +12,8 @@
 //! key by key.
 
 use std::collections::{BTreeMap, HashSet};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
-
 use std::sync::Arc;
 
 use burn::tensor::{AllocationProperty, Bytes, DType, TensorData};
@@ -42,6 +42,23 @@ struct Shard {
     /// Byte offset of the data section (8 + header length).
     data_start: usize,
     meta: Metadata,
+}
+
+impl Shard {
+    /// Where the tensor `info` describes lies in the mapped file.
+    fn range(&self, info: &safetensors::tensor::TensorInfo) -> Range<usize> {
+        let (begin, end) = info.data_offsets;
+        self.data_start + begin..self.data_start + end
+    }
+}
+
+/// `shape` with its first axis `n` times as long: `n` tensors of `shape` stacked.
+fn stacked_shape(shape: &[usize], n: usize) -> Vec<usize> {
+    let mut stacked = shape.to_vec();
+    if let Some(rows) = stacked.first_mut() {
+        *rows *= n;
+    }
+    stacked
 }
 
 /// The tensors of a model directory, by key, read lazily from the mapped files, and which
@@ -153,12 +170,8 @@ impl TensorStore {
         for (k, key) in keys.iter().enumerate() {
             self.convert_into(key, shape, &mut data[k * each..(k + 1) * each])?;
         }
-        let mut stacked = shape.to_vec();
-        if let Some(rows) = stacked.first_mut() {
-            *rows *= keys.len();
-        }
         Ok(HostTensor {
-            shape: stacked,
+            shape: stacked_shape(shape, keys.len()),
             data,
         })
     }
@@ -173,16 +186,11 @@ impl TensorStore {
             for key in keys {
                 self.used.insert(key.to_string());
             }
-            let mut stacked = shape.to_vec();
-            if let Some(rows) = stacked.first_mut() {
-                *rows *= keys.len();
-            }
-            let (shard, begin, end) = range;
+            let bytes = self.shards[range.0].shared.slice(range.1..range.2);
             self.borrowed.push(range);
-            let bytes = self.shards[shard].shared.slice(begin..end);
             return Ok(TensorData::from_bytes(
                 Bytes::from_shared(bytes, AllocationProperty::File),
-                stacked,
+                stacked_shape(shape, keys.len()),
                 DType::F32,
             ));
         }
@@ -200,8 +208,7 @@ impl TensorStore {
         let mut contiguous = cfg!(target_endian = "little");
         for key in keys {
             let (shard, info) = self.info(key, shape)?;
-            let begin = self.shards[shard].data_start + info.data_offsets.0;
-            let end = self.shards[shard].data_start + info.data_offsets.1;
+            let Range { start: begin, end } = self.shards[shard].range(info);
             // The mapping starts on a page boundary, so the offset decides alignment.
             contiguous &=
                 info.dtype == Dtype::F32 && begin.is_multiple_of(std::mem::align_of::<f32>());
@@ -242,8 +249,7 @@ impl TensorStore {
     fn convert_into(&mut self, key: &str, shape: &[usize], out: &mut [f32]) -> Result<()> {
         let (shard, info) = self.info(key, shape)?;
         let shard = &self.shards[shard];
-        let (begin, end) = info.data_offsets;
-        let (begin, end) = (shard.data_start + begin, shard.data_start + end);
+        let Range { start: begin, end } = shard.range(info);
         // One syscall maps the tensor's pages in (readahead included) instead of one page
         // fault per 4 KiB page; refused on kernels before 5.14, which is harmless.
         let _ = shard
@@ -268,9 +274,11 @@ impl TensorStore {
         let view = |key: &str| {
             let shard = &self.shards[*self.keys.get(key)?];
             let info = shard.meta.info(key)?;
-            let (begin, end) = info.data_offsets;
-            let bytes = &shard.map[shard.data_start + begin..shard.data_start + end];
-            Some((info.dtype, info.shape.clone(), bytes))
+            Some((
+                info.dtype,
+                info.shape.clone(),
+                &shard.map[shard.range(info)],
+            ))
         };
         matches!((view(a), view(b)), (Some(x), Some(y)) if x == y)
     }

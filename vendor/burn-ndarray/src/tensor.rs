@@ -556,6 +556,20 @@ pub(crate) fn reshape_unit_axes<S: ndarray::RawData>(
     Some(array)
 }
 
+/// multipl-moe patch (fix 8): `view` with the shape `dims` without copying, as `reshape!`
+/// does for owned arrays: a row-major view takes any shape with as many elements, any other
+/// only adds or removes axes of length 1 ([`reshape_unit_axes`]). `None` when the reshape
+/// moves elements.
+pub(crate) fn reshape_view<'a, E>(
+    view: ndarray::ArrayView<'a, E, IxDyn>,
+    dims: &[usize],
+) -> Option<ndarray::ArrayView<'a, E, IxDyn>> {
+    match view.is_standard_layout() {
+        true => view.into_shape_with_order(IxDyn(dims)).ok(),
+        false => reshape_unit_axes(view, dims),
+    }
+}
+
 /// Reshapes an array into a tensor.
 #[macro_export(local_inner_macros)]
 macro_rules! reshape {

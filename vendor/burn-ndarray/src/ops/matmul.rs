@@ -235,23 +235,18 @@ fn batched<E: NdArrayElement>(
     match array.ndim() {
         2 => array.insert_axis(ndarray::Axis(0)).into(),
         3 => array.into(),
-        // A view when only unit axes go (attention's `[1, h, t, d]` operands, whatever their
-        // strides: fix 6) or when row-major, else a row-major copy (as upstream's reshape).
-        _ => {
-            if let Some(view) = crate::tensor::reshape_unit_axes(array.clone(), &shape) {
-                return view.into();
-            }
-            let shape = IxDyn(&shape);
-            match array.is_standard_layout() {
-                true => array.into_shape_with_order(shape).map(CowArray::from),
-                false => array
-                    .as_standard_layout()
-                    .into_owned()
-                    .into_shape_with_order(shape)
-                    .map(CowArray::from),
-            }
-            .expect("as many elements as the operand")
-        }
+        // A view when row-major or when only unit axes go (attention's `[1, h, t, d]`
+        // operands, whatever their strides: fix 6), else a row-major copy (as upstream's
+        // reshape).
+        _ => match crate::tensor::reshape_view(array.clone(), &shape) {
+            Some(view) => view.into(),
+            None => array
+                .as_standard_layout()
+                .into_owned()
+                .into_shape_with_order(IxDyn(&shape))
+                .expect("as many elements as the operand")
+                .into(),
+        },
     }
 }
 

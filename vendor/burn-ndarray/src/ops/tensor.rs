@@ -25,10 +25,9 @@ use crate::{execute_with_float_dtype, ops::grid_sample::grid_sample_2d};
 // Workspace crates
 use crate::rand::get_seeded_rng;
 use crate::storage::NdArrayStorage;
-use crate::tensor::reshape_unit_axes;
+use crate::tensor::reshape_view;
 use burn_backend::{Distribution, FloatDType, Scalar};
 use burn_backend::{ElementConversion, Shape, TensorData, ops::FloatTensorOps};
-use ndarray::IxDyn;
 
 #[cfg(not(feature = "std"))]
 #[allow(unused_imports)]
@@ -237,10 +236,7 @@ where
     }
 
     fn float_reshape(tensor: FloatTensor<Self>, shape: Shape) -> FloatTensor<Self> {
-        let tensor = match relayout_borrowed!(tensor, |view| match view.is_standard_layout() {
-            true => view.into_shape_with_order(IxDyn(&shape)).ok(),
-            false => reshape_unit_axes(view, &shape),
-        }) {
+        let tensor = match relayout_borrowed!(tensor, |view| reshape_view(view, &shape)) {
             Ok(borrowed) => return borrowed,
             Err(tensor) => tensor,
         };
