@@ -22,6 +22,18 @@ pub fn vec_mat(x: &[f32], w: &Mat) -> Vec<f32> {
 
 /// SwiGLU expert with weights `gate_up: [d][2f]` (gate then up), `down: [f][d]`.
 pub fn swiglu(x: &[f32], gate_up: &[f32], down: &[f32], d: usize, f: usize) -> Vec<f32> {
+    vec_mat(
+        &swiglu_hidden(x, gate_up, d, f),
+        &Mat {
+            data: down,
+            rows: f,
+            cols: d,
+        },
+    )
+}
+
+/// The SwiGLU hidden activation `silu(x·W_gate) ⊙ (x·W_up)`, `[f]`.
+pub fn swiglu_hidden(x: &[f32], gate_up: &[f32], d: usize, f: usize) -> Vec<f32> {
     let h = vec_mat(
         x,
         &Mat {
@@ -30,20 +42,12 @@ pub fn swiglu(x: &[f32], gate_up: &[f32], down: &[f32], d: usize, f: usize) -> V
             cols: 2 * f,
         },
     );
-    let act: Vec<f32> = (0..f)
+    (0..f)
         .map(|j| {
             let g = h[j] as f64;
             (g / (1.0 + (-g).exp()) * h[f + j] as f64) as f32
         })
-        .collect();
-    vec_mat(
-        &act,
-        &Mat {
-            data: down,
-            rows: f,
-            cols: d,
-        },
-    )
+        .collect()
 }
 
 /// Softmax of a row.

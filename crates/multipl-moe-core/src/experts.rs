@@ -146,14 +146,45 @@ impl<B: Backend> ExpertBank<B> {
             return self.experts[e].forward(x);
         }
         let sorted = x.select(0, index(&plan.order));
+        self.forward_blocks(sorted, &groups)
+            .select(0, index(&plan.position))
+    }
+
+    /// `Σ_j w[n, j] · FFN_{e[n, j]}(x_n)` for rows `x: [N, d]`, experts `e: [N, k]` (values in
+    /// `0..E`) and weights `w: [N, k]`; returns `[N, d]`. Each row goes to its `k` experts
+    /// through [`Self::forward_grouped`].
+    pub fn forward_mixture(
+        &self,
+        x: Tensor<B, 2>,
+        experts: Tensor<B, 2, Int>,
+        weights: Tensor<B, 2>,
+    ) -> Tensor<B, 2> {
+        let [n, d] = x.dims();
+        let k = experts.dims()[1];
+        if k == 1 {
+            // No copy of the rows and no sum over a single pick.
+            return self.forward_grouped(x, experts.reshape([n])).mul(weights);
+        }
+        let rows = x.reshape([n, 1, d]).expand([n, k, d]).reshape([n * k, d]);
+        self.forward_grouped(rows, experts.reshape([n * k]))
+            .reshape([n, k, d])
+            .mul(weights.reshape([n, k, 1]))
+            .sum_dim(1)
+            .reshape([n, d])
+    }
+
+    /// Rows already in blocks: `groups` lists `(expert, rows)` in the order of the blocks of
+    /// `x: [Σ rows, d]`; each expert runs once on its block. Returns `[Σ rows, d]`, in `x`'s
+    /// order.
+    pub fn forward_blocks(&self, x: Tensor<B, 2>, groups: &[(usize, usize)]) -> Tensor<B, 2> {
         let sizes = groups.iter().map(|(_, n)| *n).collect();
-        let outputs = sorted
+        let outputs = x
             .split_with_sizes(sizes, 0)
             .into_iter()
-            .zip(&groups)
+            .zip(groups)
             .map(|(rows, (e, _))| self.experts[*e].forward(rows))
             .collect();
-        Tensor::cat(outputs, 0).select(0, index(&plan.position))
+        Tensor::cat(outputs, 0)
     }
 }
 

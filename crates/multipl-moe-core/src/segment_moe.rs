@@ -140,6 +140,16 @@ fn pad_tokens<B: Backend>(u: Tensor<B, 3>, pad: usize, value: f32) -> Tensor<B, 
     Tensor::cat(vec![u, fill], 1)
 }
 
+/// The first `t` tokens of `y: [B, T', d]`, undoing [`pad_tokens`]. Without padding this is
+/// `y` itself (a full-length `narrow` would still cost a zero-filled copy in backward).
+fn unpad_tokens<B: Backend>(y: Tensor<B, 3>, t: usize) -> Tensor<B, 3> {
+    if y.dims()[1] == t {
+        y
+    } else {
+        y.narrow(1, 0, t)
+    }
+}
+
 impl<B: Backend> SegmentMoe<B> {
     /// `γ` for this layer.
     pub fn gamma(&self) -> f64 {
@@ -180,18 +190,33 @@ impl<B: Backend> SegmentMoe<B> {
         let r = segment_capacity(v, self.capacity_factor, n_s);
         let choice = expert_choice(probs.clone(), r, self.max_experts_per_segment);
 
-        let segments = pad_tokens(u, p * a - t, 0.0).reshape([v, a, d]);
+        // Expert e runs once on all tokens of its r segments: one gather of the chosen
+        // segments' rows, expert-major ([N_s, r, a] rows), one block per expert, and one
+        // scatter-add back (a segment taken by several experts sums their outputs).
+        let device = u.device();
+        let tokens = pad_tokens(u, p * a - t, 0.0).reshape([v * a, d]);
+        let offsets = Tensor::<B, 1, Int>::arange(0..a as i64, &device).reshape([1, 1, a]);
+        let rows = choice
+            .segments
+            .clone()
+            .mul_scalar(a as i64)
+            .reshape([n_s, r, 1])
+            .add(offsets)
+            .reshape([n_s * r * a]);
+        let blocks: Vec<(usize, usize)> = (0..n_s).map(|e| (e, r * a)).collect();
         let scale = choice.weights.clone().mul_scalar(self.gamma());
-        let mut y = Tensor::<B, 3>::zeros([v, a, d], &segments.device());
-        for (e, expert) in self.experts.experts.iter().enumerate() {
-            // Expert e runs once on all tokens of its r segments; the indices are distinct
-            // within one expert, so the scatter-add is well defined.
-            let idx = choice.segments.clone().narrow(0, e, 1).reshape([r]);
-            let rows = segments.clone().select(0, idx.clone()).reshape([r * a, d]);
-            let gate = scale.clone().narrow(0, e, 1).reshape([r, 1, 1]);
-            let out = expert.forward(rows).reshape([r, a, d]).mul(gate);
-            y = y.select_assign(0, idx, out, IndexingUpdateOp::Add);
-        }
+        let out = self
+            .experts
+            .forward_blocks(tokens.select(0, rows.clone()), &blocks)
+            .reshape([n_s, r, a, d])
+            .mul(scale.reshape([n_s, r, 1, 1]))
+            .reshape([n_s * r * a, d]);
+        let y = Tensor::<B, 2>::zeros([v * a, d], &device).select_assign(
+            0,
+            rows,
+            out,
+            IndexingUpdateOp::Add,
+        );
         let gates = Tensor::<B, 2>::zeros([n_s, v], &probs.device())
             .scatter(
                 1,
@@ -200,7 +225,7 @@ impl<B: Backend> SegmentMoe<B> {
                 IndexingUpdateOp::Add,
             )
             .transpose();
-        let y = y.reshape([b, p * a, d]).narrow(1, 0, t);
+        let y = unpad_tokens(y.reshape([b, p * a, d]), t);
         let routing = SegmentRoutingOutput {
             probs,
             gates,
@@ -235,8 +260,8 @@ impl<B: Backend> SegmentMoe<B> {
             .reshape([v * a, k]);
         let y = self
             .mix_experts(rows, token_experts, token_weights)
-            .reshape([b, p * a, d])
-            .narrow(1, 0, t);
+            .reshape([b, p * a, d]);
+        let y = unpad_tokens(y, t);
         let gates = Tensor::<B, 2>::zeros([v, n_s], &probs.device()).scatter(
             1,
             experts.clone(),
@@ -275,15 +300,8 @@ impl<B: Backend> SegmentMoe<B> {
         experts: Tensor<B, 2, Int>,
         weights: Tensor<B, 2>,
     ) -> Tensor<B, 2> {
-        let [n, d] = x.dims();
-        let k = experts.dims()[1];
-        let rows = x.reshape([n, 1, d]).expand([n, k, d]).reshape([n * k, d]);
         self.experts
-            .forward_grouped(rows, experts.reshape([n * k]))
-            .reshape([n, k, d])
-            .mul(weights.mul_scalar(self.gamma()).reshape([n, k, 1]))
-            .sum_dim(1)
-            .reshape([n, d])
+            .forward_mixture(x, experts, weights.mul_scalar(self.gamma()))
     }
 
     /// `y_seg` at inference for the new tokens `u: [B, t, d]` that follow `history: [B, S, d]`

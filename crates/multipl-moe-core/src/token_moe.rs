@@ -70,27 +70,17 @@ pub fn router_init<B: Backend>(d: usize, n: usize, std: f64, device: &B::Device)
 impl<B: Backend> TokenMoe<B> {
     /// Routes and mixes `u: [N, d]`; returns `h_tok: [N, d]` and the routing decisions.
     pub fn forward(&self, u: Tensor<B, 2>) -> (Tensor<B, 2>, TokenRouting<B>) {
-        let [n, d] = u.dims();
+        let n = u.dims()[0];
         let routing = token_gates(
             self.router.forward(u.clone()),
             self.shared_index,
             self.top_k,
         );
-        let picks = self.top_k - 1;
-        let bank =
-            routed_bank_index(routing.experts.clone(), self.shared_index).reshape([n * picks]);
-        let rows = u
-            .clone()
-            .unsqueeze_dim::<3>(1)
-            .expand([n, picks, d])
-            .reshape([n * picks, d]);
+        let bank = routed_bank_index(routing.experts.clone(), self.shared_index)
+            .reshape([n, self.top_k - 1]);
         let routed = self
             .experts
-            .forward_grouped(rows, bank)
-            .reshape([n, picks, d])
-            .mul(routing.gates.clone().unsqueeze_dim(2))
-            .sum_dim(1)
-            .reshape([n, d]);
+            .forward_mixture(u.clone(), bank, routing.gates.clone());
         let shared = self
             .shared_expert
             .forward(u)
