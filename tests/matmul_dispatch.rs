@@ -8,7 +8,8 @@ mod common;
 use burn::backend::NdArray;
 use burn::tensor::Tensor;
 use burn_ndarray::{
-    GEMM_BELOW, MATRIXMULTIPLY_MAX_THREADS, MatmulKernel, MatmulProduct, matmul_kernel,
+    GEMM_BELOW, MATRIXMULTIPLY_MAX_THREADS, MatmulKernel, MatmulProduct, avx512_on_256_bit_units,
+    matmul_kernel,
 };
 use common::{randn, tensor, values};
 
@@ -21,6 +22,7 @@ fn product(m: usize, k: usize, n: usize) -> MatmulProduct {
         beta_zero: true,
         parallel: true,
         rayon_threads: 2,
+        avx512_on_256_bit_units: false,
     }
 }
 
@@ -70,11 +72,46 @@ fn each_shape_class_goes_to_the_documented_kernel() {
             },
             GeneralMatMul,
         ),
+        (
+            "wide, AVX-512 on 256-bit units",
+            MatmulProduct {
+                avx512_on_256_bit_units: true,
+                ..wide
+            },
+            Gemm,
+        ),
+        (
+            "integer, AVX-512 on 256-bit units",
+            MatmulProduct {
+                float: false,
+                avx512_on_256_bit_units: true,
+                ..wide
+            },
+            GeneralMatMul,
+        ),
         ("empty", product(0, 64, 64), GeneralMatMul),
     ];
     for (name, p, want) in cases {
         assert_eq!(matmul_kernel(p), want, "{name}: {p:?}");
     }
+}
+
+/// The CPU check agrees with /proc/cpuinfo: AMD family 25 (19h) with AVX-512F.
+#[test]
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn avx512_on_256_bit_units_matches_proc_cpuinfo() {
+    let info = std::fs::read_to_string("/proc/cpuinfo").expect("/proc/cpuinfo");
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().map(str::trim) == Some(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let zen4 = field("vendor_id") == "AuthenticAMD"
+        && field("cpu family") == "25"
+        && field("flags").split(' ').any(|f| f == "avx512f");
+    assert_eq!(avx512_on_256_bit_units(), zen4, "{}", field("model name"));
 }
 
 /// `[b, m, k] · [k, n]` in plain f64 loops.

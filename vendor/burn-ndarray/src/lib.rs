@@ -28,7 +28,8 @@ pub use tensor::*;
 /// The matmul kernel dispatch (multipl-moe patch, vendor/README.md fix 4), for its tests.
 #[doc(hidden)]
 pub use ops::matmul::{
-    GEMM_BELOW, MATRIXMULTIPLY_MAX_THREADS, MatmulKernel, MatmulProduct, matmul_kernel,
+    GEMM_BELOW, MATRIXMULTIPLY_MAX_THREADS, MatmulKernel, MatmulProduct, avx512_on_256_bit_units,
+    matmul_kernel,
 };
 
 extern crate alloc;

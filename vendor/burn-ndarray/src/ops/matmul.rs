@@ -103,6 +103,41 @@ pub struct MatmulProduct {
     pub parallel: bool,
     /// rayon's thread count.
     pub rayon_threads: usize,
+    /// The CPU runs AVX-512 on 256-bit units ([`avx512_on_256_bit_units`]).
+    pub avx512_on_256_bit_units: bool,
+}
+
+/// Whether this CPU executes AVX-512 instructions on 256-bit units: AMD family 19h (Zen 4)
+/// with AVX-512F. There matrixmultiply's AVX-512 kernel reaches 0.7–0.8× the throughput of
+/// gemm's 256-bit FMA kernels on products of a few hundred rows (one MoE expert's share of a
+/// batch) and about the same on thousands of rows, while on CPUs with full-width AVX-512 units
+/// matrixmultiply is the faster one (`cargo bench --bench matmul`, BENCHMARKS.md). The answer
+/// is read once (CPUID) and is the same for every product of a process, so results do not
+/// depend on timing.
+pub fn avx512_on_256_bit_units() -> bool {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    {
+        static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *ANSWER.get_or_init(|| {
+            use core::arch::x86_64::__cpuid;
+            // CPUID exists on every x86_64 CPU; leaves 0 and 1 are always valid.
+            let (vendor, signature) = (__cpuid(0), __cpuid(1).eax);
+            // "AuthenticAMD" in EBX, EDX, ECX.
+            let amd =
+                (vendor.ebx, vendor.edx, vendor.ecx) == (0x6874_7541, 0x6974_6e65, 0x444d_4163);
+            let base_family = (signature >> 8) & 0xf;
+            let family = if base_family == 0xf {
+                base_family + ((signature >> 20) & 0xff)
+            } else {
+                base_family
+            };
+            amd && family == 0x19 && std::arch::is_x86_feature_detected!("avx512f")
+        })
+    }
+    #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+    {
+        false
+    }
 }
 
 /// Products with fewer rows or columns than this go to `gemm`.
@@ -113,8 +148,8 @@ pub const MATRIXMULTIPLY_MAX_THREADS: usize = 4;
 
 /// The dispatch rule of [`mat_mul_into`]: with the `gemm` feature and no BLAS, non-empty f32/f64
 /// products that overwrite `out` go to `gemm` when thin (`min(m, n) < GEMM_BELOW`), inside a
-/// parallel batch loop, or when rayon has more threads than matrixmultiply can use; everything
-/// else to `general_mat_mul`.
+/// parallel batch loop, when rayon has more threads than matrixmultiply can use, or on a CPU
+/// with AVX-512 on 256-bit units; everything else to `general_mat_mul`.
 #[doc(hidden)]
 pub fn matmul_kernel(p: MatmulProduct) -> MatmulKernel {
     let gemm_built = cfg!(all(
@@ -130,8 +165,8 @@ pub fn matmul_kernel(p: MatmulProduct) -> MatmulKernel {
     let matrixmultiply_threads_enough =
         p.parallel && p.rayon_threads <= MATRIXMULTIPLY_MAX_THREADS;
     let non_empty = p.m > 0 && p.n > 0 && p.k > 0;
-    if gemm_built && p.float && p.beta_zero && non_empty && (thin || !matrixmultiply_threads_enough)
-    {
+    let gemm_faster = thin || !matrixmultiply_threads_enough || p.avx512_on_256_bit_units;
+    if gemm_built && p.float && p.beta_zero && non_empty && gemm_faster {
         MatmulKernel::Gemm
     } else {
         MatmulKernel::GeneralMatMul
@@ -143,7 +178,8 @@ pub fn matmul_kernel(p: MatmulProduct) -> MatmulKernel {
 /// multipl-moe patch (vendor/README.md): without a BLAS feature, thin f32/f64 products (fewer
 /// than `GEMM_BELOW` rows or columns: decoding, the tied LM head), products inside a parallel
 /// batch loop, and every product on machines with more rayon threads than matrixmultiply can
-/// use (`MATRIXMULTIPLY_MAX_THREADS`) go to the `gemm` crate, which reads any strides and
+/// use (`MATRIXMULTIPLY_MAX_THREADS`) or with AVX-512 on 256-bit units
+/// ([`avx512_on_256_bit_units`]) go to the `gemm` crate, which reads any strides and
 /// threads through rayon; the rest keep upstream's `general_mat_mul` (matrixmultiply, threaded
 /// by its `threading` feature), which is faster there on the machines measured
 /// (`cargo bench --bench matmul`). Other element types, empty products and BLAS builds use
@@ -179,6 +215,7 @@ unsafe fn mat_mul_into<E: NdArrayElement>(
             beta_zero: beta == 0.0.elem::<E>(),
             parallel,
             rayon_threads: rayon::current_num_threads(),
+            avx512_on_256_bit_units: avx512_on_256_bit_units(),
         };
         if matmul_kernel(product) == MatmulKernel::Gemm {
             // gemm decides itself whether the product is large enough for threads.
