@@ -54,7 +54,7 @@ const SHAPES: &[Shape] = &[
     },
     Shape {
         name: "layer bench, segment expert gate/up",
-        m: 256,
+        m: 320,
         k: 1024,
         n: 5632,
     },

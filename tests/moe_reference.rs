@@ -247,26 +247,31 @@ fn segment_routing_matches_reference() {
 #[test]
 fn segment_moe_matches_reference_including_batch_and_partial_window() {
     let device = Default::default();
-    let (b, t) = (3, 10);
-    for (i, cfg) in segment_configs().into_iter().enumerate() {
-        let layer = segment_layer(cfg);
-        let u = randn(b * t * D, 200 + i as u64, 1.0);
-        let (y, _) = layer.forward(tensor::<B, 3>(u.clone(), [b, t, D], &device));
-        let expected = r::segment_moe(&u, b, t, &segment_weights(&layer));
-        assert_close(
-            &values(y),
-            &expected,
-            TOL,
-            &format!("segment moe config {i}"),
-        );
+    let b = 3;
+    // T = 10: the last window is partial (padded); T = 12: whole windows of 3 and 4.
+    for t in [10, 12] {
+        for (i, cfg) in segment_configs().into_iter().enumerate() {
+            let layer = segment_layer(cfg);
+            let u = randn(b * t * D, 200 + i as u64, 1.0);
+            let (y, _) = layer.forward(tensor::<B, 3>(u.clone(), [b, t, D], &device));
+            let expected = r::segment_moe(&u, b, t, &segment_weights(&layer));
+            assert_close(
+                &values(y),
+                &expected,
+                TOL,
+                &format!("segment moe config {i}, T = {t}"),
+            );
+        }
     }
 }
 
 /// Gradients of `Σ C ⊙ y` (paper mode) with respect to every expert's down projection,
 /// against plain loops over the reference routing: `Σ_{segments s of e} Σ_{tokens of s}
-/// γ·D[e,s]·act ⊗ C`. Configs where a segment is taken by several experts (capacity 2.5 with
-/// a cap of 2; every expert takes every segment) check the scatter-add back to the tokens and
-/// the gather of each expert's rows.
+/// γ·D[e,s]·act ⊗ C`; and with respect to the input `u` (through the experts, the gates and
+/// the pooled router input) against central differences of the plain-loop reference. Configs
+/// where a segment is taken by several experts (capacity 2.5 with a cap of 2; every expert
+/// takes every segment) check the scatter-add back to the tokens and the gather of each
+/// expert's rows, whose backward sums several experts' contributions into one token.
 #[test]
 fn segment_moe_expert_gradients_match_plain_loops() {
     use burn::module::AutodiffModule;
@@ -279,12 +284,32 @@ fn segment_moe_expert_gradients_match_plain_loops() {
             .init::<AD>(&device);
         let w = segment_weights(&layer.valid());
         let u = randn(b * t * D, 400 + i as u64, 1.0);
-        let c = randn(b * t * D, 500 + i as u64, 100.0); // gradients of order 0.1
-        let (y, _) = layer.forward(tensor::<AD, 3>(u.clone(), [b, t, D], &device));
+        let c = randn(b * t * D, 500 + i as u64, 100.0); // gradients of order 0.01 to 1
+        let ut = tensor::<AD, 3>(u.clone(), [b, t, D], &device).require_grad();
+        let (y, _) = layer.forward(ut.clone());
         let grads = y
             .mul(tensor::<AD, 3>(c.clone(), [b, t, D], &device))
             .sum()
             .backward();
+
+        let loss = |u: &[f32]| -> f64 {
+            let y = r::segment_moe(u, b, t, &w);
+            y.iter().zip(&c).map(|(y, c)| *y as f64 * *c as f64).sum()
+        };
+        let got_u = values(ut.grad(&grads).expect("u gets a gradient"));
+        let h = 1e-2f32;
+        for k in (0..b * t * D).step_by(3) {
+            let (mut up, mut down) = (u.clone(), u.clone());
+            up[k] += h;
+            down[k] -= h;
+            let want = (loss(&up) - loss(&down)) / (2.0 * h as f64);
+            let err = (got_u[k] as f64 - want).abs() / want.abs().max(1.0);
+            assert!(
+                err < 2e-3,
+                "config {i} d/du[{k}]: got {}, central difference {want}",
+                got_u[k]
+            );
+        }
 
         let (_, chosen, scores, _) = r::segment_route(&u, b, t, &w);
         let (a, p) = (w.window, t.div_ceil(w.window));
@@ -303,10 +328,8 @@ fn segment_moe_expert_gradients_match_plain_loops() {
                 }
             }
             let want: Vec<f32> = want.into_iter().map(|v| v as f32).collect();
-            let got = match expert.down.grad(&grads) {
-                Some(g) => values(g),
-                None => vec![0.0; F * D], // an expert that took no weight
-            };
+            // r ≥ 1: every expert runs on at least one segment.
+            let got = values(expert.down.grad(&grads).expect("down gradient"));
             assert_close(&got, &want, TOL, &format!("config {i} expert {e} d/ddown"));
         }
     }

@@ -191,29 +191,24 @@ impl<B: Backend> SegmentMoe<B> {
         let choice = expert_choice(probs.clone(), r, self.max_experts_per_segment);
 
         // Expert e runs once on all tokens of its r segments: one gather of the chosen
-        // segments' rows, expert-major ([N_s, r, a] rows), one block per expert, and one
-        // scatter-add back (a segment taken by several experts sums their outputs).
-        let device = u.device();
-        let tokens = pad_tokens(u, p * a - t, 0.0).reshape([v * a, d]);
-        let offsets = Tensor::<B, 1, Int>::arange(0..a as i64, &device).reshape([1, 1, a]);
-        let rows = choice
-            .segments
-            .clone()
-            .mul_scalar(a as i64)
-            .reshape([n_s, r, 1])
-            .add(offsets)
-            .reshape([n_s * r * a]);
+        // segments (rows of `[V, a·d]`), expert-major, one block of r·a tokens per expert, and
+        // one scatter-add back (a segment taken by several experts sums their outputs).
+        // Segments, not tokens, are the gathered rows: on GPU backends `select_assign` runs a
+        // thread per element of a row and loops over the indices.
+        let tokens = pad_tokens(u, p * a - t, 0.0).reshape([v, a * d]);
+        let chosen = choice.segments.clone().reshape([n_s * r]);
         let blocks: Vec<(usize, usize)> = (0..n_s).map(|e| (e, r * a)).collect();
+        let rows = tokens.select(0, chosen.clone()).reshape([n_s * r * a, d]);
         let scale = choice.weights.clone().mul_scalar(self.gamma());
         let out = self
             .experts
-            .forward_blocks(tokens.select(0, rows.clone()), &blocks)
-            .reshape([n_s, r, a, d])
-            .mul(scale.reshape([n_s, r, 1, 1]))
-            .reshape([n_s * r * a, d]);
-        let y = Tensor::<B, 2>::zeros([v * a, d], &device).select_assign(
+            .forward_blocks(rows, &blocks)
+            .reshape([n_s, r, a * d])
+            .mul(scale.reshape([n_s, r, 1]))
+            .reshape([n_s * r, a * d]);
+        let y = Tensor::<B, 2>::zeros([v, a * d], &out.device()).select_assign(
             0,
-            rows,
+            chosen,
             out,
             IndexingUpdateOp::Add,
         );

@@ -113,7 +113,8 @@ pub struct MatmulProduct {
 /// batch) and about the same on thousands of rows, while on CPUs with full-width AVX-512 units
 /// matrixmultiply is the faster one (`cargo bench --bench matmul`, BENCHMARKS.md). The answer
 /// is read once (CPUID) and is the same for every product of a process, so results do not
-/// depend on timing.
+/// depend on timing. Only family 19h is recognised: other CPUs whose AVX-512 units are 256 bits
+/// wide (AMD's Zen 5 mobile parts, family 1Ah) were not measured and keep the default.
 pub fn avx512_on_256_bit_units() -> bool {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     {
