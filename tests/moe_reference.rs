@@ -298,7 +298,7 @@ fn segment_moe_expert_gradients_match_plain_loops() {
         };
         let got_u = values(ut.grad(&grads).expect("u gets a gradient"));
         let h = 1e-2f32;
-        let (_, base, _, _) = r::segment_route(&u, b, t, &w);
+        let (_, chosen, scores, _) = r::segment_route(&u, b, t, &w);
         let mut checked = 0;
         for k in (0..b * t * D).step_by(3) {
             let (mut up, mut down) = (u.clone(), u.clone());
@@ -306,7 +306,7 @@ fn segment_moe_expert_gradients_match_plain_loops() {
             down[k] -= h;
             // The derivative exists where the routing is locally constant: skip a coordinate
             // whose ±h step changes which segments an expert takes.
-            let same = |x: &[f32]| r::segment_route(x, b, t, &w).1 == base;
+            let same = |x: &[f32]| r::segment_route(x, b, t, &w).1 == chosen;
             if !(same(&up) && same(&down)) {
                 continue;
             }
@@ -324,7 +324,6 @@ fn segment_moe_expert_gradients_match_plain_loops() {
             "config {i}: only {checked} coordinates checked"
         );
 
-        let (_, chosen, scores, _) = r::segment_route(&u, b, t, &w);
         let (a, p) = (w.window, t.div_ceil(w.window));
         for (e, expert) in layer.experts.experts.iter().enumerate() {
             let mut want = vec![0f64; F * D];

@@ -108,9 +108,9 @@ pub struct MatmulProduct {
 }
 
 /// Whether this CPU executes AVX-512 instructions on 256-bit units: AMD family 19h (Zen 4)
-/// with AVX-512F. There matrixmultiply's AVX-512 kernel reaches 0.7–0.8× the throughput of
-/// gemm's 256-bit FMA kernels on products of a few hundred rows (one MoE expert's share of a
-/// batch) and about the same on thousands of rows, while on CPUs with full-width AVX-512 units
+/// with AVX-512F. There matrixmultiply's AVX-512 kernel reaches 0.6–0.9× the throughput of
+/// gemm's 256-bit FMA kernels on products of 128–410 rows (one MoE expert's share of a batch)
+/// and about 0.9× on thousands of rows, while on CPUs with full-width AVX-512 units
 /// matrixmultiply is the faster one (`cargo bench --bench matmul`, BENCHMARKS.md). The answer
 /// is read once (CPUID) and is the same for every product of a process, so results do not
 /// depend on timing. Only family 19h is recognised: other CPUs whose AVX-512 units are 256 bits
