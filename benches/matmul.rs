@@ -6,7 +6,10 @@
 //! Run: `cargo bench --bench matmul`. matrixmultiply's thread count comes from
 //! `MATMUL_NUM_THREADS` (default: physical cores, at most 4); gemm uses rayon's pool
 //! (`RAYON_NUM_THREADS`, default: all cores). With `--features openblas` the burn column is
-//! OpenBLAS. All three outputs are compared before anything is timed.
+//! OpenBLAS. All three outputs are compared before anything is timed. The run starts with the
+//! CPU's f32 FMA peak on rayon's thread count (`fma_peak`), the ceiling for the GFLOP/s column.
+
+mod fma_peak;
 
 use std::time::Instant;
 
@@ -184,6 +187,16 @@ fn main() {
         threads("MATMUL_NUM_THREADS", "unset (physical cores, at most 4)"),
         threads("RAYON_NUM_THREADS", &format!("unset ({cores} cores)")),
     );
+    let rayon_threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(cores);
+    match fma_peak::f32_fma_peak(rayon_threads) {
+        Some((peak, how)) => {
+            println!("CPU f32 FMA peak on {rayon_threads} threads: {peak:.1} GFLOP/s ({how})")
+        }
+        None => println!("(no FMA peak measured on this CPU)"),
+    }
     println!(
         "| product | m × k × n | matrixmultiply µs | gemm µs | {ours} µs | GFLOP/s | vs the faster |"
     );

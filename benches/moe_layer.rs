@@ -11,8 +11,13 @@
 //! checks that it computes the same output and times the same layer with as many threads as
 //! ours, and `MOE_BENCH_TORCH_ROUNDS` (default 3) rounds alternate our timing and torch's, so
 //! that both see the same machine load; the ratio is reported per round and overall.
+//!
+//! The run also measures the CPU's f32 FMA peak on as many threads (`fma_peak`) and prints the
+//! expert products' GFLOP/s against it: the time the layer's matmuls alone would take at that
+//! peak is the floor no CPU implementation of this layer goes below.
 
 mod common;
+mod fma_peak;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -23,6 +28,7 @@ use multipl_moe::backend::{NAME, TrainBackend};
 use multipl_moe::core::experts::ExpertBank;
 use multipl_moe::core::ffn::SwiGluConfig;
 use multipl_moe::core::hybrid::{HybridMoe, HybridMoeConfig};
+use multipl_moe::core::routing::segment_capacity;
 use multipl_moe::core::{MoeConfig, Pooling};
 use multipl_moe::qwen::SaveDtype;
 use multipl_moe::qwen::export::host;
@@ -150,6 +156,50 @@ fn dump(layer: &HybridMoe<A>, u: &Tensor<A, 3>, path: &std::path::Path) {
     }
 }
 
+/// FLOP of forward + backward of SwiGLU experts on `rows` rows in all: per row, the
+/// forward's `[d] · [d, 2f]` and `[f] · [f, d]` products (2 FLOP per multiply-add), and the
+/// backward's two products of the same size for each (input and weight gradients).
+fn expert_flop(rows: usize, d: usize, ff: usize) -> f64 {
+    3.0 * 2.0 * (rows * 3 * d * ff) as f64
+}
+
+/// Rows the hybrid layer's experts run on: the shared expert on every token, `K − 1` routed
+/// picks per token, and `N_s · r` segments of `a` tokens at the segment level (SPEC §3).
+fn hybrid_rows(moe: &MoeConfig, (b, t): (usize, usize)) -> usize {
+    let n = b * t;
+    let a = moe.segment.window;
+    let n_s = moe.segment.num_experts;
+    let r = segment_capacity(b * t.div_ceil(a), moe.segment.capacity_factor, n_s);
+    n * moe.token.top_k + n_s * r * a
+}
+
+/// The products' throughput against the CPU's FMA peak: `(label, rows, seconds)` each.
+/// Returns the hybrid's floor: its expert products' seconds at the peak.
+fn print_against_peak(rows: &[(&str, usize, f64)], d: usize, ff: usize) -> Option<f64> {
+    let threads = common::threads();
+    let Some((peak, how)) = fma_peak::f32_fma_peak(threads) else {
+        println!("\n(no FMA peak measured on this CPU)");
+        return None;
+    };
+    println!(
+        "\nCPU f32 FMA peak on {threads} threads: {peak:.1} GFLOP/s ({how}); expert products only (routers, gathers and element-wise ops not counted)"
+    );
+    println!("| what | active rows | GFLOP | GFLOP/s | of peak | seconds at peak |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let mut floor = None;
+    for &(what, n, seconds) in rows {
+        let gflop = expert_flop(n, d, ff) / 1e9;
+        let at_peak = gflop / peak;
+        floor = Some(at_peak);
+        println!(
+            "| {what} | {n} | {gflop:.1} | {:.1} | {:.0} % | {at_peak:.3} |",
+            gflop / seconds,
+            100.0 * gflop / seconds / peak
+        );
+    }
+    floor
+}
+
 /// Median seconds of each measured step.
 struct Timings {
     dense_s: f64,
@@ -267,8 +317,16 @@ fn main() {
         naive_tok,
     };
     timings.print(d, ff, (b, t), dense_rows, iters);
+    let floor = print_against_peak(
+        &[
+            ("dense reference", dense_rows, dense_s),
+            ("hybrid MoE layer", hybrid_rows(&moe, (b, t)), hybrid_s),
+        ],
+        d,
+        ff,
+    );
     match (with_torch, &dump_path) {
-        (true, Some(path)) => compare_with_torch(path, iters, &hybrid_step),
+        (true, Some(path)) => compare_with_torch(path, iters, &hybrid_step, floor),
         _ => println!(
             "\n(PyTorch comparison skipped: python3 cannot import torch, or MOE_BENCH_TORCH=0)"
         ),
@@ -276,7 +334,9 @@ fn main() {
 }
 
 /// Rounds of (our hybrid layer, torch's) fwd + bwd timings, alternating.
-fn compare_with_torch(path: &str, iters: usize, hybrid_step: &dyn Fn()) {
+/// `floor`: the hybrid's expert products' seconds at the CPU's FMA peak, printed as a
+/// ratio to torch's time as well.
+fn compare_with_torch(path: &str, iters: usize, hybrid_step: &dyn Fn(), floor: Option<f64>) {
     let threads = common::threads();
     let rounds = env("MOE_BENCH_TORCH_ROUNDS", 3);
     let args = [
@@ -287,6 +347,7 @@ fn compare_with_torch(path: &str, iters: usize, hybrid_step: &dyn Fn()) {
         iters.to_string(),
     ];
     let mut table = common::Rounds::default();
+    let mut torch_total = 0.0;
     let mut matched = String::new();
     for _ in 0..rounds {
         let ours = time(iters, hybrid_step);
@@ -301,10 +362,17 @@ fn compare_with_torch(path: &str, iters: usize, hybrid_step: &dyn Fn()) {
             return println!("could not read the torch timing from: {text}");
         };
         table.push(ours, torch);
+        torch_total += torch;
     }
     println!(
         "\nPyTorch eager, same weights, input and thread count ({threads}); {rounds} alternating rounds"
     );
     println!("{matched}");
     table.print();
+    if let Some(floor) = floor {
+        println!(
+            "the hybrid's expert products at the FMA peak: {floor:.3} s a step = {:.2} of torch's time",
+            floor * rounds as f64 / torch_total
+        );
+    }
 }
