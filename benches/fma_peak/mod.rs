@@ -4,9 +4,6 @@
 //! f32 FLOP/s summed over the threads. Both vector widths are tried where the CPU has them:
 //! some CPUs (AMD Zen 4) run AVX-512 on 256-bit units, so the wider one is not always faster.
 
-use std::hint::black_box;
-use std::time::Instant;
-
 /// FMA steps per accumulator and thread: ~20 GFLOP per thread at 256 bits, a few tenths of
 /// a second on a current core.
 const STEPS: usize = 50_000_000;
@@ -42,6 +39,9 @@ pub fn f32_fma_peak(threads: usize) -> Option<(f64, &'static str)> {
 /// `STEPS` FMAs each; 2 FLOP per lane and FMA). The best of three tries.
 #[cfg(target_arch = "x86_64")]
 fn on_threads(threads: usize, lanes: usize, run: impl Fn() -> f32 + Sync) -> f64 {
+    use std::hint::black_box;
+    use std::time::Instant;
+
     let flop = (threads * 12 * lanes * 2 * STEPS) as f64;
     (0..3)
         .map(|_| {
