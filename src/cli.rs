@@ -115,6 +115,10 @@ enum Command {
         /// Number of seeds (0, 1, …, N − 1); the table shows mean ± sd over them.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
         seeds: u64,
+        /// Replace an earlier run's files in --out (report, table, charts, tokenizer, models,
+        /// seed-N/; nothing else there is touched). Without it a non-empty --out is refused.
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Train on a corpus with a config file (TOML or JSON), optionally upcycling a Hugging
     /// Face checkpoint.
@@ -221,8 +225,9 @@ enum Command {
 }
 
 /// The main job (`demo`): the embedded corpus, or `data` with the real-code preset.
-fn demo_cmd(out: &Path, data: Option<PathBuf>, seeds: u64) -> Result<()> {
-    use multipl_moe::train::demo::pipeline::{DemoConfig, DemoData, run_demo};
+fn demo_cmd(out: &Path, data: Option<PathBuf>, seeds: u64, overwrite: bool) -> Result<()> {
+    use multipl_moe::train::demo::pipeline::{DemoConfig, DemoData, prepare_demo_out, run_demo};
+    prepare_demo_out(out, overwrite)?;
     let device = ensure_backend()?;
     println!("backend: {}", backend::NAME);
     let (config, data) = match data {
@@ -241,9 +246,15 @@ pub fn run() -> Result<()> {
         out: PathBuf::from("runs/demo"),
         data: None,
         seeds: 1,
+        overwrite: false,
     });
     match command {
-        Command::Demo { out, data, seeds } => demo_cmd(&out, data, seeds),
+        Command::Demo {
+            out,
+            data,
+            seeds,
+            overwrite,
+        } => demo_cmd(&out, data, seeds, overwrite),
         Command::Train {
             config,
             data,

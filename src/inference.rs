@@ -12,7 +12,7 @@ use multipl_moe::train::files::write_atomic;
 use multipl_moe::train::infer::textgen::{SpecialTokens, TextGenerateOptions, generate_text_with};
 use multipl_moe::train::multiple::exec::ExecLimits;
 use multipl_moe::train::multiple::generate::{SampleSettings, generate_completions};
-use multipl_moe::train::multiple::log::CompletionLog;
+use multipl_moe::train::multiple::log::{CompletionLog, GenerationRecord, prepare_eval_out};
 use multipl_moe::train::multiple::report::{EvalSettings, evaluate};
 use multipl_moe::train::multiple::sandbox::{ResourceLimits, Sandbox};
 use multipl_moe::train::multiple::{Completion, Problem, cut_at_stop, read_jsonl, read_problems};
@@ -179,9 +179,14 @@ pub struct EvalArgs {
     /// Output directory for completions.jsonl and results.json.
     #[arg(long, default_value = "runs/eval")]
     out: PathBuf,
-    /// Continue an interrupted run: keep OUT/completions.jsonl and generate only what is missing.
+    /// Continue an interrupted run: keep OUT/completions.jsonl and generate only what is
+    /// missing, with the settings the run recorded in OUT/eval.json (others are refused).
     #[arg(long)]
     resume: bool,
+    /// Replace an earlier evaluation in --out (its completions.jsonl, results.json and
+    /// eval.json; nothing else there is touched).
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
     /// Completions per problem (needs --temperature above 0 when above 1).
     #[arg(long, default_value_t = 1)]
     samples: usize,
@@ -247,6 +252,19 @@ fn generate_for_eval(
     problems: &[Problem],
     sampling: &SampleSettings,
 ) -> Result<Vec<Completion>> {
+    // Checked before the model loads: a resume with other settings is refused at once.
+    GenerationRecord {
+        model: GenerationRecord::path_name(model),
+        tokenizer: GenerationRecord::path_name(&tokenizer_path(model, args.tokenizer.as_deref())),
+        problems: GenerationRecord::path_name(&args.problems),
+        language: args.language.clone(),
+        samples: sampling.samples,
+        max_new_tokens: sampling.max_new_tokens,
+        temperature: sampling.temperature,
+        top_p: sampling.top_p,
+        seed: sampling.seed,
+    }
+    .record(&args.out, args.resume)?;
     let (lm, tokenizer, _) = load(model, args.tokenizer.as_deref())?;
     let special = SpecialTokens::load(
         &tokenizer,
@@ -303,6 +321,7 @@ pub fn eval_cmd(args: EvalArgs) -> Result<()> {
     if args.no_cut && args.completions.is_none() {
         bail!("--no-cut applies to --completions only (generated completions are always cut)");
     }
+    prepare_eval_out(&args.out, args.resume, args.overwrite, args.model.is_some())?;
     let problems = read_problems(&args.problems, args.language.as_deref())?;
     if problems.is_empty() {
         bail!(

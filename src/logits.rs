@@ -28,9 +28,28 @@ pub struct LogitsArgs {
     /// `logits` [B, T, vocab].
     #[arg(long)]
     pub tokens_file: Option<PathBuf>,
-    /// Output file (safetensors) holding one f32 tensor `logits`.
+    /// Output file (safetensors) holding one f32 tensor `logits`. An existing file is refused
+    /// unless `--overwrite` is given.
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace an existing `--out` file (never a directory).
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+/// Refuses an `--out` that exists, unless `overwrite` and it is a file; checked before the
+/// model is loaded.
+fn check_out(out: &Path, overwrite: bool) -> Result<()> {
+    match std::fs::symlink_metadata(out) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("--out {}", out.display())),
+        Ok(meta) if meta.is_dir() => bail!("--out {} is a directory", out.display()),
+        Ok(_) if overwrite => Ok(()),
+        Ok(_) => bail!(
+            "--out {} exists; pass --overwrite to replace it",
+            out.display()
+        ),
+    }
 }
 
 /// Token ids `[B, T]`, row-major, and whether the output keeps the batch axis.
@@ -41,19 +60,20 @@ struct Batch {
     batched: bool,
 }
 
+/// Comma-separated token ids; every item must be one (an empty item is an error, not skipped).
 fn parse_tokens(tokens: &str) -> Result<Batch> {
-    let ids = tokens
-        .split(',')
-        .filter(|t| !t.trim().is_empty())
-        .map(|t| {
-            t.trim()
-                .parse::<i64>()
-                .with_context(|| format!("--tokens: `{t}` is not a token id"))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    if ids.is_empty() {
+    if tokens.trim().is_empty() {
         bail!("--tokens: no token ids given");
     }
+    let ids = tokens
+        .split(',')
+        .enumerate()
+        .map(|(i, t)| {
+            t.trim()
+                .parse::<i64>()
+                .with_context(|| format!("--tokens: item {i} (`{t}`) is not a token id"))
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(Batch {
         len: ids.len(),
         ids,
@@ -95,6 +115,7 @@ fn parse_batch(text: &str, path: &Path) -> Result<Batch> {
 
 /// Runs `multipl-moe logits`.
 pub fn logits_cmd(args: &LogitsArgs) -> Result<()> {
+    check_out(&args.out, args.overwrite)?;
     let input = match (&args.tokens, &args.tokens_file) {
         (Some(tokens), _) => parse_tokens(tokens)?,
         (None, Some(path)) => {
@@ -177,5 +198,25 @@ mod tests {
         assert_eq!(parse_tokens("1, 2,3").unwrap().ids, vec![1, 2, 3]);
         assert!(parse_tokens("").is_err());
         assert!(parse_tokens("1,x").is_err());
+        let empty_item = format!("{:#}", parse_tokens("1,,2").err().unwrap());
+        assert!(empty_item.contains("item 1"), "{empty_item}");
+        assert!(parse_tokens("1,2,").is_err());
+    }
+
+    #[test]
+    fn out_is_never_replaced_unasked() {
+        let dir = std::env::temp_dir().join(format!("logits-out-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("config.json");
+        std::fs::write(&file, "{}").unwrap();
+        let refused = format!("{:#}", check_out(&file, false).err().unwrap());
+        assert!(refused.contains("--overwrite"), "{refused}");
+        assert!(check_out(&file, true).is_ok());
+        assert!(
+            check_out(&dir, true).is_err(),
+            "a directory is never replaced"
+        );
+        assert!(check_out(&dir.join("new.safetensors"), false).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

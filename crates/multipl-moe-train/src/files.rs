@@ -11,3 +11,114 @@ use crate::error::{Result, TrainError};
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     replace_with(path, |w| w.write_all(bytes)).map_err(|e| TrainError::io(path, e))
 }
+
+/// A resumed run continues only with the settings it started with: `record` (this run's
+/// `run.json`, `data.json` or `eval.json`) must equal the file the run wrote, if it wrote one.
+/// [`TrainError::ResumeMismatch`] names the first key that differs.
+pub fn same_as_recorded(path: &Path, record: &str) -> Result<()> {
+    let was = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(TrainError::io(path, e)),
+    };
+    let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text);
+    let (was, now) = match (parse(&was), parse(record)) {
+        (Ok(was), Ok(now)) => (was, now),
+        (Err(e), _) | (_, Err(e)) => {
+            return Err(TrainError::Data {
+                path: path.to_path_buf(),
+                reason: format!("not the JSON a run writes: {e}"),
+            });
+        }
+    };
+    match first_difference(&was, &now, String::new()) {
+        None => Ok(()),
+        Some((key, was, now)) => Err(TrainError::ResumeMismatch {
+            path: path.to_path_buf(),
+            key,
+            was,
+            now,
+        }),
+    }
+}
+
+/// The first dotted key at which `a` and `b` differ, with both values (`absent` for a
+/// missing one).
+fn first_difference(
+    a: &serde_json::Value,
+    b: &serde_json::Value,
+    key: String,
+) -> Option<(String, String, String)> {
+    use serde_json::Value;
+    let join = |k: &str| {
+        if key.is_empty() {
+            k.to_string()
+        } else {
+            format!("{key}.{k}")
+        }
+    };
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            keys.into_iter().find_map(|k| match (x.get(k), y.get(k)) {
+                (Some(p), Some(q)) => first_difference(p, q, join(k)),
+                (p, q) => {
+                    let show = |v: Option<&Value>| v.map_or("absent".into(), Value::to_string);
+                    Some((join(k), show(p), show(q)))
+                }
+            })
+        }
+        _ if a == b => None,
+        _ => Some((
+            if key.is_empty() {
+                "(whole file)".into()
+            } else {
+                key
+            },
+            a.to_string(),
+            b.to_string(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resume_with_other_settings_names_the_first_differing_key() {
+        let dir = std::env::temp_dir().join(format!("multipl-moe-resume-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("run.json");
+        let record = r#"{"train": {"lr": 0.002, "seed": 42}, "sequences": 100}"#;
+        same_as_recorded(&path, record).expect("no record yet: a run that never wrote one");
+        std::fs::write(&path, record).unwrap();
+        same_as_recorded(
+            &path,
+            r#"{"sequences": 100, "train": {"seed": 42, "lr": 0.002}}"#,
+        )
+        .expect("same values in another order");
+        let err = same_as_recorded(
+            &path,
+            r#"{"train": {"lr": 0.002, "seed": 7}, "sequences": 100}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`train.seed` was 42 and is now 7"), "{err}");
+        let err = same_as_recorded(&path, r#"{"train": {"lr": 0.002, "seed": 42}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`sequences` was 100 and is now absent"),
+            "{err}"
+        );
+        std::fs::write(&path, "{torn").unwrap();
+        let err = same_as_recorded(&path, record).unwrap_err().to_string();
+        assert!(
+            err.contains("run.json") && err.contains("not the JSON"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -22,7 +22,7 @@ use crate::data::corpus::{Corpus, Document, Language, read_path};
 use crate::data::dataset::{Mix, Sequence, pack, split_documents, tokenize};
 use crate::data::generator::embedded;
 use crate::data::tokenizer::TextTokenizer;
-use crate::demo::report::{DemoReport, MODELS, SeedLosses, write_outputs};
+use crate::demo::report::{DemoReport, MODEL_DIRS, MODELS, SeedLosses, write_outputs};
 use crate::error::{Result, TrainError};
 use crate::training::trainer::{TrainConfig, TrainTarget, train};
 use crate::training::validation::loss_per_language;
@@ -346,6 +346,59 @@ fn train_seed<B: AutodiffBackend>(
         ],
         trainable,
     })
+}
+
+/// Makes `out` ready for the main job: a missing or empty directory is fine; one that holds an
+/// earlier run's entries (`report.json`, `table.txt`, the charts, `tokenizer.json`, the model
+/// directories and `seed-N/`) is refused unless `overwrite`,
+/// which deletes those entries and nothing else.
+///
+/// # Errors
+/// `out` is a file, holds an earlier run without `overwrite`, or an entry cannot be deleted.
+pub fn prepare_demo_out(out: &Path, overwrite: bool) -> Result<()> {
+    if out.exists() && !out.is_dir() {
+        return Err(TrainError::Data {
+            path: out.to_path_buf(),
+            reason: "--out must be a directory".into(),
+        });
+    }
+    if !multipl_moe_qwen::export::occupied(out) {
+        return Ok(());
+    }
+    if !overwrite {
+        return Err(TrainError::Data {
+            path: out.to_path_buf(),
+            reason: "is not empty; pass --overwrite to replace an earlier run's files there".into(),
+        });
+    }
+    let entries = std::fs::read_dir(out).map_err(|e| TrainError::io(out, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| TrainError::io(out, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ours = [
+            "report.json",
+            "table.txt",
+            "validation-loss.svg",
+            "training-curves.svg",
+            "tokenizer.json",
+        ]
+        .contains(&name.as_str())
+            || MODEL_DIRS.contains(&name.as_str())
+            || name
+                .strip_prefix("seed-")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if !ours {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(|e| TrainError::io(&path, e))?;
+    }
+    Ok(())
 }
 
 /// Runs the stages for each of `seeds`, prints the table (mean ± sd over seeds and the

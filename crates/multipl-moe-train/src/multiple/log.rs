@@ -5,8 +5,102 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
+
 use super::Completion;
 use crate::error::{Result, TrainError};
+use crate::files::{same_as_recorded, write_atomic};
+
+/// Files `eval` writes in its output directory; `--overwrite` deletes these and nothing else.
+pub const EVAL_ENTRIES: [&str; 3] = ["completions.jsonl", "results.json", "eval.json"];
+
+/// Makes `out` ready for an evaluation, before anything slow starts. A file is refused. An
+/// earlier evaluation's files ([`EVAL_ENTRIES`]) are kept with `resume` (generating runs
+/// only), deleted with `overwrite`, and otherwise refused: [`TrainError::OutputExists`] when
+/// the run could be resumed (`resumable`, a run that generates), else a
+/// [`TrainError::Data`] that names `--overwrite`.
+pub fn prepare_eval_out(out: &Path, resume: bool, overwrite: bool, resumable: bool) -> Result<()> {
+    if out.exists() && !out.is_dir() {
+        return Err(TrainError::Data {
+            path: out.to_path_buf(),
+            reason: "--out must be a directory".into(),
+        });
+    }
+    let earlier: Vec<PathBuf> = EVAL_ENTRIES
+        .iter()
+        .map(|name| out.join(name))
+        .filter(|p| p.exists())
+        .collect();
+    if resume || earlier.is_empty() {
+        return Ok(());
+    }
+    if !overwrite {
+        return Err(if resumable {
+            TrainError::OutputExists {
+                path: out.to_path_buf(),
+            }
+        } else {
+            TrainError::Data {
+                path: out.to_path_buf(),
+                reason: "holds an earlier evaluation; pass --overwrite to replace it".into(),
+            }
+        });
+    }
+    for path in earlier {
+        std::fs::remove_file(&path).map_err(|e| TrainError::io(&path, e))?;
+    }
+    Ok(())
+}
+
+/// The settings a generating evaluation records in `OUT/eval.json`: `--resume` continues only
+/// with the same model, problems and sampling, so that every completion of a run comes from
+/// one configuration.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GenerationRecord {
+    /// The model directory (canonical path).
+    pub model: String,
+    /// The tokenizer file (canonical path).
+    pub tokenizer: String,
+    /// The problems file (canonical path).
+    pub problems: String,
+    /// `--language`, if given.
+    pub language: Option<String>,
+    /// Completions per problem.
+    pub samples: usize,
+    /// Most tokens per completion.
+    pub max_new_tokens: usize,
+    /// Sampling temperature (0: greedy).
+    pub temperature: f64,
+    /// Nucleus threshold.
+    pub top_p: f64,
+    /// Sampling seed.
+    pub seed: u64,
+}
+
+impl GenerationRecord {
+    /// `path` canonicalised when it exists, as given otherwise.
+    pub fn path_name(path: &Path) -> String {
+        std::fs::canonicalize(path)
+            .unwrap_or_else(|_| path.to_path_buf())
+            .display()
+            .to_string()
+    }
+
+    /// Writes `OUT/eval.json`; with `resume`, first checks that it equals the run's record
+    /// ([`TrainError::ResumeMismatch`] names the first differing setting).
+    pub fn record(&self, out: &Path, resume: bool) -> Result<()> {
+        std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
+        let path = out.join("eval.json");
+        let text = serde_json::to_string_pretty(self).map_err(|e| TrainError::Data {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        if resume {
+            same_as_recorded(&path, &text)?;
+        }
+        write_atomic(&path, text.as_bytes())
+    }
+}
 
 /// An append-only completions file.
 #[derive(Debug)]
@@ -114,6 +208,70 @@ mod tests {
         let (_, done) = CompletionLog::open(&path, false).expect("fresh");
         assert!(done.is_empty());
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_earlier_evaluation_is_kept_only_when_asked() {
+        use super::{GenerationRecord, prepare_eval_out};
+        use crate::error::TrainError;
+        let dir = std::env::temp_dir().join(format!("multipl-moe-evalout-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        prepare_eval_out(&dir, false, false, true).expect("a missing directory is fine");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("notes.txt"), "mine").unwrap();
+        prepare_eval_out(&dir, false, false, true).expect("no earlier evaluation there");
+        std::fs::write(dir.join("completions.jsonl"), "{}\n").unwrap();
+        let refused = prepare_eval_out(&dir, false, false, true).unwrap_err();
+        assert!(
+            matches!(refused, TrainError::OutputExists { .. }),
+            "{refused}"
+        );
+        let refused = prepare_eval_out(&dir, false, false, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("--overwrite") && !refused.contains("--resume"),
+            "{refused}"
+        );
+        prepare_eval_out(&dir, true, false, true).expect("resume keeps it");
+        assert!(dir.join("completions.jsonl").exists());
+        prepare_eval_out(&dir, false, true, true).expect("overwrite");
+        assert!(!dir.join("completions.jsonl").exists());
+        assert_eq!(
+            std::fs::read_to_string(dir.join("notes.txt")).unwrap(),
+            "mine",
+            "--overwrite deletes only the evaluation's own files"
+        );
+        let file = dir.join("notes.txt");
+        assert!(prepare_eval_out(&file, false, true, true).is_err());
+
+        let greedy = GenerationRecord {
+            model: "/m".into(),
+            tokenizer: "/m/tokenizer.json".into(),
+            problems: "/p.jsonl".into(),
+            language: None,
+            samples: 1,
+            max_new_tokens: 64,
+            temperature: 0.0,
+            top_p: 0.95,
+            seed: 0,
+        };
+        greedy.record(&dir, false).expect("first record");
+        greedy.record(&dir, true).expect("same settings resume");
+        let sampled = GenerationRecord {
+            samples: 5,
+            temperature: 0.9,
+            ..greedy.clone()
+        };
+        let err = sampled.record(&dir, true).unwrap_err().to_string();
+        assert!(err.contains("`samples` was 1 and is now 5"), "{err}");
+        let other_model = GenerationRecord {
+            model: "/other".into(),
+            ..greedy.clone()
+        };
+        let err = other_model.record(&dir, true).unwrap_err().to_string();
+        assert!(err.contains("`model`"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -14,7 +14,7 @@ use crate::data::corpus::{Corpus, Document, Language, read_path};
 use crate::data::dataset::{Mix, Sequence, TokenizedDocument, pack, split_documents, tokenize};
 use crate::data::tokenizer::TextTokenizer;
 use crate::error::{Result, TrainError};
-use crate::files::write_atomic;
+use crate::files::{same_as_recorded, write_atomic};
 use crate::training::config::{Range, check_count, check_real};
 use crate::training::strict::parse_strict;
 use crate::training::trainer::{TrainConfig, TrainTarget, train};
@@ -121,6 +121,12 @@ pub struct DataReport {
     pub missing_languages: Vec<Language>,
     /// Counts per language present.
     pub languages: BTreeMap<Language, LanguageCounts>,
+    /// SHA-256 of the corpus's documents (each one's language and text, in corpus order): a
+    /// resumed run must read the same corpus, not only one of the same size.
+    pub corpus_sha256: String,
+    /// Devices the batches are split over: the order in which examples are drawn and summed
+    /// depends on it, so a run resumes on as many.
+    pub devices: usize,
 }
 
 impl DataReport {
@@ -246,6 +252,7 @@ pub fn run_training<B: AutodiffBackend>(
         &valid_tok,
         &train_packed,
         &valid_packed,
+        devices.len(),
     );
     println!(
         "data: {} documents, {} files skipped (binary, unreadable or unknown language), {} paths \
@@ -348,75 +355,6 @@ fn record_run(out: &Path, report: &DataReport, cfg: &RunConfig, resume: bool) ->
     Ok(())
 }
 
-/// A resumed run continues only with the config and corpus it started with: `record` (this
-/// run's `run.json` or `data.json`) must equal the file the run wrote, if it wrote one.
-/// [`TrainError::ResumeMismatch`] names the first key that differs.
-fn same_as_recorded(path: &Path, record: &str) -> Result<()> {
-    let was = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(TrainError::io(path, e)),
-    };
-    let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text);
-    let (was, now) = match (parse(&was), parse(record)) {
-        (Ok(was), Ok(now)) => (was, now),
-        (Err(e), _) | (_, Err(e)) => {
-            return Err(TrainError::Data {
-                path: path.to_path_buf(),
-                reason: format!("not the JSON a run writes: {e}"),
-            });
-        }
-    };
-    match first_difference(&was, &now, String::new()) {
-        None => Ok(()),
-        Some((key, was, now)) => Err(TrainError::ResumeMismatch {
-            path: path.to_path_buf(),
-            key,
-            was,
-            now,
-        }),
-    }
-}
-
-/// The first dotted key at which `a` and `b` differ, with both values (`absent` for a
-/// missing one).
-fn first_difference(
-    a: &serde_json::Value,
-    b: &serde_json::Value,
-    key: String,
-) -> Option<(String, String, String)> {
-    use serde_json::Value;
-    let join = |k: &str| {
-        if key.is_empty() {
-            k.to_string()
-        } else {
-            format!("{key}.{k}")
-        }
-    };
-    match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
-            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
-            keys.into_iter().find_map(|k| match (x.get(k), y.get(k)) {
-                (Some(p), Some(q)) => first_difference(p, q, join(k)),
-                (p, q) => {
-                    let show = |v: Option<&Value>| v.map_or("absent".into(), Value::to_string);
-                    Some((join(k), show(p), show(q)))
-                }
-            })
-        }
-        _ if a == b => None,
-        _ => Some((
-            if key.is_empty() {
-                "(whole file)".into()
-            } else {
-                key
-            },
-            a.to_string(),
-            b.to_string(),
-        )),
-    }
-}
-
 fn pretty(value: &impl Serialize) -> String {
     serde_json::to_string_pretty(value).unwrap_or_default()
 }
@@ -428,6 +366,7 @@ fn data_report(
     valid: &[TokenizedDocument],
     train_packed: &BTreeMap<Language, Vec<Sequence>>,
     valid_packed: &BTreeMap<Language, Vec<Sequence>>,
+    devices: usize,
 ) -> DataReport {
     let mut languages: BTreeMap<Language, LanguageCounts> = BTreeMap::new();
     for (lang, (documents, bytes)) in corpus.counts() {
@@ -454,47 +393,48 @@ fn data_report(
         duplicate_paths: corpus.duplicates,
         missing_languages: corpus.missing(),
         languages,
+        corpus_sha256: corpus_sha256(&corpus.documents),
+        devices,
     }
+}
+
+/// SHA-256 over each document's language name and text, NUL-separated, in corpus order.
+fn corpus_sha256(documents: &[Document]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for d in documents {
+        hash.update(d.language.name().as_bytes());
+        hash.update([0]);
+        hash.update(d.text.as_bytes());
+        hash.update([0]);
+    }
+    format!("{:x}", hash.finalize())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn doc(language: Language, text: &str) -> Document {
+        Document {
+            language,
+            text: text.into(),
+        }
+    }
+
     #[test]
-    fn a_resume_with_other_settings_names_the_first_differing_key() {
-        let dir = std::env::temp_dir().join(format!("multipl-moe-resume-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("run.json");
-        let record = r#"{"train": {"lr": 0.002, "seed": 42}, "sequences": 100}"#;
-        same_as_recorded(&path, record).expect("no record yet: a run that never wrote one");
-        std::fs::write(&path, record).unwrap();
-        same_as_recorded(
-            &path,
-            r#"{"sequences": 100, "train": {"seed": 42, "lr": 0.002}}"#,
-        )
-        .expect("same values in another order");
-        let err = same_as_recorded(
-            &path,
-            r#"{"train": {"lr": 0.002, "seed": 7}, "sequences": 100}"#,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("`train.seed` was 42 and is now 7"), "{err}");
-        let err = same_as_recorded(&path, r#"{"train": {"lr": 0.002, "seed": 42}}"#)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("`sequences` was 100 and is now absent"),
-            "{err}"
-        );
-        std::fs::write(&path, "{torn").unwrap();
-        let err = same_as_recorded(&path, record).unwrap_err().to_string();
-        assert!(
-            err.contains("run.json") && err.contains("not the JSON"),
-            "{err}"
-        );
-        let _ = std::fs::remove_dir_all(&dir);
+    fn the_corpus_digest_sees_text_of_the_same_size_and_the_language() {
+        let a = [doc(Language::Rust, "fn f() {}"), doc(Language::Go, "func f")];
+        let same = [doc(Language::Rust, "fn f() {}"), doc(Language::Go, "func f")];
+        let other_text = [doc(Language::Rust, "fn g() {}"), doc(Language::Go, "func f")];
+        let other_language = [doc(Language::Ruby, "fn f() {}"), doc(Language::Go, "func f")];
+        // Text moved across the document boundary: the same bytes, other documents.
+        let moved = [doc(Language::Rust, "fn f() {}f"), doc(Language::Go, "unc f")];
+        let digest = corpus_sha256(&a);
+        assert_eq!(digest, corpus_sha256(&same));
+        assert_eq!(digest.len(), 64);
+        for other in [&other_text, &other_language, &moved] {
+            assert_ne!(digest, corpus_sha256(other));
+        }
     }
 }
