@@ -418,7 +418,15 @@ fn cli_evaluates_given_completions_without_a_model() {
         vec![Status::NoCompletion]
     );
     assert_eq!(cut.sandbox, SandboxKind::Bubblewrap);
-    let uncut = run(&["--no-cut"]);
+    // The first run's results are not replaced unasked: refused before anything runs.
+    let mut again = vec!["eval", "--problems", &problems, "--completions"];
+    again.push(raw.to_str().expect("utf-8 path"));
+    again.extend(["--out", results.to_str().expect("utf-8")]);
+    let refused = cli(&again);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--overwrite"), "{stderr}");
+    let uncut = run(&["--no-cut", "--overwrite"]);
     assert_eq!(status_of(&uncut, "Project_add"), vec![Status::CompileError]);
 
     let bad = cli(&["eval", "--problems", &problems]);

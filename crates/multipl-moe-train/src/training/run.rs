@@ -424,12 +424,27 @@ mod tests {
 
     #[test]
     fn the_corpus_digest_sees_text_of_the_same_size_and_the_language() {
-        let a = [doc(Language::Rust, "fn f() {}"), doc(Language::Go, "func f")];
-        let same = [doc(Language::Rust, "fn f() {}"), doc(Language::Go, "func f")];
-        let other_text = [doc(Language::Rust, "fn g() {}"), doc(Language::Go, "func f")];
-        let other_language = [doc(Language::Ruby, "fn f() {}"), doc(Language::Go, "func f")];
+        let a = [
+            doc(Language::Rust, "fn f() {}"),
+            doc(Language::Go, "func f"),
+        ];
+        let same = [
+            doc(Language::Rust, "fn f() {}"),
+            doc(Language::Go, "func f"),
+        ];
+        let other_text = [
+            doc(Language::Rust, "fn g() {}"),
+            doc(Language::Go, "func f"),
+        ];
+        let other_language = [
+            doc(Language::Ruby, "fn f() {}"),
+            doc(Language::Go, "func f"),
+        ];
         // Text moved across the document boundary: the same bytes, other documents.
-        let moved = [doc(Language::Rust, "fn f() {}f"), doc(Language::Go, "unc f")];
+        let moved = [
+            doc(Language::Rust, "fn f() {}f"),
+            doc(Language::Go, "unc f"),
+        ];
         let digest = corpus_sha256(&a);
         assert_eq!(digest, corpus_sha256(&same));
         assert_eq!(digest.len(), 64);
