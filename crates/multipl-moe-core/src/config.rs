@@ -4,6 +4,24 @@ use crate::error::ConfigError;
 use crate::rope::RopeScaling;
 use burn::config::Config;
 
+/// Upper bounds of [`QwenConfig`]'s sizes, each well above the largest published model's
+/// (vocabularies of ~256 k, widths of ~16 k, FFNs of ~53 k, ~126 layers, contexts of 10 M).
+pub const MAX_SIZES: [(&str, usize); 7] = [
+    ("vocab_size", 1 << 24),
+    ("hidden_size", 1 << 17),
+    ("intermediate_size", 1 << 20),
+    ("num_hidden_layers", 1 << 12),
+    ("num_attention_heads", 1 << 12),
+    ("num_key_value_heads", 1 << 12),
+    ("max_position_embeddings", 1 << 26),
+];
+
+/// Upper bound of a head's size `hidden_size / num_attention_heads` (published models: ≤ 256).
+pub const MAX_HEAD_DIM: usize = 1024;
+
+/// Upper bound of `token.num_experts` and `segment.num_experts` (published MoEs: ≤ 256).
+pub const MAX_EXPERTS: usize = 4096;
+
 /// The dense Qwen2 architecture (SPEC §1). Field names are those of Hugging Face's
 /// `config.json`, so the file deserialises into this struct as it is.
 #[derive(Config, Debug, PartialEq)]
@@ -66,8 +84,28 @@ impl QwenConfig {
         self.hidden_size / self.num_attention_heads.max(1)
     }
 
-    /// Rejects configs that cannot build a model; the error names the field.
+    /// Rejects configs that cannot build a model; the error names the field. Sizes are
+    /// bounded above by [`MAX_SIZES`] (beyond the largest published models), so that a
+    /// corrupt or hostile `config.json` gets an error instead of an allocation that aborts.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        for (field, limit) in MAX_SIZES {
+            let value = match field {
+                "vocab_size" => self.vocab_size,
+                "hidden_size" => self.hidden_size,
+                "intermediate_size" => self.intermediate_size,
+                "num_hidden_layers" => self.num_hidden_layers,
+                "num_attention_heads" => self.num_attention_heads,
+                "num_key_value_heads" => self.num_key_value_heads,
+                _ => self.max_position_embeddings,
+            };
+            if value > limit {
+                return Err(ConfigError::field(
+                    field,
+                    value,
+                    format!("must be at most {limit}"),
+                ));
+            }
+        }
         let positive = [
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
@@ -99,6 +137,16 @@ impl QwenConfig {
                 format!(
                     "must divide num_attention_heads = {}",
                     self.num_attention_heads
+                ),
+            ));
+        }
+        if self.head_dim() > MAX_HEAD_DIM {
+            return Err(ConfigError::field(
+                "num_attention_heads",
+                self.num_attention_heads,
+                format!(
+                    "head_dim = hidden_size / num_attention_heads = {} must be at most {MAX_HEAD_DIM}",
+                    self.head_dim()
                 ),
             ));
         }
@@ -286,6 +334,18 @@ impl MoeConfig {
             ));
         }
         let s = &self.segment;
+        for (field, value) in [
+            ("token.num_experts", t.num_experts),
+            ("segment.num_experts", s.num_experts),
+        ] {
+            if value > MAX_EXPERTS {
+                return Err(ConfigError::field(
+                    field,
+                    value,
+                    format!("must be at most {MAX_EXPERTS}"),
+                ));
+            }
+        }
         if s.num_experts == 0 {
             return Err(ConfigError::field("segment.num_experts", 0, "must be > 0"));
         }
@@ -350,7 +410,76 @@ impl MultiplMoeConfig {
         self.model.validate()?;
         if let Some(moe) = &self.moe {
             moe.validate(self.model.num_hidden_layers)?;
+            if moe.segment.window > self.model.max_position_embeddings {
+                return Err(ConfigError::field(
+                    "segment.window",
+                    moe.segment.window,
+                    format!(
+                        "a window longer than the context (max_position_embeddings = {}) never fills",
+                        self.model.max_position_embeddings
+                    ),
+                ));
+            }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused_field(cfg: &MultiplMoeConfig) -> String {
+        match cfg.validate() {
+            Ok(()) => panic!("accepted: {cfg:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// Sizes past the bounds are refused by name before anything is allocated; the bounds
+    /// themselves are accepted.
+    #[test]
+    fn oversized_configs_are_refused_by_name() {
+        let base = MultiplMoeConfig::tiny();
+        base.validate().expect("the tiny preset");
+        for (field, limit) in MAX_SIZES {
+            let mut cfg = base.clone();
+            let m = &mut cfg.model;
+            let slot = match field {
+                "vocab_size" => &mut m.vocab_size,
+                "hidden_size" => &mut m.hidden_size,
+                "intermediate_size" => &mut m.intermediate_size,
+                "num_hidden_layers" => &mut m.num_hidden_layers,
+                "num_attention_heads" => &mut m.num_attention_heads,
+                "num_key_value_heads" => &mut m.num_key_value_heads,
+                "max_position_embeddings" => &mut m.max_position_embeddings,
+                other => panic!("unknown field {other}"),
+            };
+            *slot = limit + 1;
+            let err = refused_field(&cfg);
+            assert!(err.contains(field) && err.contains("at most"), "{err}");
+        }
+        let mut long = base.clone();
+        long.model.max_position_embeddings = 1 << 26;
+        long.validate()
+            .expect("a 64 M context is within the bounds");
+
+        let mut wide_heads = base.clone();
+        wide_heads.model.hidden_size = 4096;
+        wide_heads.model.num_attention_heads = 2;
+        wide_heads.model.num_key_value_heads = 2;
+        assert!(refused_field(&wide_heads).contains("head_dim"));
+
+        let mut experts = base.clone();
+        if let Some(moe) = experts.moe.as_mut() {
+            moe.segment.num_experts = MAX_EXPERTS + 1;
+        }
+        assert!(refused_field(&experts).contains("segment.num_experts"));
+
+        let mut window = base.clone();
+        if let Some(moe) = window.moe.as_mut() {
+            moe.segment.window = window.model.max_position_embeddings + 1;
+        }
+        assert!(refused_field(&window).contains("segment.window"));
     }
 }

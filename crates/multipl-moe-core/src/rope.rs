@@ -3,8 +3,9 @@
 //!
 //! Channel `i < h/2` of a head is paired with channel `i + h/2` (not with `i + 1` as in
 //! burn-nn's interleaved `RotaryEncoding`), and `inv_freq_i = θ^(-2i/h)` before scaling.
-//! The tables cover `max_positions` positions; positions past them are computed on the fly,
-//! as transformers does for any position it is given.
+//! The tables cover the first `max_positions` positions, at most [`TABLE_POSITIONS`];
+//! positions past them are computed on the fly, as transformers does for any position it is
+//! given (so a long-context model does not hold gigabytes of tables).
 
 use burn::config::Config;
 use burn::module::Module;
@@ -178,7 +179,8 @@ fn yarn_correction_range(
 pub struct RopeConfig {
     /// Head size `h` (even).
     pub head_dim: usize,
-    /// Positions the precomputed tables cover (later positions are computed when asked).
+    /// The model's context (`max_position_embeddings`); the precomputed tables cover up to
+    /// [`TABLE_POSITIONS`] of these positions, later ones are computed when asked.
     pub max_positions: usize,
     /// Rotary base θ.
     #[config(default = 10000.0)]
@@ -188,7 +190,11 @@ pub struct RopeConfig {
     pub scaling: Option<RopeScaling>,
 }
 
-/// Precomputed `cos`/`sin` tables `[max_positions, head_dim]`, shared by every layer.
+/// Most positions the precomputed tables hold (Qwen1.5's context).
+pub const TABLE_POSITIONS: usize = 32_768;
+
+/// Precomputed `cos`/`sin` tables `[min(max_positions, TABLE_POSITIONS), head_dim]`, shared
+/// by every layer.
 #[derive(Module, Debug)]
 pub struct Rope<B: Backend> {
     /// `attention_factor · cos(p · inv_freq)` repeated over both halves.
@@ -198,17 +204,26 @@ pub struct Rope<B: Backend> {
     /// `inv_freq` and the cos/sin scale, for positions past the tables (not a parameter).
     #[module(skip)]
     pub frequencies: (Vec<f32>, f32),
+    /// The context: positions `0..max_positions` are valid (not a parameter).
+    #[module(skip)]
+    pub max_positions: usize,
 }
 
 impl RopeConfig {
     /// Computes the tables on the host, once.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Rope<B> {
         let frequencies = inv_freq(self.head_dim, self.theta, self.scaling.as_ref());
-        let (cos, sin) = tables(&frequencies, 0, self.max_positions, device);
+        let (cos, sin) = tables(
+            &frequencies,
+            0,
+            self.max_positions.min(TABLE_POSITIONS),
+            device,
+        );
         Rope {
             cos,
             sin,
             frequencies,
+            max_positions: self.max_positions,
         }
     }
 }
@@ -243,7 +258,7 @@ impl<B: Backend> Rope<B> {
     /// tables are computed for this call.
     pub fn apply(&self, x: Tensor<B, 4>, start: usize) -> Tensor<B, 4> {
         let [_, _, t, h] = x.dims();
-        let (cos, sin) = if start + t <= self.max_positions() {
+        let (cos, sin) = if start + t <= self.cos.dims()[0] {
             (
                 self.cos.clone().narrow(0, start, t),
                 self.sin.clone().narrow(0, start, t),
@@ -257,9 +272,9 @@ impl<B: Backend> Rope<B> {
         x.mul(cos).add(rotated.mul(sin))
     }
 
-    /// Number of positions the precomputed tables cover.
+    /// The context: the number of valid positions (`max_position_embeddings`).
     pub fn max_positions(&self) -> usize {
-        self.cos.dims()[0]
+        self.max_positions
     }
 }
 
@@ -330,6 +345,29 @@ mod tests {
         let a = short.apply(x.clone(), 3).into_data();
         let b = long.apply(x, 3).into_data();
         a.assert_approx_eq::<f32>(&b, burn::tensor::Tolerance::absolute(1e-6));
+    }
+
+    /// A long context keeps the tables at `TABLE_POSITIONS` rows, and positions past them
+    /// still rotate as a table would (the context is not cut).
+    #[test]
+    fn a_long_context_caps_the_tables_not_the_context() {
+        let device = Default::default();
+        let huge = RopeConfig::new(8, 1 << 40).init::<TestBackend>(&device);
+        assert_eq!(huge.cos.dims(), [TABLE_POSITIONS, 8]);
+        assert_eq!(huge.max_positions(), 1 << 40);
+        let near_end = RopeConfig::new(8, TABLE_POSITIONS + 8).init::<TestBackend>(&device);
+        let x = Tensor::<TestBackend, 4>::ones([1, 2, 6, 8], &device);
+        let start = TABLE_POSITIONS - 2;
+        let expected = tables::<TestBackend>(&near_end.frequencies, start, 6, &device);
+        let rotated = huge.apply(x.clone(), start);
+        let by_hand = x
+            .clone()
+            .mul(expected.0.reshape([1, 1, 6, 8]))
+            .add(rotate_half(x).mul(expected.1.reshape([1, 1, 6, 8])));
+        rotated.into_data().assert_approx_eq::<f32>(
+            &by_hand.into_data(),
+            burn::tensor::Tolerance::absolute(1e-6),
+        );
     }
 
     #[test]
