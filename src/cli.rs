@@ -34,6 +34,9 @@ fn dtype(bf16: bool) -> SaveDtype {
 /// `upcycle` and `convert` never overwrite: an existing non-empty output directory (the
 /// source directory included) is refused before the model is loaded.
 fn refuse_existing(out: &Path) -> Result<()> {
+    if out.exists() && !out.is_dir() {
+        bail!("--out {} is a file; choose a new directory", out.display());
+    }
     if occupied(out) {
         bail!(
             "--out {} exists and is not empty; choose a new directory",
@@ -178,7 +181,8 @@ enum Command {
         /// Seed of the router initialisation and expert noise.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Relative noise added to the expert copies.
+        /// Relative noise added to the expert copies: each weight `w` becomes `w · (1 + ε)`,
+        /// `ε ~ N(0, noise²)`, noise in [0, 1].
         #[arg(long, default_value_t = 0.0)]
         expert_noise: f64,
         /// Save as bf16 instead of f32.

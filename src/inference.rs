@@ -421,7 +421,18 @@ pub fn routing_cmd(args: RoutingArgs) -> Result<()> {
         bail!("--seq-len must be >= 2 (one input and one target), got 1");
     }
     let (model, tokenizer, _) = load(&args.model, args.tokenizer.as_deref())?;
-    let max_len = model.rope.cos.dims()[0];
+    if !model
+        .layers
+        .iter()
+        .any(|l| matches!(l.mlp, multipl_moe::core::decoder::FeedForward::Hybrid(_)))
+    {
+        bail!(
+            "{}: the model has no hybrid MoE layer; routing agreement needs a hybrid model \
+             (`multipl-moe upcycle` makes one)",
+            args.model.display()
+        );
+    }
+    let max_len = model.rope.max_positions();
     if args.seq_len > max_len {
         bail!(
             "--seq-len {} is longer than the model's {max_len} positions (max_position_embeddings)",
@@ -459,6 +470,7 @@ pub fn routing_cmd(args: RoutingArgs) -> Result<()> {
     let report = routing_agreement(&model, &sequences, args.batch, &device);
     if report.layers.is_empty() {
         println!("no paper-mode hybrid layer: inference routing is training routing by design");
+        return Ok(());
     }
     print!("{}", report.table());
     let (exact, precision, unserved, prefix) = report.summary();

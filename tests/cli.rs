@@ -80,8 +80,15 @@ fn bad_arguments_are_refused_by_name() {
         .init::<TestBackend>(&Default::default())
         .expect("valid");
     save_model(&model, &config, &dense, SaveDtype::F32).expect("saves");
+    // Routing agreement needs hybrid layers: a dense model is refused, not scored as zeros.
+    let tokenizer = hybrid.join("tokenizer.json");
+    refused(
+        &["routing", "--tokenizer", tokenizer.to_str().expect("utf-8")],
+        &dense,
+        "no hybrid MoE layer",
+    );
     let out = dense.with_extension("upcycled");
-    for noise in ["NaN", "-1", "inf"] {
+    for noise in ["NaN", "-1", "inf", "1.5", "3e38"] {
         let flag = format!("--expert-noise={noise}");
         refused(
             &["upcycle", "--out", out.to_str().expect("utf-8"), &flag],

@@ -28,6 +28,19 @@ pub enum QwenError {
         /// What the parser reported.
         reason: String,
     },
+    /// A tensor to be written holds NaN or an infinity (a diverged model, or weights blown
+    /// up by a setting): nothing is written.
+    #[error("{}: tensor `{key}` holds a non-finite value ({value} at flat index {index}); nothing was written", path.display())]
+    NonFinite {
+        /// The file that was to be written.
+        path: PathBuf,
+        /// The tensor's key.
+        key: String,
+        /// Its first non-finite element's flat index.
+        index: usize,
+        /// That element.
+        value: f32,
+    },
     /// A tensor the model needs is in none of the files.
     #[error("missing tensor `{key}` in {}", dir.display())]
     MissingKey {

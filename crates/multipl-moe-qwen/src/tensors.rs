@@ -492,12 +492,23 @@ pub enum SaveDtype {
 }
 
 /// Writes `tensors` to `path` as safetensors, through a temporary file renamed at the end,
-/// so a failure leaves no half-written file.
+/// so a failure leaves no half-written file. A NaN or infinite value is refused
+/// ([`QwenError::NonFinite`], naming the tensor) before anything is written.
 pub fn write_file(
     path: &Path,
     tensors: &BTreeMap<String, HostTensor>,
     dtype: SaveDtype,
 ) -> Result<()> {
+    for (key, t) in tensors {
+        if let Some((index, &value)) = t.data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(QwenError::NonFinite {
+                path: path.to_path_buf(),
+                key: key.clone(),
+                index,
+                value,
+            });
+        }
+    }
     let encoded: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
         .iter()
         .map(|(k, t)| {
@@ -540,4 +551,42 @@ pub fn write_file(
 /// synced, renamed into place).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     crate::files::replace_with(path, |w| std::io::Write::write_all(w, bytes)).map_err(io_err(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_values_are_refused_and_nothing_is_written() {
+        let dir = std::env::temp_dir().join(format!("qwen-nonfinite-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.safetensors");
+        let mut tensors = BTreeMap::new();
+        tensors.insert(
+            "a".to_string(),
+            HostTensor {
+                shape: vec![2],
+                data: vec![1.0, 2.0],
+            },
+        );
+        write_file(&path, &tensors, SaveDtype::F32).expect("finite values are written");
+        std::fs::remove_file(&path).unwrap();
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            tensors.insert(
+                "b".to_string(),
+                HostTensor {
+                    shape: vec![3],
+                    data: vec![0.0, bad, 1.0],
+                },
+            );
+            let err = write_file(&path, &tensors, SaveDtype::Bf16).unwrap_err();
+            assert!(
+                matches!(&err, QwenError::NonFinite { key, index: 1, .. } if key == "b"),
+                "{err}"
+            );
+            assert!(!path.exists(), "nothing written for {bad}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

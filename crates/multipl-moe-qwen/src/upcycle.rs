@@ -14,7 +14,7 @@ pub struct UpcycleOptions {
     /// Seed of the router initialisation and the expert noise.
     pub seed: u64,
     /// Relative noise: each routed/segment expert weight `w` becomes `w · (1 + ε)`,
-    /// `ε ~ N(0, noise²)`; 0 gives exact copies.
+    /// `ε ~ N(0, noise²)`, with `noise` in [0, 1]; 0 gives exact copies.
     pub expert_noise: f64,
     /// SPEC §6: make the upcycled model compute exactly the dense model at step 0.
     ///
@@ -49,11 +49,11 @@ pub fn upcycle<B: Backend>(
     if options.function_preserving {
         moe.lambda_token = 1.0;
     }
-    if !(options.expert_noise.is_finite() && options.expert_noise >= 0.0) {
+    if !(options.expert_noise.is_finite() && (0.0..=1.0).contains(&options.expert_noise)) {
         return Err(ConfigError::field(
             "expert_noise",
             options.expert_noise,
-            "must be finite and >= 0",
+            "is a relative standard deviation and must lie in [0, 1] (1: noise as large as the weight)",
         ));
     }
     let new_config = MultiplMoeConfig::new(config.model.clone()).with_moe(Some(moe.clone()));

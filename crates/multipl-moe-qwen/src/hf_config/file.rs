@@ -5,6 +5,8 @@
 //! Every field is optional here; [`super::convert`] decides what is required, what defaults,
 //! and what is refused. Fields not named here do not change the forward pass
 //! (`initializer_range`, `use_cache`, `bos_token_id`, `architectures`, ...) and are ignored.
+//! Inside our own `multipl_moe` section every key changes the model, so an unknown one (a
+//! typo such as `max_experts_per_segmnt`) is refused by name.
 
 use multipl_moe_core::MoeConfig;
 use serde::Deserialize;
@@ -73,9 +75,62 @@ pub struct HfConfig {
 /// serde's reason.
 pub fn parse(text: &str) -> Result<HfConfig, (String, String)> {
     let de = &mut serde_json::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let config: HfConfig = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." { "<root>".into() } else { path };
         (field, e.into_inner().to_string())
-    })
+    })?;
+    if config.multipl_moe.is_some() {
+        refuse_unknown_moe_keys(text)?;
+    }
+    Ok(config)
+}
+
+/// The first key of the `multipl_moe` section that [`MoeConfig`] does not know, as
+/// `(multipl_moe.dotted.key, reason)`.
+fn refuse_unknown_moe_keys(text: &str) -> Result<(), (String, String)> {
+    let root: Value = serde_json::from_str(text).map_err(|e| ("<root>".into(), e.to_string()))?;
+    let Some(section) = root.get(super::MOE_KEY) else {
+        return Ok(());
+    };
+    let mut unknown = Vec::new();
+    // serde_ignored writes `?` for an `Option` layer; keys do not have one.
+    let parsed: Result<MoeConfig, _> = serde_ignored::deserialize(section, |p| {
+        let key = p.to_string();
+        let parts: Vec<&str> = key.split('.').filter(|s| *s != "?").collect();
+        unknown.push(parts.join("."));
+    });
+    parsed.map_err(|e| (super::MOE_KEY.into(), e.to_string()))?;
+    match unknown.first() {
+        None => Ok(()),
+        Some(key) => Err((
+            format!("{}.{key}", super::MOE_KEY),
+            "unknown key (every key of this section changes the model, so none is ignored)".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A typo inside `multipl_moe` is refused by its dotted key; unknown top-level keys (a
+    /// Hugging Face config has many that do not change the model) are not.
+    #[test]
+    fn unknown_keys_of_the_moe_section_are_refused() {
+        let moe = serde_json::to_value(MoeConfig::tiny()).unwrap();
+        let config = |moe: &Value| {
+            serde_json::json!({"vocab_size": 8, "use_cache": true, "multipl_moe": moe}).to_string()
+        };
+        parse(&config(&moe)).expect("the tiny preset");
+        let mut typo = moe.clone();
+        typo["segment"]["max_experts_per_segmnt"] = 1.into();
+        let (field, reason) = parse(&config(&typo)).unwrap_err();
+        assert_eq!(field, "multipl_moe.segment.max_experts_per_segmnt");
+        assert!(reason.contains("unknown key"), "{reason}");
+        let mut top = moe;
+        top["hybrid_layer"] = serde_json::json!([0]);
+        let (field, _) = parse(&config(&top)).unwrap_err();
+        assert_eq!(field, "multipl_moe.hybrid_layer");
+    }
 }

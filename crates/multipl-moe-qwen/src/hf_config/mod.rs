@@ -33,7 +33,32 @@ pub fn parse_config(text: &str, path: &Path) -> Result<MultiplMoeConfig> {
     };
     let hf = file::parse(text).map_err(|(field, reason)| bad(field, reason))?;
     let config = MultiplMoeConfig::try_from(hf).map_err(|e: FieldError| bad(e.field, e.reason))?;
-    config.validate()?;
+    // The file is named too: a value out of range is the file's.
+    config.validate().map_err(|e| match e {
+        multipl_moe_core::ConfigError::InvalidField {
+            field,
+            value,
+            reason,
+        } => {
+            let moe_level = [
+                "lambda_token",
+                "lambda_segment",
+                "balance_coef",
+                "router_init_std",
+                "hybrid_layers",
+            ];
+            let field = match field {
+                f if f.starts_with("token.")
+                    || f.starts_with("segment.")
+                    || moe_level.contains(&f) =>
+                {
+                    format!("{MOE_KEY}.{f}")
+                }
+                f => f.to_string(),
+            };
+            bad(field, format!("{value}: {reason}"))
+        }
+    })?;
     Ok(config)
 }
 
