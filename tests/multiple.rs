@@ -599,7 +599,13 @@ fn long_prompts_are_recorded_and_runs_resume() {
         "{}def add(x, y):\n",
         "# a comment that is long enough\n".repeat(20)
     );
-    let problems = [py_problem("short"), long];
+    // A prompt of exactly the context's 48 tokens leaves no room for a completion either.
+    let mut full = py_problem("full");
+    full.prompt = (1..400)
+        .map(|n| "x = 1\n".repeat(n / 4) + &"y".repeat(n % 4))
+        .find(|p| tokenizer.encode(p).map(|ids| ids.len()).ok() == Some(48))
+        .expect("a prompt of exactly 48 tokens");
+    let problems = [py_problem("short"), long, full];
     let dir = temp_dir("resume");
     let path = dir.join("completions.jsonl");
     let settings = SampleSettings {
@@ -619,9 +625,14 @@ fn long_prompts_are_recorded_and_runs_resume() {
         |_, _, _| {},
     )
     .expect("generates");
-    assert_eq!(records.len(), 2);
+    assert_eq!(records.len(), 3);
     assert_eq!(records[0].status, None);
     assert_eq!(records[1].status, Some(Status::PromptTooLong));
+    assert_eq!(
+        records[2].status,
+        Some(Status::PromptTooLong),
+        "a full context"
+    );
     let on_disk: Vec<Completion> = read_jsonl(&path).expect("written as produced");
     assert_eq!(on_disk, records);
     let report = eval(&problems, &records, Duration::from_secs(10));
@@ -660,8 +671,8 @@ fn long_prompts_are_recorded_and_runs_resume() {
         |_, _, _| calls += 1,
     )
     .expect("resumes");
-    assert_eq!((more.len(), calls), (4, 2));
-    assert_eq!(&more[..2], &records[..]);
-    assert_eq!(read_jsonl::<Completion>(&path).expect("reads").len(), 4);
+    assert_eq!((more.len(), calls), (6, 3));
+    assert_eq!(&more[..3], &records[..]);
+    assert_eq!(read_jsonl::<Completion>(&path).expect("reads").len(), 6);
     let _ = std::fs::remove_dir_all(&dir);
 }

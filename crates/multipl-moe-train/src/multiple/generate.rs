@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use burn::tensor::backend::Backend;
-use multipl_moe_core::{CausalLm, GenerateError, SamplingConfig};
+use multipl_moe_core::{CausalLm, GenerateError, SamplingConfig, StopReason};
 
 use super::error::EvalError;
 use super::exec::Status;
@@ -134,6 +134,17 @@ pub fn generate_completions<B: Backend>(
             };
             let record =
                 match generate_text_with(model, tokenizer, &p.prompt, &options, special, |_| {}) {
+                    // A prompt that fills the context leaves no room for a completion: as
+                    // much a prompt too long as one past the context.
+                    Ok(out)
+                        if out.generated.tokens.is_empty()
+                            && out.generated.stop == StopReason::ContextFull =>
+                    {
+                        Completion {
+                            status: Some(Status::PromptTooLong),
+                            ..Completion::new(&p.name, "")
+                        }
+                    }
                     Ok(out) => Completion::new(&p.name, cut_at_stop(&out.text, &p.stop_tokens)),
                     Err(TrainError::Generate(GenerateError::PromptTooLong { .. })) => Completion {
                         status: Some(Status::PromptTooLong),
