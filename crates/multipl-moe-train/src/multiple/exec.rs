@@ -109,6 +109,41 @@ pub struct Outcome {
 /// A fresh directory under the system temp dir, removed on drop.
 pub(crate) struct TempDir(PathBuf);
 
+/// Prefix of [`TempDir`] names: `multipl-moe-eval-{pid}-{n}-{nanos}`.
+const TEMP_PREFIX: &str = "multipl-moe-eval-";
+
+/// Removes the temporary directories that evaluations of processes no longer running left
+/// behind (a `kill -9`, or an interrupt while programs ran: drop never ran for them), and
+/// returns how many. Directories of running processes, this one included, are left alone.
+pub fn remove_stale_temp_dirs() -> usize {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(TEMP_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid > 0 && !process_exists(pid) && std::fs::remove_dir_all(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Whether a process with this id exists (it may belong to another user).
+fn process_exists(pid: i32) -> bool {
+    // SAFETY: signal 0 sends nothing; it only checks that `pid` can be addressed.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
 impl TempDir {
     /// Creates it.
     pub(crate) fn new() -> std::io::Result<Self> {
@@ -117,10 +152,8 @@ impl TempDir {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-        let dir = std::env::temp_dir().join(format!(
-            "multipl-moe-eval-{}-{n}-{nanos}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("{TEMP_PREFIX}{}-{n}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         Ok(Self(dir))
     }
@@ -250,5 +283,28 @@ fn parse_failure(language: Language, output: &str) -> bool {
             .any(|e| output.contains(e)),
         Language::Ruby => output.contains("syntax error"),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{TEMP_PREFIX, TempDir, remove_stale_temp_dirs};
+
+    /// A directory left by a process that has exited is removed; one of a running process
+    /// (this one) is kept.
+    #[test]
+    fn temp_dirs_of_dead_evaluations_are_removed() {
+        let mut child = std::process::Command::new("true").spawn().expect("spawns");
+        let dead = child.id();
+        child.wait().expect("exits");
+        let left = std::env::temp_dir().join(format!("{TEMP_PREFIX}{dead}-0-42"));
+        std::fs::create_dir_all(left.join("work")).expect("creates");
+        let ours = TempDir::new().expect("creates");
+        remove_stale_temp_dirs();
+        assert!(!left.exists(), "{} is left behind", left.display());
+        assert!(
+            ours.path().exists(),
+            "a running evaluation's directory is kept"
+        );
     }
 }

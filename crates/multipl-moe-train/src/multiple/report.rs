@@ -212,13 +212,15 @@ fn warm_up(
 /// Runs every sample's `prompt + completion + "\n" + tests` (a problem's samples are its
 /// completions in file order) on up to `settings.jobs` threads and scores them. Toolchains
 /// with a shared cache (Go) are warmed once first. `progress` is called after each sample with
-/// `(done, total, result)`.
+/// `(done, total, result)`. Temporary directories that killed evaluations left behind are
+/// removed first ([`super::exec::remove_stale_temp_dirs`]).
 pub fn evaluate(
     problems: &[Problem],
     completions: &[Completion],
     settings: &EvalSettings,
     progress: impl Fn(usize, usize, &ProblemResult) + Sync,
 ) -> Result<EvalReport, EvalError> {
+    super::exec::remove_stale_temp_dirs();
     let (toolchains, skipped) = find_toolchains(problems);
     let mut by_name: BTreeMap<&str, Vec<&Completion>> = BTreeMap::new();
     for c in completions {
