@@ -254,6 +254,12 @@ fn programs_see_no_host_files_env_or_network() {
          socket.create_connection(('1.1.1.1', 53), timeout=2)\n        return 0\n    \
          except OSError:\n        return x + y\n"
             .to_string(),
+        // The evaluation's shared toolchain cache is not there while a program runs (it
+        // would carry files from one completion to the programs after it).
+        "    import glob\n    own = os.path.dirname(os.getcwd())\n    \
+         seen = glob.glob(os.path.dirname(own) + '/multipl-moe-eval-*')\n    \
+         assert seen == [own], seen\n    return x + y\n"
+            .to_string(),
     ];
     let problems: Vec<Problem> = (0..attacks.len())
         .map(|i| py_problem(&format!("attack_{i}")))

@@ -197,14 +197,16 @@ pub fn execute(
     {
         return failed(format!("writing {file}: {e}"));
     }
-    let mounts = Mounts {
-        work: &work,
-        cache,
-        readonly: &toolchain.roots,
-    };
     let env = toolchain.env(cache);
     let mut last = None;
     for step in toolchain.steps() {
+        // The shared cache is there for the toolchain's compiler only: a program's own code
+        // (every run step) never sees it.
+        let mounts = Mounts {
+            work: &work,
+            cache: (step.compile && toolchain.uses_cache()).then_some(cache),
+            readonly: &toolchain.roots,
+        };
         let limit = if step.compile {
             limits.compile
         } else {

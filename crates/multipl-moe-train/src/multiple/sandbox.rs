@@ -1,9 +1,10 @@
 //! The sandbox every program of an evaluation runs in: bubblewrap (`bwrap`) with
 //!
 //! - a private mount view: the system directories (`/usr`, `/bin`, `/lib*`, a few files of
-//!   `/etc`) and the toolchains' install roots read-only, the program's own directory and the
-//!   evaluation's toolchain cache writable, nothing else (the caller's home, `/tmp`, the
-//!   project are not there);
+//!   `/etc`) and the toolchains' install roots read-only, the program's own directory
+//!   writable, the evaluation's toolchain cache writable during a compile step of a
+//!   toolchain that uses it (Go) and absent otherwise, nothing else (the caller's home,
+//!   `/tmp`, the project are not there);
 //! - a fresh PID namespace whose init dies with bwrap (`--die-with-parent`), so that killing
 //!   bwrap, or the program's main process ending, ends *every* descendant, `setsid` daemons
 //!   included;
@@ -90,9 +91,11 @@ impl ResourceLimits {
 pub struct Mounts<'a> {
     /// The program's own directory: writable, the working directory, `HOME` and `TMPDIR`.
     pub work: &'a Path,
-    /// The evaluation's toolchain cache (e.g. Go's build cache): writable, shared by all
-    /// programs of the evaluation.
-    pub cache: &'a Path,
+    /// The evaluation's toolchain cache (e.g. Go's build cache), shared by all programs of
+    /// the evaluation: writable, and mounted only for the compile steps of a toolchain that
+    /// uses it (never while a program's own code runs, so that no completion can leave
+    /// anything there for the programs after it).
+    pub cache: Option<&'a Path>,
     /// Toolchain install roots outside `/usr` (rustup's sysroot, a pyenv Python): read-only.
     pub readonly: &'a [PathBuf],
 }
@@ -139,7 +142,7 @@ impl Sandbox {
             super::exec::TempDir::new().map_err(|e| EvalError::io(std::env::temp_dir(), e))?;
         let mounts = Mounts {
             work: dir.path(),
-            cache: dir.path(),
+            cache: None,
             readonly: &[],
         };
         let output = sandbox
@@ -287,7 +290,7 @@ fn bwrap_args(mounts: &Mounts, vars: &[(String, String)]) -> Vec<String> {
             ro(root);
         }
     }
-    for dir in [mounts.cache, mounts.work] {
+    for dir in mounts.cache.into_iter().chain([mounts.work]) {
         let d = dir.to_string_lossy().into_owned();
         args.extend(["--bind".into(), d.clone(), d]);
     }

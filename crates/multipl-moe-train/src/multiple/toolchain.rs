@@ -214,6 +214,12 @@ impl Toolchain {
         }
     }
 
+    /// Whether the toolchain keeps anything in the evaluation's shared cache (Go's build
+    /// cache); only its compile steps see the cache.
+    pub fn uses_cache(&self) -> bool {
+        matches!(self.language, Language::Go)
+    }
+
     /// Environment variables of every step, given the evaluation's cache directory: Go's
     /// build cache and module settings live there, shared by all problems.
     pub fn env(&self, cache: &Path) -> Vec<(String, String)> {

@@ -17,7 +17,7 @@ use crate::error::{Result, TrainError};
 use crate::files::{same_as_recorded, write_atomic};
 use crate::training::config::{Range, check_count, check_real};
 use crate::training::strict::parse_strict;
-use crate::training::trainer::{TrainConfig, TrainTarget, train};
+use crate::training::trainer::{TrainConfig, TrainTarget, enough_data, train};
 
 fn default_share() -> f64 {
     0.7
@@ -262,13 +262,16 @@ pub fn run_training<B: AutodiffBackend>(
         corpus.duplicates,
         report.lines()
     );
-    record_run(out, &report, &cfg, mode.resume)?;
     let available: Vec<Language> = train_packed.keys().copied().collect();
     let mix = Mix::low_resource_over(cfg.low_resource_share, &available)?;
     let total: usize = train_packed.values().map(Vec::len).sum();
     let drawn = cfg.sequences.map_or(total, |n| n.min(total));
     let train_seqs = mix.sample(&train_packed, drawn, cfg.train.seed)?;
     let valid_seqs: Vec<_> = valid_packed.values().flatten().cloned().collect();
+    enough_data(train_seqs.len(), valid_seqs.len(), &cfg.train)?;
+    // Recorded once the data is known to make a run: a corpus refused above leaves nothing
+    // in `out`, so the same command with other data needs no --overwrite.
+    record_run(out, &report, &cfg, mode.resume)?;
     let trained = train(
         model,
         alpha,

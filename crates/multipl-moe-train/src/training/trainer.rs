@@ -146,6 +146,18 @@ where
     Ok(())
 }
 
+/// [`train`]'s data requirement: a full batch of training sequences and at least one
+/// validation sequence ([`TrainError::NotEnoughData`] otherwise).
+pub fn enough_data(train: usize, valid: usize, cfg: &TrainConfig) -> Result<()> {
+    if train < cfg.batch_size || valid == 0 {
+        return Err(TrainError::NotEnoughData(format!(
+            "{train} training sequences for batch size {}, {valid} validation sequences",
+            cfg.batch_size
+        )));
+    }
+    Ok(())
+}
+
 /// Trains `model` on `train`, validating on `valid`, and returns the trained model (inner
 /// backend).
 ///
@@ -173,14 +185,7 @@ pub fn train<B: AutodiffBackend>(
     target: &TrainTarget<B>,
 ) -> Result<CausalLm<B::InnerBackend>> {
     cfg.validate()?;
-    if train.len() < cfg.batch_size || valid.is_empty() {
-        return Err(TrainError::NotEnoughData(format!(
-            "{} training sequences for batch size {}, {} validation sequences",
-            train.len(),
-            cfg.batch_size,
-            valid.len()
-        )));
-    }
+    enough_data(train.len(), valid.len(), cfg)?;
     let dir = target.dir.as_path();
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
     let per_step = cfg.batch_size * cfg.grad_accumulation;
