@@ -86,8 +86,12 @@ pub fn parse(text: &str) -> Result<HfConfig, (String, String)> {
     Ok(config)
 }
 
-/// The first key of the `multipl_moe` section that [`MoeConfig`] does not know, as
-/// `(multipl_moe.dotted.key, reason)`.
+/// Keys that files of earlier versions carry and that change nothing (docs/FORMAT.md): the
+/// token level's `dispatch_block`, from before the dispatch rewrite.
+const LEGACY_MOE_KEYS: [&str; 1] = ["token.dispatch_block"];
+
+/// The first key of the `multipl_moe` section that [`MoeConfig`] does not know (bar
+/// [`LEGACY_MOE_KEYS`]), as `(multipl_moe.dotted.key, reason)`.
 fn refuse_unknown_moe_keys(text: &str) -> Result<(), (String, String)> {
     let root: Value = serde_json::from_str(text).map_err(|e| ("<root>".into(), e.to_string()))?;
     let Some(section) = root.get(super::MOE_KEY) else {
@@ -101,7 +105,10 @@ fn refuse_unknown_moe_keys(text: &str) -> Result<(), (String, String)> {
         unknown.push(parts.join("."));
     });
     parsed.map_err(|e| (super::MOE_KEY.into(), e.to_string()))?;
-    match unknown.first() {
+    match unknown
+        .iter()
+        .find(|key| !LEGACY_MOE_KEYS.contains(&key.as_str()))
+    {
         None => Ok(()),
         Some(key) => Err((
             format!("{}.{key}", super::MOE_KEY),
@@ -128,6 +135,9 @@ mod tests {
         let (field, reason) = parse(&config(&typo)).unwrap_err();
         assert_eq!(field, "multipl_moe.segment.max_experts_per_segmnt");
         assert!(reason.contains("unknown key"), "{reason}");
+        let mut legacy = moe.clone();
+        legacy["token"]["dispatch_block"] = 256.into();
+        parse(&config(&legacy)).expect("a key of earlier versions that changes nothing");
         let mut top = moe;
         top["hybrid_layer"] = serde_json::json!([0]);
         let (field, _) = parse(&config(&top)).unwrap_err();
