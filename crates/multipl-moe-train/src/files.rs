@@ -12,8 +12,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     replace_with(path, |w| w.write_all(bytes)).map_err(|e| TrainError::io(path, e))
 }
 
+/// Top-level record keys added after runs were first recorded (`data.json`'s corpus digest
+/// and device count, 2026-11-30): a record written before lacks them, and a run it describes
+/// still resumes, compared on the other keys.
+const ADDED_KEYS: [&str; 2] = ["corpus_sha256", "devices"];
+
 /// A resumed run continues only with the settings it started with: `record` (this run's
-/// `run.json`, `data.json` or `eval.json`) must equal the file the run wrote, if it wrote one.
+/// `run.json`, `data.json` or `eval.json`) must equal the file the run wrote, if it wrote one
+/// (keys of [`ADDED_KEYS`] the file lacks are not compared).
 /// [`TrainError::ResumeMismatch`] names the first key that differs.
 pub fn same_as_recorded(path: &Path, record: &str) -> Result<()> {
     let was = match std::fs::read_to_string(path) {
@@ -22,7 +28,7 @@ pub fn same_as_recorded(path: &Path, record: &str) -> Result<()> {
         Err(e) => return Err(TrainError::io(path, e)),
     };
     let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text);
-    let (was, now) = match (parse(&was), parse(record)) {
+    let (was, mut now) = match (parse(&was), parse(record)) {
         (Ok(was), Ok(now)) => (was, now),
         (Err(e), _) | (_, Err(e)) => {
             return Err(TrainError::Data {
@@ -31,6 +37,13 @@ pub fn same_as_recorded(path: &Path, record: &str) -> Result<()> {
             });
         }
     };
+    if let (Some(recorded), Some(current)) = (was.as_object(), now.as_object_mut()) {
+        for key in ADDED_KEYS {
+            if !recorded.contains_key(key) {
+                current.remove(key);
+            }
+        }
+    }
     match first_difference(&was, &now, String::new()) {
         None => Ok(()),
         Some((key, was, now)) => Err(TrainError::ResumeMismatch {
@@ -113,6 +126,23 @@ mod tests {
             err.contains("`sequences` was 100 and is now absent"),
             "{err}"
         );
+        // A record of an earlier version lacks the keys added since; the others still count.
+        let older = dir.join("data.json");
+        std::fs::write(&older, r#"{"skipped_files": 0}"#).unwrap();
+        same_as_recorded(
+            &older,
+            r#"{"skipped_files": 0, "corpus_sha256": "ab", "devices": 1}"#,
+        )
+        .expect("keys added since are not compared");
+        let err = same_as_recorded(&older, r#"{"skipped_files": 2, "devices": 1}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`skipped_files` was 0 and is now 2"), "{err}");
+        std::fs::write(&older, r#"{"skipped_files": 0, "devices": 1}"#).unwrap();
+        let err = same_as_recorded(&older, r#"{"skipped_files": 0, "devices": 2}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`devices` was 1 and is now 2"), "{err}");
         std::fs::write(&path, "{torn").unwrap();
         let err = same_as_recorded(&path, record).unwrap_err().to_string();
         assert!(
