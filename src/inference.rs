@@ -253,9 +253,10 @@ fn generate_for_eval(
     sampling: &SampleSettings,
 ) -> Result<Vec<Completion>> {
     // Checked before the model loads: a resume with other settings is refused at once.
+    let tokenizer_json = tokenizer_path(model, args.tokenizer.as_deref());
     GenerationRecord {
         model: GenerationRecord::path_name(model),
-        tokenizer: GenerationRecord::path_name(&tokenizer_path(model, args.tokenizer.as_deref())),
+        tokenizer: GenerationRecord::path_name(&tokenizer_json),
         problems: GenerationRecord::path_name(&args.problems),
         language: args.language.clone(),
         samples: sampling.samples,
@@ -268,7 +269,7 @@ fn generate_for_eval(
     let (lm, tokenizer, _) = load(model, args.tokenizer.as_deref())?;
     let special = SpecialTokens::load(
         &tokenizer,
-        &tokenizer_path(model, args.tokenizer.as_deref()),
+        &tokenizer_json,
         &model.join("generation_config.json"),
     )?;
     let path = args.out.join("completions.jsonl");

@@ -88,25 +88,8 @@ impl QwenConfig {
     /// bounded above by [`MAX_SIZES`] (beyond the largest published models), so that a
     /// corrupt or hostile `config.json` gets an error instead of an allocation that aborts.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        for (field, limit) in MAX_SIZES {
-            let value = match field {
-                "vocab_size" => self.vocab_size,
-                "hidden_size" => self.hidden_size,
-                "intermediate_size" => self.intermediate_size,
-                "num_hidden_layers" => self.num_hidden_layers,
-                "num_attention_heads" => self.num_attention_heads,
-                "num_key_value_heads" => self.num_key_value_heads,
-                _ => self.max_position_embeddings,
-            };
-            if value > limit {
-                return Err(ConfigError::field(
-                    field,
-                    value,
-                    format!("must be at most {limit}"),
-                ));
-            }
-        }
-        let positive = [
+        // The sizes in the order of `MAX_SIZES`: each positive and within its bound.
+        let sizes = [
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
             ("intermediate_size", self.intermediate_size),
@@ -115,9 +98,17 @@ impl QwenConfig {
             ("num_key_value_heads", self.num_key_value_heads),
             ("max_position_embeddings", self.max_position_embeddings),
         ];
-        for (field, value) in positive {
+        for ((field, value), (bounded, limit)) in sizes.into_iter().zip(MAX_SIZES) {
+            debug_assert_eq!(field, bounded, "MAX_SIZES lists the sizes in this order");
             if value == 0 {
                 return Err(ConfigError::field(field, value, "must be positive"));
+            }
+            if value > limit {
+                return Err(ConfigError::field(
+                    field,
+                    value,
+                    format!("must be at most {limit}"),
+                ));
             }
         }
         if !self.hidden_size.is_multiple_of(self.num_attention_heads) {

@@ -12,6 +12,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     replace_with(path, |w| w.write_all(bytes)).map_err(|e| TrainError::io(path, e))
 }
 
+/// Deletes `path`: a directory with everything in it, or a file. One that is not there is
+/// fine (the `--overwrite` of `train` and `demo` deletes a list of entries).
+pub fn remove_entry(path: &Path) -> Result<()> {
+    let removed = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+    match removed {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(TrainError::io(path, e)),
+        _ => Ok(()),
+    }
+}
+
 /// Top-level record keys added after runs were first recorded (`data.json`'s corpus digest
 /// and device count, 2026-11-30): a record written before lacks them, and a run it describes
 /// still resumes, compared on the other keys.

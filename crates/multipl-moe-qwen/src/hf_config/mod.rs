@@ -33,32 +33,19 @@ pub fn parse_config(text: &str, path: &Path) -> Result<MultiplMoeConfig> {
     };
     let hf = file::parse(text).map_err(|(field, reason)| bad(field, reason))?;
     let config = MultiplMoeConfig::try_from(hf).map_err(|e: FieldError| bad(e.field, e.reason))?;
-    // The file is named too: a value out of range is the file's.
-    config.validate().map_err(|e| match e {
+    // The file is named too: a value out of range is the file's. The base is checked alone
+    // first, so whatever the whole config refuses after it is in the `multipl_moe` section.
+    let in_file = |prefix: &str, e: multipl_moe_core::ConfigError| match e {
         multipl_moe_core::ConfigError::InvalidField {
             field,
             value,
             reason,
-        } => {
-            let moe_level = [
-                "lambda_token",
-                "lambda_segment",
-                "balance_coef",
-                "router_init_std",
-                "hybrid_layers",
-            ];
-            let field = match field {
-                f if f.starts_with("token.")
-                    || f.starts_with("segment.")
-                    || moe_level.contains(&f) =>
-                {
-                    format!("{MOE_KEY}.{f}")
-                }
-                f => f.to_string(),
-            };
-            bad(field, format!("{value}: {reason}"))
-        }
-    })?;
+        } => bad(format!("{prefix}{field}"), format!("{value}: {reason}")),
+    };
+    config.model.validate().map_err(|e| in_file("", e))?;
+    config
+        .validate()
+        .map_err(|e| in_file(&format!("{MOE_KEY}."), e))?;
     Ok(config)
 }
 
@@ -124,4 +111,37 @@ fn scaling_object(scaling: &RopeScaling) -> Map<String, Value> {
         .ok()
         .and_then(|v| v.as_object().cloned())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A value out of range names the file and the field as it is spelt in the file: the
+    /// `multipl_moe` section's fields with the section's key.
+    #[test]
+    fn range_errors_name_the_file_and_the_field_in_it() {
+        let path = Path::new("model/config.json");
+        let field_of =
+            |config: &MultiplMoeConfig| match parse_config(&config_json(config, "float32"), path) {
+                Err(QwenError::BadConfig { path: p, field, .. }) => {
+                    assert_eq!(p, path);
+                    field
+                }
+                other => panic!("not a BadConfig: {other:?}"),
+            };
+        let mut wide = MultiplMoeConfig::tiny();
+        wide.model.hidden_size = 1 << 18;
+        assert_eq!(field_of(&wide), "hidden_size");
+        let mut window = MultiplMoeConfig::tiny();
+        if let Some(moe) = window.moe.as_mut() {
+            moe.segment.window = 1 << 20;
+        }
+        assert_eq!(field_of(&window), "multipl_moe.segment.window");
+        let mut balance = MultiplMoeConfig::tiny();
+        if let Some(moe) = balance.moe.as_mut() {
+            moe.balance_coef = -1.0;
+        }
+        assert_eq!(field_of(&balance), "multipl_moe.balance_coef");
+    }
 }

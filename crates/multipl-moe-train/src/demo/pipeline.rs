@@ -24,6 +24,7 @@ use crate::data::generator::embedded;
 use crate::data::tokenizer::TextTokenizer;
 use crate::demo::report::{DemoReport, MODEL_DIRS, MODELS, SeedLosses, write_outputs};
 use crate::error::{Result, TrainError};
+use crate::files::remove_entry;
 use crate::training::trainer::{TrainConfig, TrainTarget, train};
 use crate::training::validation::loss_per_language;
 
@@ -387,16 +388,9 @@ pub fn prepare_demo_out(out: &Path, overwrite: bool) -> Result<()> {
             || name
                 .strip_prefix("seed-")
                 .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-        if !ours {
-            continue;
+        if ours {
+            remove_entry(&entry.path())?;
         }
-        let path = entry.path();
-        let removed = if path.is_dir() {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
-        removed.map_err(|e| TrainError::io(&path, e))?;
     }
     Ok(())
 }
@@ -462,4 +456,39 @@ fn save_models<B: burn::tensor::backend::Backend>(
         save_model_from(model, config, &dir, SaveDtype::F32, Some(out))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prepare_demo_out;
+
+    /// A non-empty `--out` is refused; `--overwrite` deletes the main job's entries and
+    /// nothing else; a file is never an output directory.
+    #[test]
+    fn an_earlier_run_is_replaced_only_when_asked() {
+        let dir = std::env::temp_dir().join(format!("multipl-moe-demo-out-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        prepare_demo_out(&dir, false).expect("a missing directory is fine");
+        for dir_entry in ["seed-0/stage", "multipl-moe", "seed-x"] {
+            std::fs::create_dir_all(dir.join(dir_entry)).unwrap();
+        }
+        for file in ["table.txt", "report.json", "notes.txt"] {
+            std::fs::write(dir.join(file), "x").unwrap();
+        }
+        let refused = prepare_demo_out(&dir, false).unwrap_err().to_string();
+        assert!(refused.contains("--overwrite"), "{refused}");
+        assert!(
+            dir.join("table.txt").exists(),
+            "nothing deleted when refused"
+        );
+        prepare_demo_out(&dir, true).expect("overwrite");
+        for gone in ["seed-0", "multipl-moe", "table.txt", "report.json"] {
+            assert!(!dir.join(gone).exists(), "{gone} is left");
+        }
+        for kept in ["seed-x", "notes.txt"] {
+            assert!(dir.join(kept).exists(), "{kept} is not the main job's");
+        }
+        assert!(prepare_demo_out(&dir.join("notes.txt"), true).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

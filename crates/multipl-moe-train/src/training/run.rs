@@ -14,7 +14,7 @@ use crate::data::corpus::{Corpus, Document, Language, read_path};
 use crate::data::dataset::{Mix, Sequence, TokenizedDocument, pack, split_documents, tokenize};
 use crate::data::tokenizer::TextTokenizer;
 use crate::error::{Result, TrainError};
-use crate::files::{same_as_recorded, write_atomic};
+use crate::files::{remove_entry, same_as_recorded, write_atomic};
 use crate::training::config::{Range, check_count, check_real};
 use crate::training::strict::parse_strict;
 use crate::training::trainer::{TrainConfig, TrainTarget, enough_data, train};
@@ -184,18 +184,7 @@ pub fn prepare_out_dir(out: &Path, resume: bool, overwrite: bool) -> Result<()> 
         });
     }
     for name in RUN_ENTRIES {
-        let path = out.join(name);
-        let removed = if path.is_dir() {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
-        match removed {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(TrainError::io(&path, e));
-            }
-            _ => {}
-        }
+        remove_entry(&out.join(name))?;
     }
     Ok(())
 }
