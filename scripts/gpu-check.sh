@@ -31,8 +31,8 @@ step() {
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/gpu.txt" 2>&1 || true
 step build cargo build --release --features cuda --benches --tests
-step parity cargo test --release --features cuda --test moe_reference --test model \
-    --test backend_parity --test qwen_import --test qwen_config --test generate
+step parity cargo test --release --features cuda --test it -- moe_reference:: model:: \
+    backend_parity:: qwen_import:: qwen_config:: generate::
 step layer-bench cargo bench --features cuda --bench moe_layer
 step model-bench cargo bench --features cuda --bench model
 

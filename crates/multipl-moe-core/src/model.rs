@@ -197,7 +197,7 @@ impl<B: Backend> CausalLm<B> {
     /// cache, the cache is rewound to the window's start and its tokens are run again, so
     /// every closed window is routed by its full pool, as in training. Hence the result does
     /// not depend on how the sequence is split into calls: feeding tokens one by one gives
-    /// the logits of one call on the whole sequence (`tests/generate.rs`).
+    /// the logits of one call on the whole sequence (`tests/it/generate.rs`).
     ///
     /// [`SegmentMoe::experts_per_segment`]: crate::segment_moe::SegmentMoe::experts_per_segment
     pub fn forward_inference(

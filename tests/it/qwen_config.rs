@@ -3,13 +3,11 @@
 //! (fixtures/qwen2-rope, made by `scripts/make_fixtures.py --only rope`), refusals by name of
 //! every forward-changing field not implemented, and a tied model shipping `lm_head.weight`.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
+use crate::common::fixtures::{rewrite_safetensors, transformers_reference};
+use crate::common::{TestBackend, assert_close, values};
 use burn::tensor::{Int, Tensor, TensorData};
-use common::fixtures::{rewrite_safetensors, transformers_reference};
-use common::{TestBackend, assert_close, values};
 use multipl_moe::qwen::{QwenError, load_model, load_model_with_notes};
 
 type B = TestBackend;

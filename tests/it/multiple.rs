@@ -3,12 +3,10 @@
 //! contained by the sandbox; completions are cut, generated with special tokens handled,
 //! logged as they come and resumed; the CLI validates its arguments.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::TestBackend;
+use crate::common::TestBackend;
 use multipl_moe::core::{CausalLm, MultiplMoeConfig, QwenConfig};
 use multipl_moe::train::data::corpus::Language;
 use multipl_moe::train::data::tokenizer::TextTokenizer;

@@ -1,13 +1,11 @@
 //! Training: loss goes down, the freeze holds through burn-train's Learner, a NaN stops the
 //! run, the schedule, and the data pipeline.
 
-mod common;
-
+use crate::common::{TestAutodiff, TestBackend};
 use burn::module::{AutodiffModule, Param};
 use burn::optim::{AdamWConfig, Optimizer};
 use burn::tensor::{Int, Tensor, TensorData};
 use burn::train::TrainStep;
-use common::{TestAutodiff, TestBackend};
 use multipl_moe::core::{MoeConfig, MultiplMoeConfig, QwenConfig};
 use multipl_moe::qwen::export::model_tensors;
 use multipl_moe::qwen::{FreezePolicy, UpcycleOptions, upcycle};
@@ -697,7 +695,7 @@ fn capped_validation_takes_every_language_in_turn() {
 
 /// The demo pipeline seeds every stage: two runs of a small demo write the same table and the
 /// same `loss.csv` for every stage (issue 12; two processes running `train` are compared in
-/// `tests/cli.rs`, and `cargo run --release` was compared the same way by hand).
+/// `tests/it/cli.rs`, and `cargo run --release` was compared the same way by hand).
 #[test]
 fn the_demo_repeats_itself_exactly() {
     use multipl_moe::train::demo::pipeline::{DemoConfig, DemoData, run_demo};

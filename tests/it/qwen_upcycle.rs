@@ -1,14 +1,12 @@
 //! Upcycling, freezing and export of Hugging Face models (SPEC §5, §6).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
+use crate::common::{TestAutodiff, TestBackend, assert_close, values};
 use burn::module::AutodiffModule;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
-use common::{TestAutodiff, TestBackend, assert_close, values};
 use multipl_moe::core::{CausalLm, MoeConfig, SegmentRouting};
 use multipl_moe::qwen::export::model_tensors;
 use multipl_moe::qwen::{

@@ -3,11 +3,9 @@
 //! gives, and never write into a buffer another tensor shares.
 #![cfg(feature = "ndarray")]
 
-mod common;
-
+use crate::common::{randn, tensor, values};
 use burn::backend::NdArray;
 use burn::tensor::{DType, Tensor};
-use common::{randn, tensor, values};
 
 /// Above the patch's threading threshold (2^18 elements), with a ragged tail.
 const N: usize = (1 << 18) + 37;

@@ -1,13 +1,11 @@
 //! Import of Hugging Face Qwen2 checkpoints: logits match transformers' (fixtures made by
 //! scripts/make_fixtures.py), and every kind of bad input is a typed error.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
+use crate::common::fixtures::{RawTensor, rewrite_safetensors, transformers_reference};
+use crate::common::{TestBackend, assert_close, values};
 use burn::tensor::{Int, Tensor, TensorData};
-use common::fixtures::{RawTensor, rewrite_safetensors, transformers_reference};
-use common::{TestBackend, assert_close, values};
 use multipl_moe::qwen::{QwenError, load_model};
 
 type B = TestBackend;

@@ -1,15 +1,4 @@
-//! Reading and writing safetensors files: single files and `model-0000k-of-0000n` shards.
-//!
-//! Files are memory-mapped (`memmap2`). A matrix stored as f32 is handed to the backend as the
-//! mapped bytes themselves ([`TensorStore::take_matrix`]): nothing is copied, and the mapping
-//! lives as long as a tensor made from it (burn-ndarray keeps such weights borrowed until they
-//! are modified, vendor/README.md fix 8; the GPU backends upload them). Other tensors are
-//! converted to f32 when the loader takes them, in the file's layout (a Linear weight stays
-//! `[out, in]`; the loader makes the parameter its transposed view), and their mapped pages
-//! are then released. So an import never holds a host copy of every shard. The loader
-//! ([`crate::load`]) maps keys to parameters and checks that the files together cover every
-//! parameter and hold nothing unused. A sharded checkpoint's index must agree with its shards
-//! key by key.
+//! [`TensorStore`]: the mapped files of a model directory and the tensors taken from them.
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
@@ -17,21 +6,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use burn::tensor::{AllocationProperty, Bytes, DType, TensorData};
-use half::{bf16, f16};
 use memmap2::{Advice, Mmap, UncheckedAdvice};
-use rayon::prelude::*;
-use safetensors::{Dtype, SafeTensors, tensor::Metadata, tensor::TensorView};
+use safetensors::{Dtype, SafeTensors, tensor::Metadata};
 
+use super::HostTensor;
+use super::convert::convert;
+use super::index::ShardIndex;
 use crate::error::{QwenError, Result, io_err};
-
-/// One tensor read from a file, converted to f32.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HostTensor {
-    /// Shape.
-    pub shape: Vec<usize>,
-    /// Values, row-major.
-    pub data: Vec<f32>,
-}
 
 /// One mapped safetensors file and its parsed header.
 struct Shard {
@@ -110,7 +91,12 @@ impl TensorStore {
             store.map_file(file)?;
         }
         if let Some(index) = index {
-            index.check(&store)?;
+            let held = store
+                .keys
+                .iter()
+                .map(|(key, &shard)| (key.as_str(), store.shards[shard].path.as_path()))
+                .collect();
+            index.check(&held)?;
         }
         Ok(store)
     }
@@ -338,255 +324,5 @@ struct MappedFile(Arc<Mmap>);
 impl AsRef<[u8]> for MappedFile {
     fn as_ref(&self) -> &[u8] {
         &self.0
-    }
-}
-
-/// `model.safetensors.index.json`: which shard holds which key.
-struct ShardIndex {
-    path: PathBuf,
-    /// Distinct shard files, sorted.
-    files: Vec<PathBuf>,
-    /// Key → shard file.
-    weight_map: BTreeMap<String, PathBuf>,
-}
-
-impl ShardIndex {
-    fn read(index: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(index).map_err(io_err(index))?;
-        let bad = |reason: String| QwenError::BadConfig {
-            path: index.to_path_buf(),
-            field: "weight_map".into(),
-            reason,
-        };
-        let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
-        let map = json
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| bad("missing or not an object".into()))?;
-        let dir = index.parent().unwrap_or(Path::new("."));
-        let mut files: Vec<PathBuf> = Vec::new();
-        let mut names: BTreeMap<PathBuf, String> = BTreeMap::new();
-        let mut weight_map = BTreeMap::new();
-        for (key, file) in map {
-            let name = file
-                .as_str()
-                .ok_or_else(|| bad(format!("`{key}` maps to a non-string")))?;
-            let path = dir.join(name);
-            if !path.exists() {
-                return Err(QwenError::MissingShard {
-                    shard: path,
-                    index: index.to_path_buf(),
-                });
-            }
-            let canonical = path.canonicalize().map_err(io_err(&path))?;
-            match names.get(&canonical) {
-                Some(first) if first != name => {
-                    return Err(bad(format!(
-                        "shard {} is listed under two names, `{first}` and `{name}`",
-                        canonical.display()
-                    )));
-                }
-                Some(_) => {}
-                None => {
-                    names.insert(canonical, name.to_string());
-                    files.push(path.clone());
-                }
-            }
-            weight_map.insert(key.clone(), path);
-        }
-        files.sort();
-        Ok(Self {
-            path: index.to_path_buf(),
-            files,
-            weight_map,
-        })
-    }
-
-    /// Every key of every shard is listed for that shard, and every listed key is there.
-    fn check(&self, store: &TensorStore) -> Result<()> {
-        for (key, &shard) in &store.keys {
-            let held_by = &store.shards[shard].path;
-            match self.weight_map.get(key) {
-                None => {
-                    return Err(QwenError::ShardConflict {
-                        key: key.clone(),
-                        reason: format!(
-                            "in {} but not listed in {}",
-                            held_by.display(),
-                            self.path.display()
-                        ),
-                    });
-                }
-                Some(listed) if listed != held_by => {
-                    return Err(QwenError::ShardConflict {
-                        key: key.clone(),
-                        reason: format!(
-                            "{} lists it in {}, but {} holds it",
-                            self.path.display(),
-                            listed.display(),
-                            held_by.display()
-                        ),
-                    });
-                }
-                Some(_) => {}
-            }
-        }
-        if let Some((key, listed)) = self
-            .weight_map
-            .iter()
-            .find(|(key, _)| !store.keys.contains_key(*key))
-        {
-            return Err(QwenError::ShardConflict {
-                key: key.clone(),
-                reason: format!(
-                    "{} lists it in {}, which does not hold it",
-                    self.path.display(),
-                    listed.display()
-                ),
-            });
-        }
-        Ok(())
-    }
-}
-
-/// Elements converted per parallel task.
-const CHUNK: usize = 1 << 16;
-
-/// `raw` (f32, f16 or bf16, little-endian) converted into `out` (as many elements) on
-/// rayon's threads.
-fn convert(key: &str, path: &Path, dtype: Dtype, raw: &[u8], out: &mut [f32]) -> Result<()> {
-    // One monomorphised loop per dtype, so the decoder inlines and vectorises.
-    fn run<const N: usize>(raw: &[u8], out: &mut [f32], decode: impl Fn([u8; N]) -> f32 + Sync) {
-        let (elements, _) = raw.as_chunks::<N>();
-        out.par_chunks_mut(CHUNK)
-            .zip(elements.par_chunks(CHUNK))
-            .for_each(|(out, elements)| {
-                for (o, e) in out.iter_mut().zip(elements) {
-                    *o = decode(*e);
-                }
-            });
-    }
-    match dtype {
-        Dtype::F32 => run::<4>(raw, out, f32::from_le_bytes),
-        Dtype::F16 => run::<2>(raw, out, |b| f16::from_le_bytes(b).to_f32()),
-        Dtype::BF16 => run::<2>(raw, out, |b| bf16::from_le_bytes(b).to_f32()),
-        other => {
-            return Err(QwenError::UnsupportedDtype {
-                key: key.to_string(),
-                path: path.to_path_buf(),
-                dtype: format!("{other:?}"),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// The dtype in which [`write_file`] stores tensors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum SaveDtype {
-    /// 32-bit floats (bit-exact round trip).
-    F32,
-    /// bfloat16 (round to nearest even).
-    Bf16,
-}
-
-/// Writes `tensors` to `path` as safetensors, through a temporary file renamed at the end,
-/// so a failure leaves no half-written file. A NaN or infinite value is refused
-/// ([`QwenError::NonFinite`], naming the tensor) before anything is written.
-pub fn write_file(
-    path: &Path,
-    tensors: &BTreeMap<String, HostTensor>,
-    dtype: SaveDtype,
-) -> Result<()> {
-    for (key, t) in tensors {
-        if let Some((index, &value)) = t.data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(QwenError::NonFinite {
-                path: path.to_path_buf(),
-                key: key.clone(),
-                index,
-                value,
-            });
-        }
-    }
-    let encoded: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
-        .iter()
-        .map(|(k, t)| {
-            let bytes = match dtype {
-                SaveDtype::F32 => t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                SaveDtype::Bf16 => t
-                    .data
-                    .iter()
-                    .flat_map(|v| bf16::from_f32(*v).to_le_bytes())
-                    .collect(),
-            };
-            (k.clone(), bytes, t.shape.clone())
-        })
-        .collect();
-    let st_dtype = match dtype {
-        SaveDtype::F32 => Dtype::F32,
-        SaveDtype::Bf16 => Dtype::BF16,
-    };
-    let views = encoded
-        .iter()
-        .map(|(k, bytes, shape)| {
-            TensorView::new(st_dtype, shape.clone(), bytes)
-                .map(|v| (k.clone(), v))
-                .map_err(|e| QwenError::Corrupt {
-                    path: path.to_path_buf(),
-                    reason: format!("tensor `{k}`: {e}"),
-                })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut metadata = std::collections::HashMap::new();
-    metadata.insert("format".to_string(), "pt".to_string());
-    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| QwenError::Corrupt {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    write_atomic(path, &bytes)
-}
-
-/// Writes `bytes` to `path` with [`crate::files::replace_with`] (hidden temporary name,
-/// synced, renamed into place).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    crate::files::replace_with(path, |w| std::io::Write::write_all(w, bytes)).map_err(io_err(path))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn non_finite_values_are_refused_and_nothing_is_written() {
-        let dir = std::env::temp_dir().join(format!("qwen-nonfinite-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("m.safetensors");
-        let mut tensors = BTreeMap::new();
-        tensors.insert(
-            "a".to_string(),
-            HostTensor {
-                shape: vec![2],
-                data: vec![1.0, 2.0],
-            },
-        );
-        write_file(&path, &tensors, SaveDtype::F32).expect("finite values are written");
-        std::fs::remove_file(&path).unwrap();
-        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
-            tensors.insert(
-                "b".to_string(),
-                HostTensor {
-                    shape: vec![3],
-                    data: vec![0.0, bad, 1.0],
-                },
-            );
-            let err = write_file(&path, &tensors, SaveDtype::Bf16).unwrap_err();
-            assert!(
-                matches!(&err, QwenError::NonFinite { key, index: 1, .. } if key == "b"),
-                "{err}"
-            );
-            assert!(!path.exists(), "nothing written for {bad}");
-        }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

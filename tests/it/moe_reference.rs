@@ -1,10 +1,8 @@
 //! The MoE levels (SPEC §2–§4) against the plain-loop references of `common::reference`.
 
-mod common;
-
+use crate::common::reference::{self as r, SegmentWeights, TokenWeights};
+use crate::common::{TOL, TestBackend, assert_close, ints, randn, tensor, values};
 use burn::tensor::{Tensor, backend::Backend};
-use common::reference::{self as r, SegmentWeights, TokenWeights};
-use common::{TOL, TestBackend, assert_close, ints, randn, tensor, values};
 use multipl_moe::core::balance::balance_loss;
 use multipl_moe::core::experts::ExpertBank;
 use multipl_moe::core::ffn::SwiGlu;
@@ -274,8 +272,8 @@ fn segment_moe_matches_reference_including_batch_and_partial_window() {
 /// expert's rows, whose backward sums several experts' contributions into one token.
 #[test]
 fn segment_moe_expert_gradients_match_plain_loops() {
+    use crate::common::TestAutodiff as AD;
     use burn::module::AutodiffModule;
-    use common::TestAutodiff as AD;
     let device = Default::default();
     let (b, t) = (2, 10);
     for (i, cfg) in segment_configs().into_iter().enumerate() {
@@ -516,7 +514,7 @@ fn balance_loss_ignores_padding() {
 /// un-sort of the dispatch.
 #[test]
 fn grouped_dispatch_gradients_match_plain_loop_derivative() {
-    use common::TestAutodiff as AD;
+    use crate::common::TestAutodiff as AD;
     let device = Default::default();
     let e = 3;
     let bank = multipl_moe::core::experts::ExpertBankConfig::new(e, D, F)
@@ -593,7 +591,7 @@ fn grouped_dispatch_gradients_match_plain_loop_derivative() {
 /// malloc returned (vendor/README.md, fix 5).
 #[test]
 fn recip_and_division_gradients_are_exact_wherever_the_buffer_starts() {
-    use common::TestAutodiff as AD;
+    use crate::common::TestAutodiff as AD;
     let device = Default::default();
     let n = 1003;
     let x: Vec<f32> = randn(n + 8, 93, 1.0)

@@ -3,9 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-mod common;
-
-use common::TestBackend;
+use crate::common::TestBackend;
 
 use multipl_moe::core::{MoeConfig, MultiplMoeConfig, QwenConfig};
 use multipl_moe::qwen::{SaveDtype, save_model};

@@ -5,11 +5,9 @@
 //! leaves the bytes untouched.
 #![cfg(feature = "ndarray")]
 
-mod common;
-
+use crate::common::{randn, tensor, values};
 use burn::backend::{Autodiff, NdArray};
 use burn::tensor::{AllocationProperty, Bytes, DType, Int, Tensor, TensorData, backend::Backend};
-use common::{randn, tensor, values};
 
 /// `values` as `shape`, made from shared bytes (4-byte aligned) the way the importer makes a
 /// mapped f32 matrix.
@@ -50,7 +48,7 @@ fn product(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
 }
 
 fn assert_near(actual: &[f32], expected: &[f32], what: &str) {
-    common::assert_close(actual, expected, 1e-5, what);
+    crate::common::assert_close(actual, expected, 1e-5, what);
 }
 
 #[test]

@@ -3,15 +3,13 @@
 //! computes.
 #![cfg(all(feature = "ndarray", not(feature = "openblas")))]
 
-mod common;
-
+use crate::common::{randn, tensor, values};
 use burn::backend::NdArray;
 use burn::tensor::Tensor;
 use burn_ndarray::{
     GEMM_BELOW, MATRIXMULTIPLY_MAX_THREADS, MatmulKernel, MatmulProduct, avx512_on_256_bit_units,
     matmul_kernel,
 };
-use common::{randn, tensor, values};
 
 fn product(m: usize, k: usize, n: usize) -> MatmulProduct {
     MatmulProduct {
@@ -159,7 +157,7 @@ fn every_shape_class_computes_the_plain_loop_product() {
         };
         let got = values(lhs.matmul(rhs.unsqueeze::<3>()));
         let want = reference(&a, &w, b, m, k, n);
-        common::assert_close(&got, &want, 1e-4, &format!("[{b}, {m}, {k}] · [{k}, {n}]"));
+        crate::common::assert_close(&got, &want, 1e-4, &format!("[{b}, {m}, {k}] · [{k}, {n}]"));
     }
 }
 
@@ -212,5 +210,5 @@ fn unit_axis_reshapes_of_a_transposed_weight_share_its_buffer() {
             (0..out).map(move |o| (0..inp).map(|i| x[r * inp + i] * w[o * inp + i]).sum())
         })
         .collect();
-    common::assert_close(&values(y), &want, 1e-5, "linear on a transposed view");
+    crate::common::assert_close(&values(y), &want, 1e-5, "linear on a transposed view");
 }

@@ -1,10 +1,8 @@
 //! Whole-model behaviour: shapes, causality of the segment modes, gradients, configs.
 
-mod common;
-
+use crate::common::{TestAutodiff, TestBackend, values};
 use burn::module::{AutodiffModule, Param};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
-use common::{TestAutodiff, TestBackend, values};
 use multipl_moe::core::decoder::FeedForward;
 use multipl_moe::core::{
     CausalLm, ConfigError, MoeConfig, MultiplMoeConfig, QwenConfig, SegmentMoeConfig,

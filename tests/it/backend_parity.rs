@@ -3,10 +3,8 @@
 //! this is also a save → load round trip. Under `--features wgpu` it compares wgpu with
 //! ndarray.
 
-mod common;
-
+use crate::common::{TestBackend, assert_close, values};
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
-use common::{TestBackend, assert_close, values};
 use multipl_moe::core::{CausalLm, MultiplMoeConfig, SegmentRouting};
 use multipl_moe::qwen::{SaveDtype, load_model, save_model};
 

@@ -1,11 +1,9 @@
 //! Generation: the KV cache against full recomputation, inference routing, sampling.
 
-mod common;
-
 use std::ops::ControlFlow;
 
+use crate::common::{TestBackend, assert_close, values};
 use burn::tensor::{Int, Tensor, TensorData};
-use common::{TestBackend, assert_close, values};
 use multipl_moe::core::sampling::argmax;
 use multipl_moe::core::{
     CausalLm, GenerateOptions, Logits, ModelCache, MoeConfig, MultiplMoeConfig, QwenConfig,
