@@ -449,7 +449,11 @@ pub fn routing_cmd(args: RoutingArgs) -> Result<()> {
         None => (demo.valid_fraction, 7),
     };
     let corpus = match &args.data {
-        Some(path) => read_path(path)?,
+        Some(path) => {
+            let corpus = read_path(path)?;
+            corpus.check_usable(path)?;
+            corpus
+        }
         None => embedded(demo.documents_per_language),
     };
     let (_, valid) = split_documents(&corpus.documents, valid_fraction, seed);

@@ -33,6 +33,18 @@ fn saved_model(name: &str) -> PathBuf {
     dir
 }
 
+/// `DIR/corpus.jsonl`: the embedded corpus's first documents in The Stack's JSONL layout.
+fn jsonl_corpus(dir: &Path) -> PathBuf {
+    let data = dir.join("corpus.jsonl");
+    let lines: Vec<String> = embedded(4)
+        .documents
+        .iter()
+        .map(|d| serde_json::json!({"content": d.text, "language": d.language.name()}).to_string())
+        .collect();
+    std::fs::write(&data, lines.join("\n")).expect("write");
+    data
+}
+
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_multipl-moe"))
 }
@@ -181,13 +193,7 @@ fn train_checkpoints_and_resumes() {
     let dir = std::env::temp_dir().join(format!("multipl-moe-cli-train-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
-    let data = dir.join("corpus.jsonl");
-    let lines: Vec<String> = embedded(4)
-        .documents
-        .iter()
-        .map(|d| serde_json::json!({"content": d.text, "language": d.language.name()}).to_string())
-        .collect();
-    std::fs::write(&data, lines.join("\n")).expect("write");
+    let data = jsonl_corpus(&dir);
     // examples/run.toml (strictly parsed) cut down to the tiny corpus.
     let mut run = RunConfig::from_file(Path::new("examples/run.toml")).expect("example");
     run.train = TrainConfig {
@@ -269,4 +275,55 @@ fn train_checkpoints_and_resumes() {
         "the resumed run repeats the uninterrupted loss.csv"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `train --model DIR` exports the files that say how to use the model beside its weights, as
+/// `upcycle` does: DIR's `generation_config.json` and its tokenizer's `tokenizer_config.json`.
+#[test]
+fn train_exports_the_side_files_of_its_model() {
+    let model = saved_model("side-files");
+    let generation = r#"{"eos_token_id": [1, 2], "do_sample": false}"#;
+    let tokenizer_config = r#"{"add_bos_token": false, "model_max_length": 64}"#;
+    std::fs::write(model.join("generation_config.json"), generation).expect("write");
+    std::fs::write(model.join("tokenizer_config.json"), tokenizer_config).expect("write");
+    let dir = std::env::temp_dir().join(format!("multipl-moe-cli-side-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let data = jsonl_corpus(&dir);
+    let mut run = RunConfig::from_file(Path::new("examples/run.toml")).expect("example");
+    run.train = TrainConfig {
+        seq_len: 32,
+        batch_size: 4,
+        epochs: 1,
+        warmup_steps: 1,
+        ..run.train
+    };
+    let config = dir.join("run.json");
+    std::fs::write(&config, serde_json::to_string(&run).expect("json")).expect("write");
+    let out = dir.join("run");
+    let result = bin()
+        .args(["train", "--config"])
+        .arg(&config)
+        .arg("--data")
+        .arg(&data)
+        .arg("--model")
+        .arg(&model)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("runs");
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let read = |name: &str| std::fs::read_to_string(out.join("model").join(name)).expect(name);
+    assert_eq!(read("generation_config.json"), generation);
+    assert_eq!(read("tokenizer_config.json"), tokenizer_config);
+    assert_eq!(
+        read("tokenizer.json"),
+        std::fs::read_to_string(model.join("tokenizer.json")).expect("tokenizer")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&model);
 }

@@ -1,9 +1,9 @@
 //! Training: loss goes down, the freeze holds through burn-train's Learner, a NaN stops the
 //! run, the schedule, and the data pipeline.
 
-use crate::common::{TestAutodiff, TestBackend};
+use crate::common::{TestAutodiff, TestBackend, assert_close};
 use burn::module::{AutodiffModule, Param};
-use burn::optim::{AdamWConfig, Optimizer};
+use burn::optim::{AdamWConfig, Optimizer, SgdConfig};
 use burn::tensor::{Int, Tensor, TensorData};
 use burn::train::TrainStep;
 use multipl_moe::core::{MoeConfig, MultiplMoeConfig, QwenConfig};
@@ -163,6 +163,194 @@ fn warmup_then_cosine() {
     );
     assert!((s.at(110) - 0.1).abs() < 1e-12);
     assert!(s.at(30) > s.at(31));
+}
+
+/// SPEC §5's schedule in closed form, independent of `WarmupCosine`: the rate of optimizer
+/// step `s` (from 0) of `total`.
+fn closed_form_lr(cfg: &TrainConfig, s: usize, total: usize) -> f64 {
+    let (peak, floor, warmup) = (cfg.lr, cfg.min_lr, cfg.warmup_steps);
+    if s < warmup {
+        return peak * (s + 1) as f64 / warmup as f64;
+    }
+    let progress = (s - warmup) as f64 / (total - warmup) as f64;
+    floor + (peak - floor) * (1.0 + (std::f64::consts::PI * progress).cos()) / 2.0
+}
+
+/// The learning rate burn-train logged for every micro-batch of a one-segment run
+/// (`train/epoch-1/Learning_Rate.log`: value, count), in order.
+fn logged_lrs(dir: &Path) -> Vec<f64> {
+    let path = dir.join("train/epoch-1/Learning_Rate.log");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split(',').next().unwrap().parse::<f64>().unwrap())
+        .collect()
+}
+
+fn as_f32(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+/// `loss.csv`'s losses with each optimizer step's rows sorted: the devices of a round append
+/// their rows, and their gradients are summed, in the order they finish (so multi-device
+/// runs agree to rounding, not bit for bit).
+fn step_losses(dir: &Path, rows_per_step: usize) -> Vec<f64> {
+    let mut losses = losses(dir);
+    for step in losses.chunks_mut(rows_per_step) {
+        step.sort_by(f64::total_cmp);
+    }
+    losses
+}
+
+/// The schedule counts optimizer steps whatever the accumulation `g` and the device count
+/// `n`: every micro-batch logs the closed-form rate of its optimizer step (row `r` belongs to
+/// step `r / (g·n)`), so warm-up and cosine span the run's 4 steps (the last rate well above
+/// 0), and `loss.csv` has one row per micro-batch. With `checkpoint_every = 2` optimizer steps
+/// the same run writes 2 checkpoints on 1 or 2 devices, and its segments, each resumed from
+/// the checkpoint before it, repeat the one-segment run's `loss.csv`. The same global batch
+/// trains alike on 1 device accumulating 2 micro-batches and on 2 devices.
+#[test]
+fn the_learning_rate_follows_optimizer_steps_under_accumulation_and_devices() {
+    let device = Default::default();
+    let steps = 4;
+    let mut by_global_batch = std::collections::BTreeMap::new();
+    for (g, n) in [(1, 1), (2, 1), (8, 1), (1, 2), (2, 2)] {
+        let run = |checkpoint_every: usize| {
+            let cfg = TrainConfig {
+                batch_size: 1,
+                grad_accumulation: g,
+                seq_len: 8,
+                lr: 1e-3,
+                min_lr: 0.0,
+                warmup_steps: 2,
+                checkpoint_every,
+                keep_checkpoints: 0,
+                ..TrainConfig::tiny()
+            };
+            let dir = run_dir(&format!("lr-g{g}-n{n}-every{checkpoint_every}"));
+            train(
+                fresh_model(),
+                0.0,
+                sequences(steps * g * n, 8),
+                sequences(2, 8),
+                &cfg,
+                &TrainTarget::new(&dir).with_devices(vec![device; n]),
+            )
+            .unwrap();
+            (cfg, dir)
+        };
+        let (cfg, whole) = run(0);
+        let lrs = logged_lrs(&whole);
+        assert_eq!(
+            lrs.len(),
+            steps * g * n,
+            "g {g}, n {n}: one rate per micro-batch"
+        );
+        for (row, lr) in lrs.iter().enumerate() {
+            let want = closed_form_lr(&cfg, row / (g * n), steps);
+            assert!(
+                (lr - want).abs() <= 1e-12,
+                "g {g}, n {n}, row {row}: lr {lr}, expected {want}"
+            );
+        }
+        assert!(lrs[lrs.len() - 1] > 1e-4, "g {g}, n {n}: {lrs:?}");
+        assert_eq!(losses(&whole).len(), steps * g * n);
+        let (_, segmented) = run(2);
+        for c in [1, 2] {
+            assert!(segmented.join(format!("checkpoint/model-{c}.mpk")).exists());
+        }
+        assert!(
+            !segmented.join("checkpoint/model-3.mpk").exists(),
+            "g {g}, n {n}: a checkpoint every 2 optimizer steps"
+        );
+        let rows = step_losses(&whole, g * n);
+        let what = format!("g {g}, n {n}: segmented vs one segment");
+        assert_close(
+            &as_f32(&step_losses(&segmented, g * n)),
+            &as_f32(&rows),
+            1e-5,
+            &what,
+        );
+        by_global_batch
+            .entry(g * n)
+            .or_insert_with(Vec::new)
+            .push(rows);
+        for dir in [whole, segmented] {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    let [one_device, two_devices] = &by_global_batch[&2][..] else {
+        panic!("two runs of global batch 2")
+    };
+    assert_close(
+        &as_f32(two_devices),
+        &as_f32(one_device),
+        1e-5,
+        "2 devices vs g 2",
+    );
+}
+
+/// A micro-batch's gradient is that of its loss divided by the micro-batches of an optimizer
+/// step, so their sum is the gradient of the global batch's mean loss: one SGD step (an
+/// update proportional to the gradient) with `micro_batches_per_step = 4` equals one at a
+/// quarter of the rate without.
+#[test]
+fn a_micro_batch_gradient_is_divided_by_the_micro_batches_of_a_step() {
+    let device = Default::default();
+    let ids: Vec<i64> = (0..2 * 12).map(|i| (i * 5 % 17 + 1) as i64).collect();
+    let sgd_step = |micro_batches: usize, lr: f64| {
+        let mut lm = LanguageModel::new(fresh_model(), 0.0);
+        lm.micro_batches_per_step = micro_batches;
+        let batch = LmBatch::<A> {
+            tokens: Tensor::<A, 2, Int>::from_data(TensorData::new(ids.clone(), [2, 12]), &device),
+            languages: vec![Language::Go; 2],
+        };
+        let out = TrainStep::step(&lm, batch);
+        let lm = SgdConfig::new().init().step(lr, lm, out.grads);
+        model_tensors(&lm.lm.valid()).unwrap()
+    };
+    let divided = sgd_step(4, 0.5);
+    let quarter_rate = sgd_step(1, 0.5 / 4.0);
+    let untouched = model_tensors(&fresh_model().valid()).unwrap();
+    for (key, t) in &divided {
+        assert_close(&t.data, &quarter_rate[key].data, 1e-5, key);
+    }
+    assert!(
+        divided.iter().any(|(k, t)| t.data != untouched[k].data),
+        "nothing trained"
+    );
+}
+
+/// Accumulating 2 micro-batches of 2 sequences trains the dense model as batches of 4 do
+/// (same data order, same rates per optimizer step, the mean gradient), to rounding.
+#[test]
+fn accumulation_trains_as_the_larger_batch() {
+    let run = |batch_size: usize, grad_accumulation: usize| {
+        let cfg = TrainConfig {
+            batch_size,
+            grad_accumulation,
+            seq_len: 12,
+            warmup_steps: 1,
+            ..TrainConfig::tiny()
+        };
+        let dir = run_dir(&format!("accumulation-{batch_size}x{grad_accumulation}"));
+        let trained = train(
+            fresh_model(),
+            0.0,
+            sequences(12, 12),
+            sequences(2, 12),
+            &cfg,
+            &TrainTarget::new(&dir),
+        )
+        .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        model_tensors(&trained).unwrap()
+    };
+    let large = run(4, 1);
+    let accumulated = run(2, 2);
+    for (key, t) in &large {
+        assert_close(&accumulated[key].data, &t.data, 1e-4, key);
+    }
 }
 
 #[test]

@@ -140,6 +140,29 @@ pub struct Document {
     pub text: String,
 }
 
+/// Why files (or JSONL lines) of a source were skipped, by reason.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SkipReasons {
+    /// Broken links and files that could not be read.
+    pub unreadable: usize,
+    /// Files holding a NUL byte.
+    pub binary: usize,
+    /// Files that are not UTF-8.
+    pub not_utf8: usize,
+    /// Files, or lines, of no known language.
+    pub unknown_language: usize,
+}
+
+impl std::fmt::Display for SkipReasons {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} binary, {} not UTF-8, {} of no known language, {} unreadable or broken links",
+            self.binary, self.not_utf8, self.unknown_language, self.unreadable
+        )
+    }
+}
+
 /// Documents read from a source, and how many files were skipped.
 #[derive(Debug, Default)]
 pub struct Corpus {
@@ -147,12 +170,44 @@ pub struct Corpus {
     pub documents: Vec<Document>,
     /// Files skipped: binary, unreadable, or of no known language.
     pub skipped: usize,
+    /// The same files by reason.
+    pub skip_reasons: SkipReasons,
     /// Paths reached a second time through a symbolic link (each file is read once, by
     /// canonical path); not counted in `skipped`.
     pub duplicates: usize,
 }
 
 impl Corpus {
+    /// Counts one skipped file under the reason `reason` picks.
+    fn skip(&mut self, reason: impl FnOnce(&mut SkipReasons) -> &mut usize) {
+        self.skipped += 1;
+        *reason(&mut self.skip_reasons) += 1;
+    }
+
+    /// Refuses a corpus with nothing to train on ([`TrainError::Data`] naming `path`): no
+    /// document, or only empty ones; the error counts what was read and what was skipped, by
+    /// reason.
+    pub fn check_usable(&self, path: &Path) -> Result<()> {
+        let empty = self
+            .documents
+            .iter()
+            .filter(|d| d.text.trim().is_empty())
+            .count();
+        if empty < self.documents.len() {
+            return Ok(());
+        }
+        Err(TrainError::Data {
+            path: path.to_path_buf(),
+            reason: format!(
+                "no source code to train on: {} documents of a known language, {empty} of them \
+                 empty; {} files skipped ({})",
+                self.documents.len(),
+                self.skipped,
+                self.skip_reasons
+            ),
+        })
+    }
+
     /// Documents and bytes of each language present.
     pub fn counts(&self) -> std::collections::BTreeMap<Language, (usize, usize)> {
         let mut counts = std::collections::BTreeMap::new();
@@ -191,7 +246,7 @@ pub fn read_tree(dir: &Path) -> Result<Corpus> {
             let path = entry.map_err(|e| TrainError::io(&d, e))?.path();
             // `canonicalize` resolves every link; a broken one fails.
             let Ok(real) = path.canonicalize() else {
-                corpus.skipped += 1;
+                corpus.skip(|r| &mut r.unreadable);
                 continue;
             };
             if real.is_dir() {
@@ -209,13 +264,21 @@ pub fn read_tree(dir: &Path) -> Result<Corpus> {
     }
     files.sort();
     for path in files {
-        let text = std::fs::read(&path)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .filter(|t| !t.contains('\0'));
-        match text.and_then(|t| Some((Language::detect(&path, &t)?, t))) {
-            Some((language, text)) => corpus.documents.push(Document { language, text }),
-            None => corpus.skipped += 1,
+        let Ok(bytes) = std::fs::read(&path) else {
+            corpus.skip(|r| &mut r.unreadable);
+            continue;
+        };
+        if bytes.contains(&0) {
+            corpus.skip(|r| &mut r.binary);
+            continue;
+        }
+        let Ok(text) = String::from_utf8(bytes) else {
+            corpus.skip(|r| &mut r.not_utf8);
+            continue;
+        };
+        match Language::detect(&path, &text) {
+            Some(language) => corpus.documents.push(Document { language, text }),
+            None => corpus.skip(|r| &mut r.unknown_language),
         }
     }
     Ok(corpus)
@@ -247,7 +310,7 @@ pub fn read_jsonl(path: &Path) -> Result<Corpus> {
                 language,
                 text: parsed.content,
             }),
-            None => corpus.skipped += 1,
+            None => corpus.skip(|r| &mut r.unknown_language),
         }
     }
     Ok(corpus)
@@ -261,5 +324,46 @@ pub fn read_path(path: &Path) -> Result<Corpus> {
         read_jsonl(path)
     } else {
         Err(TrainError::io(path, std::io::ErrorKind::NotFound.into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A directory of nothing usable is refused naming it, what was read and each reason a
+    /// file was skipped; one real document makes it usable.
+    #[test]
+    fn an_unusable_tree_is_refused_with_its_skip_reasons() {
+        let dir = std::env::temp_dir().join(format!("multipl-moe-unusable-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = read_tree(&dir).unwrap();
+        let err = empty.check_usable(&dir).unwrap_err().to_string();
+        assert!(err.starts_with(&dir.display().to_string()), "{err}");
+        assert!(err.contains("0 documents"), "{err}");
+
+        std::fs::write(dir.join("blob.go"), b"package main\0\x01").unwrap();
+        std::fs::write(dir.join("latin1.py"), b"print('caf\xe9')\n").unwrap();
+        std::fs::write(dir.join("NOTES"), "plain words, no code\n").unwrap();
+        std::fs::write(dir.join("empty.rs"), "\n").unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(dir.join("gone.rb"), dir.join("broken.rb")).unwrap();
+        let corpus = read_tree(&dir).unwrap();
+        let err = corpus.check_usable(&dir).unwrap_err().to_string();
+        let unreadable = usize::from(cfg!(unix));
+        for part in [
+            "1 documents of a known language, 1 of them empty".to_string(),
+            format!("{} files skipped", 3 + unreadable),
+            "1 binary, 1 not UTF-8, 1 of no known language".to_string(),
+            format!("{unreadable} unreadable or broken links"),
+        ] {
+            assert!(err.contains(&part), "`{part}` in: {err}");
+        }
+        assert_eq!(corpus.skipped, 3 + unreadable);
+
+        std::fs::write(dir.join("main.rs"), "fn main() {}\n").unwrap();
+        read_tree(&dir).unwrap().check_usable(&dir).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -92,6 +92,13 @@ pub struct LanguageModel<B: Backend> {
     /// Stops training on a non-finite loss.
     #[module(skip)]
     pub non_finite: NonFiniteGuard,
+    /// Micro-batches whose gradients burn-train sums into one optimizer step
+    /// (`grad_accumulation × devices`, ≥ 1): each micro-batch's gradient is that of its loss
+    /// divided by this, so the sum is the gradient of the global batch's mean loss, as with
+    /// one batch as large (and as `transformers`' Trainer divides by its accumulation steps).
+    /// The reported losses are not divided.
+    #[module(skip)]
+    pub micro_batches_per_step: usize,
 }
 
 impl<B: Backend> LanguageModel<B> {
@@ -102,6 +109,7 @@ impl<B: Backend> LanguageModel<B> {
             balance_coef,
             pad_id: None,
             non_finite: NonFiniteGuard::default(),
+            micro_batches_per_step: 1,
         }
     }
 
@@ -160,7 +168,10 @@ impl<B: AutodiffBackend> TrainStep for LanguageModel<B> {
     fn step(&self, batch: LmBatch<B>) -> TrainOutput<LmOutput<B>> {
         let out = self.forward_loss(batch);
         self.non_finite.observe(out.loss_value(), out.balance);
-        let grads = out.loss.backward();
+        let grads = match self.micro_batches_per_step {
+            0 | 1 => out.loss.backward(),
+            n => out.loss.clone().div_scalar(n as f64).backward(),
+        };
         TrainOutput::new(self, grads, out)
     }
 }

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use burn::tensor::backend::AutodiffBackend;
 use multipl_moe_core::rng::seeded;
 use multipl_moe_core::{CausalLm, MoeConfig, MultiplMoeConfig, QwenConfig};
-use multipl_moe_qwen::{SaveDtype, UpcycleOptions, load_model, save_model_from, upcycle};
+use multipl_moe_qwen::{
+    SIDE_FILES, SaveDtype, UpcycleOptions, load_model, save_model_from, upcycle,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::data::corpus::{Corpus, Document, Language, read_path};
@@ -215,6 +217,7 @@ pub fn run_training<B: AutodiffBackend>(
     let cfg = RunConfig::from_file(config)?;
     prepare_out_dir(out, mode.resume, mode.overwrite)?;
     let corpus = read_path(data)?;
+    corpus.check_usable(data)?;
     let (train_docs, valid_docs) =
         split_documents(&corpus.documents, cfg.valid_fraction, cfg.train.seed);
 
@@ -257,7 +260,12 @@ pub fn run_training<B: AutodiffBackend>(
     let drawn = cfg.sequences.map_or(total, |n| n.min(total));
     let train_seqs = mix.sample(&train_packed, drawn, cfg.train.seed)?;
     let valid_seqs: Vec<_> = valid_packed.values().flatten().cloned().collect();
-    enough_data(train_seqs.len(), valid_seqs.len(), &cfg.train)?;
+    enough_data(
+        train_seqs.len(),
+        valid_seqs.len(),
+        &cfg.train,
+        devices.len(),
+    )?;
     // Recorded once the data is known to make a run: a corpus refused above leaves nothing
     // in `out`, so the same command with other data needs no --overwrite.
     record_run(out, &report, &cfg, mode.resume)?;
@@ -271,14 +279,40 @@ pub fn run_training<B: AutodiffBackend>(
             .with_resume(mode.resume)
             .with_devices(devices.to_vec()),
     )?;
-    // The run's own export, replaced whole when a resumed run finishes again.
+    // The run's own export, replaced whole when a resumed run finishes again, with the files
+    // that say how to use the model, as `upcycle` exports them.
     tokenizer.save(&out.join("tokenizer.json"))?;
+    copy_side_files(&cfg, model_dir, out)?;
     let dir = out.join("model");
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(|e| crate::TrainError::io(&dir, e))?;
     }
     save_model_from(&trained, &model_cfg, &dir, SaveDtype::F32, Some(out))?;
     println!("saved the trained model to {}", out.join("model").display());
+    Ok(())
+}
+
+/// Copies into `out`, for the export, the [`SIDE_FILES`] that describe the model a run starts
+/// from: `generation_config.json` from `--model`, and the tokenizer's (`tokenizer_config.json`,
+/// `special_tokens_map.json`, ...) from the directory of the tokenizer the run uses (the
+/// config's `tokenizer`, else `--model`'s). A run that trains its own tokenizer has none.
+fn copy_side_files(cfg: &RunConfig, model_dir: Option<&Path>, out: &Path) -> Result<()> {
+    let tokenizer_dir = match &cfg.tokenizer {
+        Some(path) => path.parent(),
+        None => model_dir,
+    };
+    for file in SIDE_FILES {
+        let source = match file {
+            "tokenizer.json" => continue,
+            "generation_config.json" => model_dir,
+            _ => tokenizer_dir,
+        };
+        let Some(from) = source.map(|d| d.join(file)).filter(|p| p.is_file()) else {
+            continue;
+        };
+        let bytes = std::fs::read(&from).map_err(|e| TrainError::io(&from, e))?;
+        write_atomic(&out.join(file), &bytes)?;
+    }
     Ok(())
 }
 

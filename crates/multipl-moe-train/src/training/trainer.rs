@@ -91,7 +91,8 @@ pub fn data_order(len: usize, epochs: usize, seed: u64) -> Vec<usize> {
 struct Plan<'a> {
     segments: Vec<&'a [usize]>,
     batch_size: usize,
-    grad_accumulation: usize,
+    /// `loss.csv` rows per optimizer step: `grad_accumulation × devices`.
+    micro_batches_per_step: usize,
     valid_every: usize,
 }
 
@@ -106,7 +107,7 @@ impl Plan<'_> {
 
     /// Whether segment `number` (1-based) ends with a validation pass.
     fn validates(&self, number: usize) -> bool {
-        let step = |c| self.rows_until(c) / self.grad_accumulation;
+        let step = |c| self.rows_until(c) / self.micro_batches_per_step;
         number == self.segments.len()
             || self.valid_every == 0
             || step(number) / self.valid_every > step(number - 1) / self.valid_every
@@ -146,16 +147,66 @@ where
     Ok(())
 }
 
-/// [`train`]'s data requirement: a full batch of training sequences and at least one
-/// validation sequence ([`TrainError::NotEnoughData`] otherwise).
-pub fn enough_data(train: usize, valid: usize, cfg: &TrainConfig) -> Result<()> {
-    if train < cfg.batch_size || valid == 0 {
+/// Sequences per optimizer step: each of the `devices` takes its own micro-batch of
+/// `batch_size`, and burn-train steps the optimizer after `grad_accumulation` rounds of them.
+pub fn sequences_per_step(cfg: &TrainConfig, devices: usize) -> usize {
+    cfg.batch_size * cfg.grad_accumulation * devices.max(1)
+}
+
+/// A segment's items in the order burn-train's multi-device strategy needs for each round to
+/// train consecutive micro-batches: it gives device `d` the `d`-th contiguous `1/N` of the
+/// items (`split_dataloader`), so device `d`'s share is made of micro-batches `d, d + N,
+/// d + 2N, ...`, and round `r` trains micro-batches `rN .. rN + N` of the segment, as one
+/// device accumulating `N×` as many would. One device, or a segment whose micro-batches do not
+/// divide evenly among the devices (a run's last), keeps its order.
+pub fn device_order(segment: &[usize], batch_size: usize, devices: usize) -> Vec<usize> {
+    if devices <= 1 || !segment.len().is_multiple_of(batch_size * devices) {
+        return segment.to_vec();
+    }
+    let batches: Vec<&[usize]> = segment.chunks(batch_size).collect();
+    (0..devices)
+        .flat_map(|d| {
+            batches
+                .iter()
+                .skip(d)
+                .step_by(devices)
+                .flat_map(|b| b.iter())
+        })
+        .copied()
+        .collect()
+}
+
+/// [`train`]'s data requirement: training sequences for at least one optimizer step
+/// (`batch_size × grad_accumulation × devices` over all epochs) and at least one validation
+/// sequence ([`TrainError::NotEnoughData`] otherwise).
+pub fn enough_data(train: usize, valid: usize, cfg: &TrainConfig, devices: usize) -> Result<()> {
+    let per_step = sequences_per_step(cfg, devices);
+    if train * cfg.epochs < per_step || valid == 0 {
         return Err(TrainError::NotEnoughData(format!(
-            "{train} training sequences for batch size {}, {valid} validation sequences",
-            cfg.batch_size
+            "{train} training sequences × {} epochs for one optimizer step of {per_step} \
+             (batch_size {} × grad_accumulation {} × {} devices), {valid} validation sequences",
+            cfg.epochs,
+            cfg.batch_size,
+            cfg.grad_accumulation,
+            devices.max(1)
         )));
     }
     Ok(())
+}
+
+/// The learning-rate schedule of a run over `train_sequences` sequences on `devices` devices:
+/// warm-up and cosine decay span its optimizer steps, `epochs × train_sequences / (batch_size
+/// × grad_accumulation × devices)`, and advance once per optimizer step, i.e. once every
+/// `grad_accumulation` of burn-train's scheduler calls (module [`crate::training::schedule`]).
+pub fn schedule(cfg: &TrainConfig, train_sequences: usize, devices: usize) -> WarmupCosine {
+    let per_step = sequences_per_step(cfg, devices);
+    WarmupCosine::new(
+        cfg.lr,
+        cfg.min_lr,
+        cfg.warmup_steps,
+        cfg.epochs * train_sequences / per_step,
+    )
+    .with_calls_per_step(cfg.grad_accumulation)
 }
 
 /// Trains `model` on `train`, validating on `valid`, and returns the trained model (inner
@@ -185,10 +236,11 @@ pub fn train<B: AutodiffBackend>(
     target: &TrainTarget<B>,
 ) -> Result<CausalLm<B::InnerBackend>> {
     cfg.validate()?;
-    enough_data(train.len(), valid.len(), cfg)?;
+    enough_data(train.len(), valid.len(), cfg, target.devices.len())?;
     let dir = target.dir.as_path();
     std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
-    let per_step = cfg.batch_size * cfg.grad_accumulation;
+    let devices = target.devices.len().max(1);
+    let per_step = sequences_per_step(cfg, devices);
     let order = data_order(train.len(), cfg.epochs, cfg.seed);
     let segment_len = match cfg.checkpoint_every {
         0 => train.len(),
@@ -204,16 +256,11 @@ pub fn train<B: AutodiffBackend>(
         plan: Plan {
             segments: order.chunks(segment_len).collect(),
             batch_size: cfg.batch_size,
-            grad_accumulation: cfg.grad_accumulation,
+            micro_batches_per_step: cfg.grad_accumulation * devices,
             valid_every: cfg.valid_every,
         },
         ckpt_dir: dir.join("checkpoint"),
-        schedule: WarmupCosine::new(
-            cfg.lr,
-            cfg.min_lr,
-            cfg.warmup_steps,
-            cfg.epochs * train.len() / per_step,
-        ),
+        schedule: schedule(cfg, train.len(), devices),
         optim: AdamWConfig::new()
             .with_weight_decay(cfg.weight_decay as f32)
             .with_grad_clipping(Some(GradientClippingConfig::Norm(cfg.grad_clip as f32))),
@@ -327,9 +374,13 @@ impl<B: AutodiffBackend> Segments<'_, B> {
         let interrupter = Interrupter::new();
         let mut lm = LanguageModel::new(self.model.clone(), self.balance_coef);
         lm.non_finite = NonFiniteGuard::new(interrupter.clone()).with_log(loss_log.clone());
+        lm.micro_batches_per_step = self.plan.micro_batches_per_step;
         let guard = lm.non_finite.clone();
         let segment = self.plan.segments[number - 1];
-        let items: Vec<Sequence> = segment.iter().map(|&j| self.train[j].clone()).collect();
+        let items: Vec<Sequence> = device_order(segment, cfg.batch_size, self.target.devices.len())
+            .into_iter()
+            .map(|j| self.train[j].clone())
+            .collect();
         let valid_items = match self.plan.validates(number) {
             true => self.valid.clone(),
             false => Vec::new(),
@@ -367,15 +418,12 @@ impl<B: AutodiffBackend> Segments<'_, B> {
         if let Ok(mut log) = loss_log.lock() {
             log.check()?;
         }
-        if let Some((loss, step)) = guard.seen() {
-            let per_step = cfg.batch_size * cfg.grad_accumulation;
-            let before: usize = self.plan.segments[..number - 1]
-                .iter()
-                .map(|s| s.len())
-                .sum();
+        if let Some((loss, micro_batch)) = guard.seen() {
+            // The guard counts this segment's micro-batches from 0.
+            let row = self.plan.rows_until(number - 1) + micro_batch;
             return Err(TrainError::NonFiniteLoss {
                 loss,
-                step: before / per_step + step,
+                step: row / self.plan.micro_batches_per_step,
                 dir: ckpt_dir.clone(),
             });
         }
@@ -414,4 +462,47 @@ fn with_dashboard<B: AutodiffBackend>(training: Training<B>) -> Training<B> {
         .metric_train_numeric(StatMetric::new(Stat::TokenEntropy))
         .metric_train_numeric(StatMetric::new(Stat::SegmentMaxLoad))
         .metric_train_numeric(StatMetric::new(Stat::SegmentEntropy))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::optim::lr_scheduler::LrScheduler;
+
+    /// Two devices, micro-batches of 2: device 0 gets micro-batches 0 and 2, device 1 gets 1
+    /// and 3, so the contiguous halves burn-train hands out make rounds (0, 1) and (2, 3).
+    #[test]
+    fn devices_get_alternate_micro_batches() {
+        let segment: Vec<usize> = (10..18).collect();
+        assert_eq!(
+            device_order(&segment, 2, 2),
+            [10, 11, 14, 15, 12, 13, 16, 17]
+        );
+        assert_eq!(device_order(&segment, 2, 1), segment);
+        assert_eq!(
+            device_order(&segment[..6], 2, 2),
+            segment[..6],
+            "uneven: as is"
+        );
+    }
+
+    /// SPEC §5's 100 warm-up steps are optimizer steps: with the paper's accumulation of 8
+    /// the rate climbs for 800 micro-batches (on one device) or rounds (on two) and peaks at
+    /// optimizer step 99 (the cosine then starts from the peak at step 100); 64 000 sequences
+    /// make 1000 steps on one device, 500 on two.
+    #[test]
+    fn the_paper_recipe_warms_up_for_100_optimizer_steps() {
+        let cfg = TrainConfig::paper_recipe();
+        assert_eq!(cfg.grad_accumulation, 8);
+        for (devices, total) in [(1, 1000), (2, 500)] {
+            let mut s = schedule(&cfg, 64_000, devices);
+            assert_eq!(s.total, total);
+            let lrs: Vec<f64> = (0..8 * 102).map(|_| s.step()).collect();
+            let first_peak = lrs.iter().position(|&lr| lr >= cfg.lr);
+            assert_eq!(first_peak, Some(8 * 99), "{devices} devices");
+            assert!(lrs[..8 * 99].windows(2).all(|w| w[0] <= w[1]));
+            assert_eq!(lrs[8 * 100 + 7], cfg.lr, "the cosine starts at the peak");
+            assert!(lrs[8 * 101] < cfg.lr, "and decays from step 101");
+        }
+    }
 }
