@@ -33,8 +33,12 @@ fn saved_model(name: &str) -> PathBuf {
     dir
 }
 
-/// `DIR/corpus.jsonl`: the embedded corpus's first documents in The Stack's JSONL layout.
-fn jsonl_corpus(dir: &Path) -> PathBuf {
+/// A new temporary directory `DIR` and `DIR/corpus.jsonl`: the embedded corpus's first
+/// documents in The Stack's JSONL layout.
+fn corpus_dir(name: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("multipl-moe-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
     let data = dir.join("corpus.jsonl");
     let lines: Vec<String> = embedded(4)
         .documents
@@ -42,7 +46,7 @@ fn jsonl_corpus(dir: &Path) -> PathBuf {
         .map(|d| serde_json::json!({"content": d.text, "language": d.language.name()}).to_string())
         .collect();
     std::fs::write(&data, lines.join("\n")).expect("write");
-    data
+    (dir, data)
 }
 
 fn bin() -> Command {
@@ -190,10 +194,7 @@ fn eval_with_a_model_writes_completions_and_results() {
 /// and so does the resumed run (issue 12: reproducible runs).
 #[test]
 fn train_checkpoints_and_resumes() {
-    let dir = std::env::temp_dir().join(format!("multipl-moe-cli-train-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
-    let data = jsonl_corpus(&dir);
+    let (dir, data) = corpus_dir("train");
     // examples/run.toml (strictly parsed) cut down to the tiny corpus.
     let mut run = RunConfig::from_file(Path::new("examples/run.toml")).expect("example");
     run.train = TrainConfig {
@@ -279,6 +280,7 @@ fn train_checkpoints_and_resumes() {
 
 /// `train --model DIR` exports the files that say how to use the model beside its weights, as
 /// `upcycle` does: DIR's `generation_config.json` and its tokenizer's `tokenizer_config.json`.
+/// `--resume` into a directory without a checkpoint says that it starts from the beginning.
 #[test]
 fn train_exports_the_side_files_of_its_model() {
     let model = saved_model("side-files");
@@ -286,10 +288,7 @@ fn train_exports_the_side_files_of_its_model() {
     let tokenizer_config = r#"{"add_bos_token": false, "model_max_length": 64}"#;
     std::fs::write(model.join("generation_config.json"), generation).expect("write");
     std::fs::write(model.join("tokenizer_config.json"), tokenizer_config).expect("write");
-    let dir = std::env::temp_dir().join(format!("multipl-moe-cli-side-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
-    let data = jsonl_corpus(&dir);
+    let (dir, data) = corpus_dir("side");
     let mut run = RunConfig::from_file(Path::new("examples/run.toml")).expect("example");
     run.train = TrainConfig {
         seq_len: 32,
@@ -310,12 +309,18 @@ fn train_exports_the_side_files_of_its_model() {
         .arg(&model)
         .arg("--out")
         .arg(&out)
+        .arg("--resume")
         .output()
         .expect("runs");
     assert!(
         result.status.success(),
         "{}",
         String::from_utf8_lossy(&result.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(
+        stdout.contains("no usable checkpoint under") && stdout.contains("starting from scratch"),
+        "{stdout}"
     );
     let read = |name: &str| std::fs::read_to_string(out.join("model").join(name)).expect(name);
     assert_eq!(read("generation_config.json"), generation);

@@ -187,6 +187,12 @@ fn logged_lrs(dir: &Path) -> Vec<f64> {
         .collect()
 }
 
+/// `n` data-parallel "devices": the backend's default device `n` times (on ndarray, the same
+/// CPU with `n` workers).
+fn default_devices(n: usize) -> Vec<burn::tensor::Device<TestBackend>> {
+    (0..n).map(|_| Default::default()).collect()
+}
+
 fn as_f32(v: &[f64]) -> Vec<f32> {
     v.iter().map(|&x| x as f32).collect()
 }
@@ -211,7 +217,6 @@ fn step_losses(dir: &Path, rows_per_step: usize) -> Vec<f64> {
 /// trains alike on 1 device accumulating 2 micro-batches and on 2 devices.
 #[test]
 fn the_learning_rate_follows_optimizer_steps_under_accumulation_and_devices() {
-    let device = Default::default();
     let steps = 4;
     let mut by_global_batch = std::collections::BTreeMap::new();
     for (g, n) in [(1, 1), (2, 1), (8, 1), (1, 2), (2, 2)] {
@@ -234,7 +239,7 @@ fn the_learning_rate_follows_optimizer_steps_under_accumulation_and_devices() {
                 sequences(steps * g * n, 8),
                 sequences(2, 8),
                 &cfg,
-                &TrainTarget::new(&dir).with_devices(vec![device; n]),
+                &TrainTarget::new(&dir).with_devices(default_devices(n)),
             )
             .unwrap();
             (cfg, dir)
@@ -674,7 +679,6 @@ fn multi_device_strategy_trains() {
     let dir = run_dir("multi-device");
     let model = fresh_model();
     let before = model_tensors(&model.valid()).unwrap();
-    let device = Default::default();
     let cfg = TrainConfig {
         batch_size: 2,
         seq_len: 12,
@@ -687,7 +691,7 @@ fn multi_device_strategy_trains() {
         sequences(8, 12),
         sequences(2, 12),
         &cfg,
-        &TrainTarget::new(&dir).with_devices(vec![device, device]),
+        &TrainTarget::new(&dir).with_devices(default_devices(2)),
     )
     .unwrap();
     let after = model_tensors(&trained).unwrap();
