@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::common::fixtures::{RawTensor, rewrite_safetensors, transformers_reference};
 use crate::common::{TestBackend, assert_close, values};
 use burn::tensor::{Int, Tensor, TensorData};
-use multipl_moe::qwen::{QwenError, load_model};
+use multipl_moe::qwen::{QwenError, load_model, load_model_with_notes};
 
 type B = TestBackend;
 
@@ -68,6 +68,47 @@ fn load_err(dir: &Path) -> QwenError {
 /// Rewrites the single-file fixture with `edit` applied to its tensors.
 fn rewrite(dir: &Path, edit: impl FnOnce(&mut Vec<RawTensor>)) {
     rewrite_safetensors(&dir.join("model.safetensors"), edit);
+}
+
+/// Checkpoints saved by older transformers carry `rotary_emb.inv_freq` buffers, which
+/// transformers skips: the import ignores them too, with a note, and matches transformers'
+/// logits; any other extra tensor is still refused.
+#[test]
+fn older_checkpoints_rotary_buffers_are_ignored() {
+    let dir = scratch("qwen2-tied-f32", "inv-freq");
+    let inv_freq = (0..8).flat_map(|i: i32| 1e4f32.powf(-(i as f32) / 8.0).to_le_bytes());
+    let buffer = |key: &str| -> RawTensor {
+        (
+            key.into(),
+            safetensors::Dtype::F32,
+            vec![8],
+            inv_freq.clone().collect(),
+        )
+    };
+    rewrite(&dir, |t| {
+        t.push(buffer("model.layers.0.self_attn.rotary_emb.inv_freq"));
+        t.push(buffer("model.rotary_emb.inv_freq"));
+    });
+    let device = Default::default();
+    let loaded = load_model_with_notes::<B>(&dir, &device).unwrap();
+    assert!(
+        loaded
+            .notes
+            .iter()
+            .any(|n| n.contains("2 `rotary_emb.inv_freq` buffers")),
+        "{:?}",
+        loaded.notes
+    );
+    let (ids, t, expected) = reference(&dir);
+    let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [2, t]), &device);
+    let logits = values(loaded.model.forward(tokens, None).logits);
+    assert_close(&logits, &expected, 1e-4, "logits vs transformers");
+    rewrite(&dir, |t| t.push(buffer("model.layers.0.self_attn.extra")));
+    assert!(
+        matches!(load_err(&dir), QwenError::UnusedKeys { ref keys, .. } if keys == &["model.layers.0.self_attn.extra"]),
+        "another extra tensor is refused"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -34,10 +34,27 @@ pub fn load_model<B: Backend>(
     Ok((loaded.config, loaded.model))
 }
 
+/// Marks as used the `rotary_emb.inv_freq` buffers that checkpoints saved by older
+/// transformers carry (`model.layers.N.self_attn.rotary_emb.inv_freq`, `model.rotary_emb.
+/// inv_freq`): transformers and vLLM skip them and compute the frequencies from the config.
+/// Returns how many there were.
+fn skip_rope_buffers(store: &mut TensorStore) -> usize {
+    let buffers: Vec<String> = store
+        .unused()
+        .into_iter()
+        .filter(|k| k.starts_with("model.") && k.ends_with(".rotary_emb.inv_freq"))
+        .collect();
+    for key in &buffers {
+        store.mark_used(key);
+    }
+    buffers.len()
+}
+
 /// Loads `dir` onto `device`. f32, f16 and bf16 weights are converted to the backend's float
 /// type one tensor at a time from the memory-mapped files; no parameter is drawn at random
 /// first. Every parameter must be present with its exact shape, and every tensor in the
-/// files must be used.
+/// files must be used, but for the `rotary_emb.inv_freq` buffers of older checkpoints, which
+/// are ignored with a note (as transformers ignores them).
 ///
 /// f32 matrices (Linear weights, the embedding) are not copied: the tensors are made from the
 /// mapped files' bytes ([`TensorStore::take_matrix`]), as transformers' `from_pretrained` maps
@@ -72,6 +89,14 @@ pub fn load_model_with_notes<B: Backend>(dir: &Path, device: &B::Device) -> Resu
     )?;
     if config.model.tie_word_embeddings && redundant_head {
         store.mark_used(LM_HEAD);
+    }
+    let rope_buffers = skip_rope_buffers(&mut store);
+    if rope_buffers > 0 {
+        notes.push(format!(
+            "{}: {rope_buffers} `rotary_emb.inv_freq` buffers (saved by older transformers) \
+             ignored: the RoPE frequencies come from config.json, as transformers computes them",
+            dir.display()
+        ));
     }
     store.finish()?;
     Ok(LoadedModel {

@@ -16,6 +16,25 @@ pub struct Toolchain {
     programs: Vec<String>,
     /// Install roots outside the system directories, mounted read-only in the sandbox.
     pub roots: Vec<PathBuf>,
+    /// Java: the jars on the compile and run classpath ([`JAVATUPLES_JAR`]); empty otherwise.
+    pub classpath: Vec<String>,
+}
+
+/// Where Debian's `libjavatuples-java` puts the jar that MultiPL-E's Java prompts import
+/// (every one starts with `import org.javatuples.*;`, some use `Pair`): MultiPL-E compiles and
+/// runs Java with `javatuples-1.2.jar` on the classpath.
+pub const JAVATUPLES_JAR: &str = "/usr/share/java/javatuples.jar";
+
+/// The Java classpath MultiPL-E's problems need; the error names the missing jar and the
+/// package that installs it (without it every Java problem fails to compile).
+fn java_classpath() -> Result<Vec<String>, String> {
+    if Path::new(JAVATUPLES_JAR).is_file() {
+        return Ok(vec![JAVATUPLES_JAR.to_string()]);
+    }
+    Err(format!(
+        "{JAVATUPLES_JAR} was not found (Debian: libjavatuples-java), and MultiPL-E's Java \
+         prompts import org.javatuples; java problems are skipped"
+    ))
 }
 
 /// One step of building and running a program.
@@ -135,10 +154,15 @@ impl Toolchain {
     pub fn find(language: Language) -> Result<Self, String> {
         let missing = |tool: &str| missing(language, tool);
         let (programs, roots) = programs_and_roots(language)?;
+        let classpath = match language {
+            Language::Java => java_classpath()?,
+            _ => Vec::new(),
+        };
         let toolchain = Self {
             language,
             programs,
             roots,
+            classpath,
         };
         // The programs must run (a `java` without a JDK, a broken install).
         for program in &toolchain.programs {
@@ -202,10 +226,27 @@ impl Toolchain {
                 compile(&[program(0), "-std=c++17", "-o", "prog", "prog.cpp"]),
                 run(&["./prog"]),
             ],
-            Language::Java => vec![
-                compile(&[program(0), "-J-XX:-UsePerfData", "Problem.java"]),
-                run(&[program(1), "-XX:-UsePerfData", "-ea", "-cp", ".", "Problem"]),
-            ],
+            Language::Java => {
+                let jars = self.classpath.join(":");
+                let run_classpath = format!(".:{jars}");
+                vec![
+                    compile(&[
+                        program(0),
+                        "-J-XX:-UsePerfData",
+                        "-cp",
+                        &jars,
+                        "Problem.java",
+                    ]),
+                    run(&[
+                        program(1),
+                        "-XX:-UsePerfData",
+                        "-ea",
+                        "-cp",
+                        &run_classpath,
+                        "Problem",
+                    ]),
+                ]
+            }
             Language::Go => vec![
                 compile(&[program(0), "test", "-c", "-o", "prog.test", "prog_test.go"]),
                 run(&["./prog.test"]),
