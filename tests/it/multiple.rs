@@ -313,6 +313,30 @@ fn resource_limits_stop_big_files_and_allocations() {
     assert!(ResourceLimits::new(u64::MAX, 1024, 1).is_err());
 }
 
+/// The JVM runs under a 256 MiB memory limit (its default heap, sized from the host's RAM,
+/// did not start on a 24 GiB host): MultiPL-E's Java problem (javatuples header, a `Pair`)
+/// compiles and passes. Java is scored when a JDK and libjavatuples-java are installed.
+#[test]
+fn java_runs_under_a_small_memory_limit() {
+    let limits = ResourceLimits::new(256, 1024, 1).expect("valid limits");
+    let sandbox = sandbox(limits);
+    let settings = EvalSettings {
+        sandbox: &sandbox,
+        limits: ExecLimits::default(),
+        jobs: 1,
+    };
+    let problems: Vec<Problem> = read_problems(&Path::new(DIR).join("problems.jsonl"), None)
+        .expect("problems")
+        .into_iter()
+        .filter(|p| p.language == "java")
+        .collect();
+    assert_eq!(problems.len(), 1);
+    let completions: Vec<Completion> =
+        read_jsonl(&Path::new(DIR).join("completions-correct.jsonl")).expect("reads");
+    let report = evaluate(&problems, &completions, &settings, |_, _, _| {}).expect("evaluates");
+    check_java(&report, 1.0);
+}
+
 #[test]
 fn humaneval_format_is_read_and_samples_give_pass_at_k() {
     let problems =

@@ -199,7 +199,7 @@ pub fn execute(
     }
     let env = toolchain.env(cache);
     let mut last = None;
-    for step in toolchain.steps() {
+    for step in toolchain.steps(sandbox.limits().memory_bytes) {
         // The shared cache is there for the toolchain's compiler only: a program's own code
         // (every run step) never sees it.
         let mounts = Mounts {

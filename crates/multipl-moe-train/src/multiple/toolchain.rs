@@ -195,8 +195,15 @@ impl Toolchain {
         }
     }
 
-    /// The steps that compile (compiled languages, Go included) and run the source file.
-    pub fn steps(&self) -> Vec<Step> {
+    /// The steps that compile (compiled languages, Go included) and run the source file, for
+    /// programs limited to `memory_bytes` of data (`RLIMIT_DATA`).
+    ///
+    /// The JVM sizes its heap from the host's RAM, not from the limit: under 256 MiB it could
+    /// not start on a 24 GiB host, and under the default 4 GiB it fails on hosts with more
+    /// than ~250 GiB. `javac` and `java` get a maximum heap of half the limit (`-Xmx`) and the
+    /// serial collector (no per-core GC threads); MultiPL-E's container gives them a host's
+    /// defaults instead, which no program of the benchmark comes near.
+    pub fn steps(&self, memory_bytes: u64) -> Vec<Step> {
         let argv = |parts: &[&str]| parts.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let program = |i: usize| self.programs.get(i).map_or("", String::as_str);
         let compile = |parts: &[&str]| Step {
@@ -229,10 +236,14 @@ impl Toolchain {
             Language::Java => {
                 let jars = self.classpath.join(":");
                 let run_classpath = format!(".:{jars}");
+                let heap = format!("-Xmx{}m", (memory_bytes >> 20) / 2);
+                let javac_heap = format!("-J{heap}");
                 vec![
                     compile(&[
                         program(0),
                         "-J-XX:-UsePerfData",
+                        &javac_heap,
+                        "-J-XX:+UseSerialGC",
                         "-cp",
                         &jars,
                         "Problem.java",
@@ -240,6 +251,8 @@ impl Toolchain {
                     run(&[
                         program(1),
                         "-XX:-UsePerfData",
+                        &heap,
+                        "-XX:+UseSerialGC",
                         "-ea",
                         "-cp",
                         &run_classpath,
