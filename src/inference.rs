@@ -449,11 +449,7 @@ pub fn routing_cmd(args: RoutingArgs) -> Result<()> {
         None => (demo.valid_fraction, 7),
     };
     let corpus = match &args.data {
-        Some(path) => {
-            let corpus = read_path(path)?;
-            corpus.check_usable(path)?;
-            corpus
-        }
+        Some(path) => read_path(path)?,
         None => embedded(demo.documents_per_language),
     };
     let (_, valid) = split_documents(&corpus.documents, valid_fraction, seed);

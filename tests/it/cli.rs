@@ -53,6 +53,18 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_multipl-moe"))
 }
 
+/// `multipl-moe train --config CONFIG --data DATA --out OUT`, to add flags to.
+fn train_command(config: &Path, data: &Path, out: &Path) -> Command {
+    let mut cmd = bin();
+    cmd.args(["train", "--config"])
+        .arg(config)
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(out);
+    cmd
+}
+
 /// Arguments that once panicked (issue 12) are refused with an error naming them.
 #[test]
 fn bad_arguments_are_refused_by_name() {
@@ -218,13 +230,7 @@ fn train_checkpoints_and_resumes() {
     std::fs::write(&config, serde_json::to_string(&run).expect("json")).expect("write");
     let out = dir.join("run");
     let train_into = |out: &Path, resume: bool| {
-        let mut cmd = bin();
-        cmd.args(["train", "--config"])
-            .arg(&config)
-            .arg("--data")
-            .arg(&data)
-            .arg("--out")
-            .arg(out);
+        let mut cmd = train_command(&config, &data, out);
         if resume {
             cmd.arg("--resume");
         }
@@ -255,13 +261,8 @@ fn train_checkpoints_and_resumes() {
     changed.train.lr *= 2.0;
     let other = dir.join("other.json");
     std::fs::write(&other, serde_json::to_string(&changed).expect("json")).expect("write");
-    let refused = bin()
-        .args(["train", "--resume", "--config"])
-        .arg(&other)
-        .arg("--data")
-        .arg(&data)
-        .arg("--out")
-        .arg(&out)
+    let refused = train_command(&other, &data, &out)
+        .arg("--resume")
         .output()
         .expect("runs");
     let stderr = String::from_utf8_lossy(&refused.stderr);
@@ -300,15 +301,9 @@ fn train_exports_the_side_files_of_its_model() {
     let config = dir.join("run.json");
     std::fs::write(&config, serde_json::to_string(&run).expect("json")).expect("write");
     let out = dir.join("run");
-    let result = bin()
-        .args(["train", "--config"])
-        .arg(&config)
-        .arg("--data")
-        .arg(&data)
+    let result = train_command(&config, &data, &out)
         .arg("--model")
         .arg(&model)
-        .arg("--out")
-        .arg(&out)
         .arg("--resume")
         .output()
         .expect("runs");

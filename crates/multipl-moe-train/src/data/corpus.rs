@@ -316,15 +316,18 @@ pub fn read_jsonl(path: &Path) -> Result<Corpus> {
     Ok(corpus)
 }
 
-/// Reads `path`: a directory tree, or a `.jsonl` file.
+/// Reads `path`, a directory tree or a `.jsonl` file, and refuses it when it holds nothing to
+/// train on ([`Corpus::check_usable`]).
 pub fn read_path(path: &Path) -> Result<Corpus> {
-    if path.is_dir() {
-        read_tree(path)
+    let corpus = if path.is_dir() {
+        read_tree(path)?
     } else if path.exists() {
-        read_jsonl(path)
+        read_jsonl(path)?
     } else {
-        Err(TrainError::io(path, std::io::ErrorKind::NotFound.into()))
-    }
+        return Err(TrainError::io(path, std::io::ErrorKind::NotFound.into()));
+    };
+    corpus.check_usable(path)?;
+    Ok(corpus)
 }
 
 #[cfg(test)]

@@ -150,11 +150,7 @@ struct Prepared {
 fn load(data: &DemoData, cfg: &DemoConfig) -> Result<Corpus> {
     let corpus = match data {
         DemoData::Embedded => embedded(cfg.documents_per_language),
-        DemoData::Path(path) => {
-            let corpus = read_path(path)?;
-            corpus.check_usable(path)?;
-            corpus
-        }
+        DemoData::Path(path) => read_path(path)?,
     };
     let missing = corpus.missing();
     if !missing.is_empty() {

@@ -17,7 +17,7 @@ pub struct Toolchain {
     /// Install roots outside the system directories, mounted read-only in the sandbox.
     pub roots: Vec<PathBuf>,
     /// Java: the jars on the compile and run classpath ([`JAVATUPLES_JAR`]); empty otherwise.
-    pub classpath: Vec<String>,
+    classpath: Vec<String>,
 }
 
 /// Where Debian's `libjavatuples-java` puts the jar that MultiPL-E's Java prompts import

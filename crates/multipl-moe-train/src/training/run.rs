@@ -217,7 +217,6 @@ pub fn run_training<B: AutodiffBackend>(
     let cfg = RunConfig::from_file(config)?;
     prepare_out_dir(out, mode.resume, mode.overwrite)?;
     let corpus = read_path(data)?;
-    corpus.check_usable(data)?;
     let (train_docs, valid_docs) =
         split_documents(&corpus.documents, cfg.valid_fraction, cfg.train.seed);
 
