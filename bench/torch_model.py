@@ -7,7 +7,8 @@
 DIR is what `benches/model.rs` writes: the model in our export format (`DIR/model`: config.json +
 model.safetensors, loadable by `multipl-moe`) and `DIR/check.safetensors` (the token batch, our
 next-token and balance losses on it, and our logits at a few positions, all from the same
-initial weights). The backbone is transformers' `Qwen2ForCausalLM` built from config.json (its
+initial weights). The backbone is transformers' class of the export's `model_type` (Qwen2,
+Llama or Mistral) built from config.json (its
 default attention, SDPA); every FFN slot is replaced by the hybrid MoE of FORMAT.md, written the
 way a PyTorch user would (per-expert loops with index lists, as in HF's Qwen2-MoE), and the
 file's tensors are loaded into it by their keys. The script checks that its logits and losses
@@ -115,15 +116,16 @@ class HybridMoe(nn.Module):
 
 
 def build(model_dir):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     with open(os.path.join(model_dir, "config.json")) as f:
         cfg = json.load(f)
     moe = cfg.pop("multipl_moe", None)
     if moe is None or moe.get("hybrid_layers") is not None:
         raise SystemExit("torch_model.py expects a model whose every layer is hybrid")
-    config = Qwen2Config(**cfg)
-    model = Qwen2ForCausalLM(config)
+    # The export names its base architecture (qwen2, llama or mistral; docs/FORMAT.md).
+    config = AutoConfig.for_model(cfg.pop("model_type", "qwen2"), **cfg)
+    model = AutoModelForCausalLM.from_config(config)
     for layer in model.model.layers:
         layer.mlp = HybridMoe(config.hidden_size, config.intermediate_size, moe)
     state = load_file(os.path.join(model_dir, "model.safetensors"))

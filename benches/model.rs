@@ -2,7 +2,8 @@
 //! decode tokens/s with the KV cache, and the peak resident memory of each phase.
 //!
 //! Run: `cargo bench --bench model` (ndarray by default; `--features wgpu`/`cuda` for GPUs).
-//! Environment: `MODEL_BENCH_CONFIGS` (comma list of `tiny`, `qwen05b-2l`; default both),
+//! Environment: `MODEL_BENCH_CONFIGS` (comma list of `tiny`, `qwen05b-2l`, `smollm2`; default
+//! `tiny,qwen05b-2l`),
 //! `MODEL_BENCH_STEPS` (timed training steps, default 3; 0 skips training),
 //! `MODEL_BENCH_DECODE` (decoded tokens, default 32), `MODEL_BENCH_PROMPT` (prompt tokens,
 //! default 64 for tiny and 128 for qwen05b-2l; long prompts show what the KV cache costs at
@@ -10,7 +11,11 @@
 //!
 //! Configs: `tiny` is the demo's model (d = 128, 3 layers, vocab 512) upcycled with window 16,
 //! batch 8 × 64 tokens; `qwen05b-2l` is Qwen1.5-0.5B's shape (d = 1024, FFN 2816, 16 heads,
-//! vocab 151 936, tied embeddings) cut to 2 layers with the paper preset, batch 1 × 512.
+//! vocab 151 936, tied embeddings) cut to 2 layers with the paper preset, batch 1 × 512;
+//! `smollm2` is SmolLM2-135M's shape (Llama: 30 layers, d = 576, FFN 1536, GQA 9/3,
+//! head_dim 64, tied, vocab 49 152; random weights) with the paper preset, batch 1 × 256 and a
+//! 128-token prompt: the narrow, deep model where per-op overhead rather than the matmuls
+//! dominates.
 //! Training uses AdamW and the SPEC §5 freeze; prefill is 64 (tiny) or 128 tokens.
 //!
 //! When `python3` can import torch (and `MODEL_BENCH_TORCH` is not `0`), each config's initial
@@ -70,6 +75,14 @@ fn configs() -> Vec<Bench> {
             config: MultiplMoeConfig::new(qwen).with_moe(Some(MoeConfig::paper())),
             batch: 1,
             seq: 512,
+            prompt: 128,
+        },
+        Bench {
+            name: "smollm2",
+            config: MultiplMoeConfig::new(QwenConfig::smollm2_135m())
+                .with_moe(Some(MoeConfig::paper())),
+            batch: 1,
+            seq: 256,
             prompt: 128,
         },
     ]

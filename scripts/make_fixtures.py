@@ -20,6 +20,17 @@ transformers 5.24 / PyTorch 2.15.
   layer_types) for RoPE types default, linear and yarn, each with the transformers logits of
   24 tokens (1.5x the position limit): configs/NAME.json + reference-NAME.safetensors.
 
+- fixtures/llama-*/ (`--only llama`, transformers 5.25 / PyTorch 2.15): LlamaForCausalLM from
+  random configs, f32, each with reference.safetensors holding `tokens` [2, T], the logits
+  [2, T, vocab] and `generated` [1, 8 + 10]: transformers' greedy `generate` (10 new tokens)
+  after the first 8 tokens of row 0.
+  - llama-gqa-untied: GQA 4/2, untied head, head_dim 16 != hidden/heads = 12, no biases.
+  - llama-tied-bias: MHA, tied embeddings, `attention_bias: true` (q/k/v/o biases).
+  - llama3-rope: GQA, `rope_type: llama3` (factor 4, low 1, high 4, original context 8) so
+    that all three frequency bands occur in a head of 16.
+  - tokenizer/bos-cases.json: transformers' `tokenizer(prompt).input_ids` for the fixture
+    tokenizer under five tokenizer_config.json / post-processor combinations (BOS handling).
+
 `python3 scripts/make_fixtures.py --check-export DIR` loads a dense model exported by
 `multipl-moe` in transformers and compares its logits with DIR/reference.safetensors.
 """
@@ -153,6 +164,87 @@ def rope_fixtures():
     os.rmdir(scratch)
 
 
+def build_llama(name, seed, **cfg):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=128, hidden_size=48, intermediate_size=64,
+                         max_position_embeddings=64, rms_norm_eps=1e-5, **cfg)
+    model = LlamaForCausalLM(config).eval()
+    perturb(model, large=("q_proj", "k_proj", "v_proj", "o_proj", "mlp"))
+    out = os.path.join(ROOT, name)
+    model.save_pretrained(out, safe_serialization=True)
+    ref = LlamaForCausalLM.from_pretrained(out, dtype=torch.float32,
+                                           attn_implementation="eager").eval()
+    prompt = TOKENS[:1, :8]
+    with torch.no_grad():
+        logits = ref(TOKENS).logits.float().contiguous()
+        generated = ref.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
+                                 max_new_tokens=10, min_new_tokens=10, eos_token_id=None,
+                                 pad_token_id=0)
+    save_file({"tokens": TOKENS.contiguous(), "logits": logits,
+               "generated": generated.contiguous()},
+              os.path.join(out, "reference.safetensors"))
+    for junk in ("generation_config.json",):
+        path = os.path.join(out, junk)
+        if os.path.exists(path):
+            os.remove(path)
+    print(f"{name}: logits {tuple(logits.shape)}, generated {generated[0, 8:].tolist()}")
+
+
+def llama_fixtures():
+    build_llama("llama-gqa-untied", 11, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, head_dim=16, tie_word_embeddings=False,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+    build_llama("llama-tied-bias", 12, num_hidden_layers=1, num_attention_heads=4,
+                num_key_value_heads=4, attention_bias=True, tie_word_embeddings=True,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+    build_llama("llama3-rope", 13, num_hidden_layers=1, num_attention_heads=3,
+                num_key_value_heads=1, head_dim=16, tie_word_embeddings=True,
+                rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 4.0,
+                                 "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                 "original_max_position_embeddings": 8})
+
+
+BOS_PROMPT = "def add(a, b):\n    return a + b\n"
+
+
+def bos_cases():
+    """transformers' `tokenizer(prompt).input_ids` for the fixture tokenizer under
+    tokenizer_config.json / post-processor combinations (Llama 2 and 3 add BOS by their
+    post-processor). transformers 5 follows the post-processor and does not apply
+    tokenizer_config.json's add_bos_token / add_eos_token: the cases record that."""
+    import shutil
+    import tempfile
+    from tokenizers import Tokenizer, processors
+    from transformers import AutoTokenizer
+    src = os.path.join(ROOT, "tokenizer", "tokenizer.json")
+    bos = {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>"}
+    cases = {
+        "no-config": (None, None),
+        "add-bos": (dict(bos, add_bos_token=True), None),
+        "add-bos-and-eos": (dict(bos, add_bos_token=True, add_eos_token=True), None),
+        "template-bos": (dict(bos), "<|im_start|> $A"),
+        "template-bos-overridden": (dict(bos, add_bos_token=False), "<|im_start|> $A"),
+    }
+    out = {"prompt": BOS_PROMPT, "cases": {}}
+    for name, (config, template) in cases.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            tok = Tokenizer.from_file(src)
+            if template:
+                tok.post_processor = processors.TemplateProcessing(
+                    single=template, special_tokens=[("<|im_start|>", tok.token_to_id("<|im_start|>"))])
+            tok.save(os.path.join(tmp, "tokenizer.json"))
+            if config is not None:
+                with open(os.path.join(tmp, "tokenizer_config.json"), "w") as f:
+                    json.dump(dict(config, tokenizer_class="PreTrainedTokenizerFast"), f)
+            ids = AutoTokenizer.from_pretrained(tmp)(BOS_PROMPT).input_ids
+            out["cases"][name] = {"tokenizer_config": config, "post_processor": template,
+                                  "input_ids": ids}
+    with open(os.path.join(ROOT, "tokenizer", "bos-cases.json"), "w") as f:
+        json.dump(out, f, indent=1)
+    print("bos cases:", {k: v["input_ids"][:2] for k, v in out["cases"].items()})
+
+
 def check_export(path):
     ref = load_file(os.path.join(path, "reference.safetensors"))
     model = Qwen2ForCausalLM.from_pretrained(path, torch_dtype=torch.float32, attn_implementation="eager").eval()
@@ -166,13 +258,17 @@ def check_export(path):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--check-export")
-    ap.add_argument("--only", choices=["rope"])
+    ap.add_argument("--only", choices=["rope", "llama"])
     args = ap.parse_args()
     if args.check_export:
         check_export(args.check_export)
         return
     if args.only == "rope":
         rope_fixtures()
+        return
+    if args.only == "llama":
+        llama_fixtures()
+        bos_cases()
         return
     common = dict(vocab_size=128, hidden_size=32, intermediate_size=48, max_position_embeddings=64,
                   rms_norm_eps=1e-6, use_sliding_window=False)

@@ -164,7 +164,7 @@ enum Command {
         #[arg(long)]
         overwrite: bool,
     },
-    /// Upcycle a dense Hugging Face Qwen2 model into MultiPL-MoE and export it.
+    /// Upcycle a dense Hugging Face model (Qwen2, Llama, Mistral) into MultiPL-MoE and export it.
     Upcycle {
         /// Hugging Face model directory (config.json + safetensors).
         #[arg(long)]

@@ -9,6 +9,7 @@ mod borrowed_weights;
 mod cli;
 mod elementwise;
 mod generate;
+mod llama_import;
 mod matmul_dispatch;
 mod model;
 mod moe_reference;

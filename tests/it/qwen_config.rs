@@ -128,7 +128,7 @@ fn forward_changing_fields_not_implemented_are_refused_by_name() {
         (
             "head-dim",
             "head_dim",
-            Box::new(|c| c["head_dim"] = json!(32)),
+            Box::new(|c| c["head_dim"] = json!(15)),
         ),
         (
             "rope-key",

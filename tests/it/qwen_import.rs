@@ -218,9 +218,9 @@ fn bad_config_names_the_field() {
             r#"{"vocab_size": -1, "hidden_size": 32, "num_attention_heads": 4}"#,
             "vocab_size",
         ),
-        (r#"{"model_type": "llama", "vocab_size": 1}"#, "model_type"),
+        (r#"{"model_type": "gemma", "vocab_size": 1}"#, "model_type"),
         (
-            r#"{"vocab_size": 128, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 1, "num_attention_heads": 4, "head_dim": 16}"#,
+            r#"{"vocab_size": 128, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 1, "num_attention_heads": 4, "head_dim": 7}"#,
             "head_dim",
         ),
     ];

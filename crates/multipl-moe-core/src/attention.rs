@@ -1,5 +1,6 @@
-//! Grouped-query self-attention of Qwen2 (SPEC §1): q/k/v projections with bias, o without,
-//! rotate-half RoPE, causal mask, optional key padding mask, scale `head_dim^-0.5`.
+//! Grouped-query self-attention of Qwen2 (SPEC §1) and Llama: q/k/v projections with biases
+//! (Qwen2) or per `attention_bias` (Llama, where o_proj follows it too), rotate-half RoPE,
+//! causal mask, optional key padding mask, scale `head_dim^-0.5`.
 
 use burn::config::Config;
 use burn::module::Module;
@@ -18,6 +19,15 @@ pub struct AttentionConfig {
     pub num_heads: usize,
     /// Key/value heads; divides `num_heads`.
     pub num_kv_heads: usize,
+    /// Head size `h`; `None` is `d_model / num_heads`.
+    #[config(default = "None")]
+    pub head_dim: Option<usize>,
+    /// Biases on the q/k/v projections (Qwen2).
+    #[config(default = true)]
+    pub qkv_bias: bool,
+    /// A bias on the output projection (Llama's `attention_bias`).
+    #[config(default = false)]
+    pub o_proj_bias: bool,
     /// Weight initialisation.
     #[config(default = "Initializer::Normal { mean: 0.0, std: 0.02 }")]
     pub initializer: Initializer,
@@ -27,13 +37,13 @@ pub struct AttentionConfig {
 /// keys (`q_proj`, `k_proj`, `v_proj`, `o_proj`).
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
-    /// Query projection `[d, H·h]`, with bias.
+    /// Query projection `[d, H·h]`, bias per [`AttentionConfig::qkv_bias`].
     pub q_proj: Linear<B>,
-    /// Key projection `[d, KV·h]`, with bias.
+    /// Key projection `[d, KV·h]`, bias per [`AttentionConfig::qkv_bias`].
     pub k_proj: Linear<B>,
-    /// Value projection `[d, KV·h]`, with bias.
+    /// Value projection `[d, KV·h]`, bias per [`AttentionConfig::qkv_bias`].
     pub v_proj: Linear<B>,
-    /// Output projection `[H·h, d]`, no bias.
+    /// Output projection `[H·h, d]`, bias per [`AttentionConfig::o_proj_bias`].
     pub o_proj: Linear<B>,
     /// Query heads `H`.
     pub num_heads: usize,
@@ -46,7 +56,7 @@ pub struct Attention<B: Backend> {
 impl AttentionConfig {
     /// Builds the attention block.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Attention<B> {
-        let head_dim = self.d_model / self.num_heads;
+        let head_dim = self.head_dim.unwrap_or(self.d_model / self.num_heads);
         let linear = |i, o, bias| {
             LinearConfig::new(i, o)
                 .with_bias(bias)
@@ -54,10 +64,10 @@ impl AttentionConfig {
                 .init(device)
         };
         Attention {
-            q_proj: linear(self.d_model, self.num_heads * head_dim, true),
-            k_proj: linear(self.d_model, self.num_kv_heads * head_dim, true),
-            v_proj: linear(self.d_model, self.num_kv_heads * head_dim, true),
-            o_proj: linear(self.num_heads * head_dim, self.d_model, false),
+            q_proj: linear(self.d_model, self.num_heads * head_dim, self.qkv_bias),
+            k_proj: linear(self.d_model, self.num_kv_heads * head_dim, self.qkv_bias),
+            v_proj: linear(self.d_model, self.num_kv_heads * head_dim, self.qkv_bias),
+            o_proj: linear(self.num_heads * head_dim, self.d_model, self.o_proj_bias),
             num_heads: self.num_heads,
             num_kv_heads: self.num_kv_heads,
             head_dim,

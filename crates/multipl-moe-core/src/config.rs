@@ -22,8 +22,51 @@ pub const MAX_HEAD_DIM: usize = 1024;
 /// Upper bound of `token.num_experts` and `segment.num_experts` (published MoEs: ≤ 256).
 pub const MAX_EXPERTS: usize = 4096;
 
-/// The dense Qwen2 architecture (SPEC §1). Field names are those of Hugging Face's
-/// `config.json`, so the file deserialises into this struct as it is.
+/// The Hugging Face decoder family a model was read from (`config.json`'s `model_type`). The
+/// forward pass depends only on the fields it implies ([`QwenConfig::qkv_bias`],
+/// [`QwenConfig::o_proj_bias`], [`QwenConfig::head_dim`]); the export writes it back, so an
+/// upcycled Llama stays a Llama for transformers (docs/FORMAT.md).
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum ModelType {
+    /// `qwen2` (Qwen1.5, Qwen2, Qwen2.5): q/k/v projections with biases.
+    Qwen2,
+    /// `llama` (Llama 2/3, TinyLlama, SmolLM, SmolLM2, CodeLlama): biases per `attention_bias`.
+    Llama,
+    /// `mistral` without a sliding window: the Llama decoder without biases.
+    Mistral,
+}
+
+impl ModelType {
+    /// Every implemented `model_type`, as `config.json` spells it.
+    pub const ALL: [ModelType; 3] = [Self::Qwen2, Self::Llama, Self::Mistral];
+
+    /// `config.json`'s `model_type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Qwen2 => "qwen2",
+            Self::Llama => "llama",
+            Self::Mistral => "mistral",
+        }
+    }
+
+    /// The transformers class (`config.json`'s `architectures`).
+    pub fn architecture(self) -> &'static str {
+        match self {
+            Self::Qwen2 => "Qwen2ForCausalLM",
+            Self::Llama => "LlamaForCausalLM",
+            Self::Mistral => "MistralForCausalLM",
+        }
+    }
+
+    /// The type named `name` in `config.json`, if implemented.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+}
+
+/// The dense decoder (SPEC §1): Qwen2, or the Llama family that differs from it only in
+/// biases and head size ([`ModelType`]). Field names are those of Hugging Face's
+/// `config.json` where it has them.
 #[derive(Config, Debug, PartialEq)]
 pub struct QwenConfig {
     /// Vocabulary size.
@@ -55,6 +98,20 @@ pub struct QwenConfig {
     /// Rotary frequency scaling (`linear` or `yarn`); `None` is transformers' `default`.
     #[config(default = "None")]
     pub rope_scaling: Option<RopeScaling>,
+    /// Size `h` of one attention head; `None` is `hidden_size / num_attention_heads`. Llama and
+    /// Mistral configs may set another (then `H·h` need not equal `hidden_size`).
+    #[config(default = "None")]
+    pub head_dim: Option<usize>,
+    /// Llama's `attention_bias`: biases on all four attention projections (`None`: the type's
+    /// default, which for Qwen2 is q/k/v biases and none on o_proj, and for Llama and Mistral
+    /// no biases). Qwen2 with `false` and Mistral with `true` are refused by
+    /// [`QwenConfig::validate`]: transformers builds neither.
+    #[config(default = "None")]
+    pub attention_bias: Option<bool>,
+    /// The architecture read from `config.json` and written back on export; `None` is
+    /// `qwen2` (so configs written before other types existed still read).
+    #[config(default = "None")]
+    pub model_type: Option<ModelType>,
 }
 
 impl QwenConfig {
@@ -79,9 +136,40 @@ impl QwenConfig {
             .with_max_position_embeddings(2048)
     }
 
-    /// Size of one attention head.
+    /// SmolLM2-135M (Llama architecture): 30 narrow layers, GQA 9/3, tied embeddings.
+    pub fn smollm2_135m() -> Self {
+        Self::new(49152, 576, 1536, 30, 9, 3)
+            .with_rope_theta(1e5)
+            .with_rms_norm_eps(1e-5)
+            .with_tie_word_embeddings(true)
+            .with_max_position_embeddings(8192)
+            .with_attention_bias(Some(false))
+            .with_model_type(Some(ModelType::Llama))
+    }
+
+    /// The architecture ([`Self::model_type`], `None` being Qwen2).
+    pub fn architecture(&self) -> ModelType {
+        self.model_type.unwrap_or(ModelType::Qwen2)
+    }
+
+    /// Whether q/k/v have biases: always for Qwen2, per `attention_bias` for Llama.
+    pub fn qkv_bias(&self) -> bool {
+        match self.architecture() {
+            ModelType::Qwen2 => true,
+            ModelType::Llama => self.attention_bias.unwrap_or(false),
+            ModelType::Mistral => false,
+        }
+    }
+
+    /// Whether o_proj has a bias: Llama with `attention_bias: true`.
+    pub fn o_proj_bias(&self) -> bool {
+        self.architecture() == ModelType::Llama && self.attention_bias == Some(true)
+    }
+
+    /// Size `h` of one attention head: `head_dim`, else `hidden_size / num_attention_heads`.
     pub fn head_dim(&self) -> usize {
-        self.hidden_size / self.num_attention_heads.max(1)
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
 
     /// Rejects configs that cannot build a model; the error names the field. Sizes are
@@ -111,7 +199,7 @@ impl QwenConfig {
                 ));
             }
         }
-        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
+        if self.head_dim.is_none() && !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(ConfigError::field(
                 "num_attention_heads",
                 self.num_attention_heads,
@@ -131,21 +219,28 @@ impl QwenConfig {
                 ),
             ));
         }
-        if self.head_dim() > MAX_HEAD_DIM {
-            return Err(ConfigError::field(
+        // An explicit head_dim is its own field; the derived one is num_attention_heads'.
+        let (field, value, what) = match self.head_dim {
+            Some(h) => ("head_dim", h, "head_dim"),
+            None => (
                 "num_attention_heads",
                 self.num_attention_heads,
-                format!(
-                    "head_dim = hidden_size / num_attention_heads = {} must be at most {MAX_HEAD_DIM}",
-                    self.head_dim()
-                ),
+                "head_dim = hidden_size / num_attention_heads",
+            ),
+        };
+        let h = self.head_dim();
+        if h == 0 || h > MAX_HEAD_DIM {
+            return Err(ConfigError::field(
+                field,
+                value,
+                format!("{what} = {h} must be in 1..={MAX_HEAD_DIM}"),
             ));
         }
-        if !self.head_dim().is_multiple_of(2) {
+        if !h.is_multiple_of(2) {
             return Err(ConfigError::field(
-                "num_attention_heads",
-                self.num_attention_heads,
-                "head_dim = hidden_size / num_attention_heads must be even for rotary embeddings",
+                field,
+                value,
+                format!("{what} = {h} must be even for rotary embeddings"),
             ));
         }
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
@@ -165,7 +260,19 @@ impl QwenConfig {
         if let Some(scaling) = &self.rope_scaling {
             scaling.validate()?;
         }
-        Ok(())
+        match (self.architecture(), self.attention_bias) {
+            (ModelType::Qwen2, Some(false)) => Err(ConfigError::field(
+                "attention_bias",
+                false,
+                "Qwen2 attention has q/k/v biases; a model without them is `llama`",
+            )),
+            (ModelType::Mistral, Some(true)) => Err(ConfigError::field(
+                "attention_bias",
+                true,
+                "Mistral attention has no biases; a model with them is `llama`",
+            )),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -31,8 +31,8 @@ pub mod token_moe;
 pub use balance::{balance_loss, combined_loss};
 pub use cache::{LayerCache, ModelCache};
 pub use config::{
-    GateScale, MoeConfig, MultiplMoeConfig, Pooling, QwenConfig, SegmentMoeConfig, SegmentRouting,
-    TokenMoeConfig,
+    GateScale, ModelType, MoeConfig, MultiplMoeConfig, Pooling, QwenConfig, SegmentMoeConfig,
+    SegmentRouting, TokenMoeConfig,
 };
 pub use error::{ConfigError, GenerateError};
 pub use generate::{GenerateOptions, Generated, StopReason};

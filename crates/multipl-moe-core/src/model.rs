@@ -131,6 +131,9 @@ pub fn decoder_layer<B: Backend>(
             m.num_attention_heads,
             m.num_key_value_heads,
         )
+        .with_head_dim(Some(m.head_dim()))
+        .with_qkv_bias(m.qkv_bias())
+        .with_o_proj_bias(m.o_proj_bias())
         .init(device),
         mlp,
         input_layernorm: rms_norm(m, device),

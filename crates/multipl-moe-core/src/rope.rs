@@ -1,5 +1,5 @@
 //! Rotary position embedding in the *rotate-half* layout of Hugging Face Qwen2 (SPEC §1), with
-//! transformers' `default`, `linear` and `yarn` frequency scalings.
+//! transformers' `default`, `linear`, `yarn` and `llama3` frequency scalings.
 //!
 //! Channel `i < h/2` of a head is paired with channel `i + h/2` (not with `i + 1` as in
 //! burn-nn's interleaved `RotaryEncoding`), and `inv_freq_i = θ^(-2i/h)` before scaling.
@@ -41,6 +41,20 @@ pub enum RopeScaling {
         beta_slow: f64,
         /// Whether the correction range is rounded outwards to whole dimensions (default true).
         truncate: bool,
+    },
+    /// Llama 3.1's scaling (`_compute_llama3_parameters` of transformers): wavelengths longer
+    /// than `original_max_position_embeddings / low_freq_factor` are interpolated (`/ factor`),
+    /// those shorter than `original_max_position_embeddings / high_freq_factor` kept, and the
+    /// ones between blended by `(original / wavelen − low) / (high − low)`.
+    Llama3 {
+        /// Interpolation factor of the low frequencies (> 0; Llama 3.1: 8).
+        factor: f64,
+        /// Llama 3.1: 1.
+        low_freq_factor: f64,
+        /// Llama 3.1: 4; must exceed `low_freq_factor`.
+        high_freq_factor: f64,
+        /// Context length of pre-training (Llama 3.1: 8192).
+        original_max_position_embeddings: usize,
     },
 }
 
@@ -85,17 +99,39 @@ impl RopeScaling {
                 positive("rope_parameters.attention_factor", *attention_factor)?;
                 positive("rope_parameters.beta_fast", *beta_fast)?;
                 positive("rope_parameters.beta_slow", *beta_slow)?;
-                if *original_max_position_embeddings == 0 {
+                positive_context(*original_max_position_embeddings)
+            }
+            Self::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
+                positive("rope_parameters.factor", *factor)?;
+                positive("rope_parameters.low_freq_factor", *low_freq_factor)?;
+                positive("rope_parameters.high_freq_factor", *high_freq_factor)?;
+                if high_freq_factor <= low_freq_factor {
                     return Err(ConfigError::field(
-                        "rope_parameters.original_max_position_embeddings",
-                        0,
-                        "must be positive",
+                        "rope_parameters.high_freq_factor",
+                        high_freq_factor,
+                        format!("must exceed low_freq_factor = {low_freq_factor}"),
                     ));
                 }
-                Ok(())
+                positive_context(*original_max_position_embeddings)
             }
         }
     }
+}
+
+fn positive_context(original: usize) -> Result<(), ConfigError> {
+    if original == 0 {
+        return Err(ConfigError::field(
+            "rope_parameters.original_max_position_embeddings",
+            0,
+            "must be positive",
+        ));
+    }
+    Ok(())
 }
 
 /// Inverse frequencies `[h/2]` and the cos/sin scale of a rotary embedding, computed in f32
@@ -146,6 +182,37 @@ pub fn inv_freq(head_dim: usize, theta: f64, scaling: Option<&RopeScaling>) -> (
                 })
                 .collect();
             (inv, *attention_factor as f32)
+        }
+        Some(RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        }) => {
+            // As transformers, in f32 on the f32 default frequencies.
+            let (factor, low, high) = (
+                *factor as f32,
+                *low_freq_factor as f32,
+                *high_freq_factor as f32,
+            );
+            let original = *original_max_position_embeddings as f32;
+            let (low_wavelen, high_wavelen) = (original / low, original / high);
+            let inv = pos_freqs
+                .iter()
+                .map(|p| {
+                    let inv = 1.0 / p;
+                    let wavelen = 2.0 * std::f32::consts::PI / inv;
+                    if wavelen > low_wavelen {
+                        inv / factor
+                    } else if wavelen < high_wavelen {
+                        inv
+                    } else {
+                        let smooth = (original / wavelen - low) / (high - low);
+                        (1.0 - smooth) * inv / factor + smooth * inv
+                    }
+                })
+                .collect();
+            (inv, 1.0)
         }
     }
 }

@@ -24,11 +24,12 @@ pub fn model_tensors<B: Backend>(model: &CausalLm<B>) -> Result<BTreeMap<String,
 
 /// Files next to a model's weights that describe how to use it; [`save_model_from`] copies
 /// those present in the source directory.
-pub const SIDE_FILES: [&str; 6] = [
+pub const SIDE_FILES: [&str; 7] = [
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
     "generation_config.json",
+    "chat_template.jinja",
     "vocab.json",
     "merges.txt",
 ];

@@ -1,7 +1,8 @@
 //! # multipl-moe-qwen
 //!
 //! Makes MultiPL-MoE speak the Hugging Face format in both directions: import of Qwen1.5 /
-//! Qwen2 checkpoints (single file or shards; f32, f16, bf16; tied or untied head), upcycling
+//! Qwen2 checkpoints and of the Llama family (Llama 2/3, SmolLM2, Mistral without a sliding
+//! window; single file or shards; f32, f16, bf16; tied or untied head), upcycling
 //! of the dense model into the hybrid MoE (SPEC §5), and export of dense or hybrid models
 //! (`docs/FORMAT.md`).
 

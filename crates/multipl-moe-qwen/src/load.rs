@@ -1,4 +1,5 @@
-//! Import: a Hugging Face Qwen2 directory (or our hybrid export) into a [`CausalLm`].
+//! Import: a Hugging Face Qwen2, Llama or Mistral directory (or our hybrid export) into a
+//! [`CausalLm`].
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! naming the field and its value for everything that would change the forward pass but is
 //! not implemented. Nothing that changes the forward pass is ignored.
 
-use multipl_moe_core::{MultiplMoeConfig, QwenConfig, RopeScaling};
+use multipl_moe_core::{ModelType, MultiplMoeConfig, QwenConfig, RopeScaling};
 use serde_json::{Map, Value};
 
 use super::file::HfConfig;
@@ -33,28 +33,25 @@ const DEFAULT_ROPE_THETA: f64 = 10000.0;
 const DEFAULT_MAX_POSITIONS: usize = 32768;
 /// `Qwen2Config.max_window_layers`'s default.
 const DEFAULT_MAX_WINDOW_LAYERS: usize = 28;
+/// `Qwen2Config.sliding_window`'s and `MistralConfig.sliding_window`'s default.
+const DEFAULT_SLIDING_WINDOW: usize = 4096;
 
 impl TryFrom<HfConfig> for MultiplMoeConfig {
     type Error = FieldError;
 
     fn try_from(hf: HfConfig) -> Result<Self, FieldError> {
+        let model_type = model_type(&hf)?;
         refuse_unsupported(&hf)?;
         let vocab = required(hf.vocab_size, "vocab_size")?;
         let hidden = required(hf.hidden_size, "hidden_size")?;
         let ffn = required(hf.intermediate_size, "intermediate_size")?;
         let layers = required(hf.num_hidden_layers, "num_hidden_layers")?;
         let heads = required(hf.num_attention_heads, "num_attention_heads")?;
-        refuse_sliding_window(&hf, layers)?;
-        if let Some(head_dim) = hf.head_dim
-            && head_dim * heads != hidden
-        {
-            return refuse(
-                "head_dim",
-                format!(
-                    "{head_dim}: only head_dim = hidden_size / num_attention_heads \
-                     ({hidden} / {heads}) is implemented"
-                ),
-            );
+        match model_type {
+            ModelType::Qwen2 => refuse_sliding_window(&hf, layers)?,
+            ModelType::Mistral => refuse_mistral_window(&hf)?,
+            // LlamaConfig has no sliding window; transformers ignores such keys.
+            ModelType::Llama => {}
         }
         let max_positions = hf.max_position_embeddings.unwrap_or(DEFAULT_MAX_POSITIONS);
         let (rope_theta, rope_scaling) = rope(&hf, max_positions)?;
@@ -70,18 +67,60 @@ impl TryFrom<HfConfig> for MultiplMoeConfig {
         .with_rope_scaling(rope_scaling)
         .with_rms_norm_eps(hf.rms_norm_eps.unwrap_or(1e-6))
         .with_tie_word_embeddings(hf.tie_word_embeddings.unwrap_or(false))
-        .with_max_position_embeddings(max_positions);
+        .with_max_position_embeddings(max_positions)
+        // transformers: `getattr(config, "head_dim", None) or hidden_size // num_heads`; kept
+        // only where it differs from that, so a config reads back equal after export.
+        .with_head_dim(hf.head_dim.filter(|&h| h != 0 && h * heads != hidden))
+        // Qwen2 always has q/k/v biases and Mistral none; a contradicting `attention_bias` is
+        // kept so that `validate` refuses it by name.
+        .with_attention_bias(match (model_type, hf.attention_bias) {
+            (ModelType::Llama, bias) => Some(bias.unwrap_or(false)),
+            (_, Some(b)) if b != (model_type == ModelType::Qwen2) => Some(b),
+            _ => None,
+        })
+        .with_model_type((model_type != ModelType::Qwen2).then_some(model_type));
         Ok(MultiplMoeConfig::new(model).with_moe(hf.multipl_moe))
+    }
+}
+
+/// `model_type`: absent is `qwen2` (configs this project wrote before it read other types);
+/// a type not implemented is refused with the list of those that are.
+fn model_type(hf: &HfConfig) -> Result<ModelType, FieldError> {
+    let Some(name) = &hf.model_type else {
+        return Ok(ModelType::Qwen2);
+    };
+    ModelType::from_name(name).map_or_else(
+        || {
+            let known: Vec<&str> = ModelType::ALL.iter().map(|t| t.as_str()).collect();
+            refuse(
+                "model_type",
+                format!(
+                    "`{name}` is not implemented (implemented: {})",
+                    known.join(", ")
+                ),
+            )
+        },
+        Ok,
+    )
+}
+
+/// Mistral's sliding window (absent: 4096, as `MistralConfig`) is not implemented; only
+/// `sliding_window: null` (Mistral 7B v0.2 and later) imports.
+fn refuse_mistral_window(hf: &HfConfig) -> Result<(), FieldError> {
+    match hf.sliding_window {
+        Some(None) => Ok(()),
+        window => refuse(
+            "sliding_window",
+            format!(
+                "{}: sliding-window attention is not implemented (only `null`)",
+                window.flatten().unwrap_or(DEFAULT_SLIDING_WINDOW)
+            ),
+        ),
     }
 }
 
 /// Fields whose non-default values change the forward pass in ways not implemented.
 fn refuse_unsupported(hf: &HfConfig) -> Result<(), FieldError> {
-    if let Some(mt) = &hf.model_type
-        && mt != "qwen2"
-    {
-        return refuse("model_type", format!("`{mt}` is not `qwen2`"));
-    }
     if let Some(act) = &hf.hidden_act
         && act != "silu"
         && act != "swish"
@@ -89,12 +128,6 @@ fn refuse_unsupported(hf: &HfConfig) -> Result<(), FieldError> {
         return refuse(
             "hidden_act",
             format!("`{act}` is not implemented, only `silu`"),
-        );
-    }
-    if hf.attention_bias == Some(false) {
-        return refuse(
-            "attention_bias",
-            "false: Qwen2 attention has q/k/v biases; a model without them is not implemented",
         );
     }
     if hf.mlp_bias == Some(true) {
@@ -151,7 +184,8 @@ fn refuse_sliding_window(hf: &HfConfig, layers: usize) -> Result<(), FieldError>
     }
     if hf.use_sliding_window == Some(true) && hf.layer_types.is_none() {
         let first = hf.max_window_layers.unwrap_or(DEFAULT_MAX_WINDOW_LAYERS);
-        if first < layers && hf.sliding_window.is_some() {
+        let window = hf.sliding_window.unwrap_or(Some(DEFAULT_SLIDING_WINDOW));
+        if first < layers && window.is_some() {
             return refuse(
                 "use_sliding_window",
                 format!(
@@ -166,6 +200,12 @@ fn refuse_sliding_window(hf: &HfConfig, layers: usize) -> Result<(), FieldError>
 
 /// Keys a `rope_parameters` object may hold for each `rope_type`.
 const COMMON_ROPE_KEYS: [&str; 4] = ["rope_type", "type", "rope_theta", "partial_rotary_factor"];
+const LLAMA3_KEYS: [&str; 4] = [
+    "factor",
+    "low_freq_factor",
+    "high_freq_factor",
+    "original_max_position_embeddings",
+];
 const YARN_KEYS: [&str; 8] = [
     "factor",
     "original_max_position_embeddings",
@@ -216,10 +256,13 @@ fn rope(hf: &HfConfig, max_positions: usize) -> Result<(f64, Option<RopeScaling>
         "default" => &[],
         "linear" => &["factor"],
         "yarn" => &YARN_KEYS,
+        "llama3" => &LLAMA3_KEYS,
         other => {
             return refuse(
                 p.field("rope_type"),
-                format!("`{other}` is not implemented (implemented: default, linear, yarn)"),
+                format!(
+                    "`{other}` is not implemented (implemented: default, linear, yarn, llama3)"
+                ),
             );
         }
     };
@@ -240,9 +283,34 @@ fn rope(hf: &HfConfig, max_positions: usize) -> Result<(f64, Option<RopeScaling>
                 .map_or_else(|| refuse(p.field("factor"), "missing"), Ok)?,
         }),
         "yarn" => Some(yarn(&p, max_positions)?),
+        "llama3" => Some(llama3(&p)?),
         _ => None,
     };
     Ok((theta, scaling))
+}
+
+/// Llama 3.1's scaling: all four parameters are required, as transformers'
+/// `_validate_llama3_parameters` requires them.
+fn llama3(p: &RopeParams) -> Result<RopeScaling, FieldError> {
+    let need = |key: &str| {
+        p.number(key)?.map_or_else(
+            || refuse(p.field(key), "missing (required by rope_type `llama3`)"),
+            Ok,
+        )
+    };
+    let original = need("original_max_position_embeddings")?;
+    if !(original >= 1.0 && original.fract() == 0.0) {
+        return refuse(
+            p.field("original_max_position_embeddings"),
+            format!("expected a positive integer, found {original}"),
+        );
+    }
+    Ok(RopeScaling::Llama3 {
+        factor: need("factor")?,
+        low_freq_factor: need("low_freq_factor")?,
+        high_freq_factor: need("high_freq_factor")?,
+        original_max_position_embeddings: original as usize,
+    })
 }
 
 /// The RoPE parameters of a config (`rope_parameters`, or `rope_scaling` merged in), with the

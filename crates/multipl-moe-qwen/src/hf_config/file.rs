@@ -1,5 +1,5 @@
-//! `config.json` as it is on disk: a serde mirror of transformers' `Qwen2Config` in both its
-//! 4.x layout (top-level `rope_theta`, `rope_scaling`, `torch_dtype`) and its 5.x layout
+//! `config.json` as it is on disk: a serde mirror of transformers' `Qwen2Config`,
+//! `LlamaConfig` and `MistralConfig` in both their 4.x layout (top-level `rope_theta`, `rope_scaling`, `torch_dtype`) and its 5.x layout
 //! (`rope_parameters`, `dtype`, `layer_types`), plus our [`MOE_KEY`](super::MOE_KEY).
 //!
 //! Every field is optional here; [`super::convert`] decides what is required, what defaults,
@@ -12,10 +12,20 @@ use multipl_moe_core::MoeConfig;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-/// The fields of a Qwen2 `config.json` that describe the model.
+/// A field that may be absent (`None`), `null` (`Some(None)`) or set: Mistral's
+/// `sliding_window` defaults to 4096 when absent and means "none" when `null`.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// The fields of a Qwen2, Llama or Mistral `config.json` that describe the model.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct HfConfig {
-    /// Must be `qwen2` when present.
+    /// `qwen2` (when absent), `llama` or `mistral`.
     pub model_type: Option<String>,
     /// Vocabulary size (required).
     pub vocab_size: Option<usize>,
@@ -29,7 +39,7 @@ pub struct HfConfig {
     pub num_attention_heads: Option<usize>,
     /// Key/value heads; defaults to `num_attention_heads`.
     pub num_key_value_heads: Option<usize>,
-    /// Head size; only `hidden_size / num_attention_heads` is supported.
+    /// Head size; `null`, 0 or absent is `hidden_size / num_attention_heads`.
     pub head_dim: Option<usize>,
     /// FFN activation; only `silu` is supported.
     pub hidden_act: Option<String>,
@@ -49,13 +59,15 @@ pub struct HfConfig {
     pub tie_word_embeddings: Option<bool>,
     /// Sliding-window attention on layers `>= max_window_layers`; not supported.
     pub use_sliding_window: Option<bool>,
-    /// Window of sliding attention.
-    pub sliding_window: Option<usize>,
+    /// Window of sliding attention: absent, `null` or a size.
+    #[serde(default, deserialize_with = "present")]
+    pub sliding_window: Option<Option<usize>>,
     /// First layer of sliding attention (4.x).
     pub max_window_layers: Option<usize>,
     /// 5.x: `full_attention` or `sliding_attention` per layer; only the former is supported.
     pub layer_types: Option<Vec<String>>,
-    /// Biases on q/k/v; Qwen2 has them, so only `true` is accepted.
+    /// Llama: biases on q/k/v/o (default false). Qwen2 always has q/k/v biases and Mistral
+    /// never any, so there only the matching value is accepted.
     pub attention_bias: Option<bool>,
     /// Biases on the FFN projections; only `false` is supported.
     pub mlp_bias: Option<bool>,

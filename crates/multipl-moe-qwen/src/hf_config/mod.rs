@@ -1,4 +1,4 @@
-//! `config.json` of a Hugging Face Qwen2 model, and of our hybrid export (docs/FORMAT.md):
+//! `config.json` of a Hugging Face Qwen2, Llama or Mistral model, and of our hybrid export (docs/FORMAT.md):
 //! [`file`] mirrors the file through serde, [`convert`] turns it into the model config.
 
 use std::path::Path;
@@ -6,7 +6,7 @@ use std::path::Path;
 pub mod convert;
 pub mod file;
 
-use multipl_moe_core::{MultiplMoeConfig, RopeScaling};
+use multipl_moe_core::{ModelType, MultiplMoeConfig, RopeScaling};
 use serde_json::{Map, Value, json};
 
 use crate::error::{QwenError, Result, io_err};
@@ -49,12 +49,13 @@ pub fn parse_config(text: &str, path: &Path) -> Result<MultiplMoeConfig> {
     Ok(config)
 }
 
-/// The `config.json` text of `config`: the Qwen2 fields, plus [`MOE_KEY`] for hybrid models.
+/// The `config.json` text of `config`: the fields of its base architecture (`model_type`
+/// `qwen2`, `llama` or `mistral`, as it was read), plus [`MOE_KEY`] for hybrid models.
 pub fn config_json(config: &MultiplMoeConfig, torch_dtype: &str) -> String {
     let m = &config.model;
     let mut obj: Map<String, Value> = json!({
-        "architectures": ["Qwen2ForCausalLM"],
-        "model_type": "qwen2",
+        "architectures": [m.architecture().architecture()],
+        "model_type": m.architecture().as_str(),
         "hidden_act": "silu",
         "vocab_size": m.vocab_size,
         "hidden_size": m.hidden_size,
@@ -68,13 +69,19 @@ pub fn config_json(config: &MultiplMoeConfig, torch_dtype: &str) -> String {
         "rms_norm_eps": m.rms_norm_eps,
         "tie_word_embeddings": m.tie_word_embeddings,
         "max_position_embeddings": m.max_position_embeddings,
-        "use_sliding_window": false,
+        "head_dim": m.head_dim(),
         "torch_dtype": torch_dtype,
         "dtype": torch_dtype,
     })
     .as_object()
     .cloned()
     .unwrap_or_default();
+    let architecture = match m.architecture() {
+        ModelType::Qwen2 => json!({"use_sliding_window": false}),
+        ModelType::Llama => json!({"attention_bias": m.qkv_bias(), "mlp_bias": false}),
+        ModelType::Mistral => json!({"sliding_window": null}),
+    };
+    obj.extend(architecture.as_object().cloned().unwrap_or_default());
     if let Some(moe) = &config.moe {
         obj.insert(
             MOE_KEY.into(),

@@ -155,7 +155,7 @@ pub fn generate_text_with<B: Backend>(
     mut on_text: impl FnMut(&str),
 ) -> crate::Result<TextGeneration> {
     let prompt_ids: Vec<usize> = tokenizer
-        .encode(prompt)?
+        .encode_prompt(prompt)?
         .into_iter()
         .map(|id| id as usize)
         .collect();
