@@ -246,8 +246,11 @@ def bos_cases():
 
 
 def check_export(path):
+    from transformers import AutoModelForCausalLM
     ref = load_file(os.path.join(path, "reference.safetensors"))
-    model = Qwen2ForCausalLM.from_pretrained(path, torch_dtype=torch.float32, attn_implementation="eager").eval()
+    # The class of the export's model_type (Qwen2, Llama or Mistral; docs/FORMAT.md).
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
+                                                 attn_implementation="eager").eval()
     with torch.no_grad():
         logits = model(ref["tokens"]).logits
     err = (logits - ref["logits"]).abs().max().item()

@@ -10,7 +10,7 @@ use multipl_moe::core::{CausalLm, SamplingConfig};
 use multipl_moe::train::data::tokenizer::TextTokenizer;
 use multipl_moe::train::files::write_atomic;
 use multipl_moe::train::infer::textgen::{SpecialTokens, TextGenerateOptions, generate_text_with};
-use multipl_moe::train::multiple::exec::ExecLimits;
+use multipl_moe::train::multiple::exec::LimitFlags;
 use multipl_moe::train::multiple::generate::{SampleSettings, generate_completions};
 use multipl_moe::train::multiple::log::{CompletionLog, GenerationRecord, prepare_eval_out};
 use multipl_moe::train::multiple::report::{EvalSettings, evaluate};
@@ -202,12 +202,14 @@ pub struct EvalArgs {
     /// Most tokens per completion.
     #[arg(long, default_value_t = 512)]
     max_new_tokens: usize,
-    /// Time limit of each program run, in seconds.
-    #[arg(long, default_value_t = 15.0)]
-    timeout: f64,
-    /// Time limit of each compilation, in seconds.
-    #[arg(long, default_value_t = 60.0)]
-    compile_timeout: f64,
+    /// Time limit of each program run, in seconds, for every language (default: MultiPL-E's
+    /// per language: 5 s for Rust and Ruby, 15 s for the others, Go 30 s with its build).
+    #[arg(long)]
+    timeout: Option<f64>,
+    /// Time limit of each compilation, in seconds, for every language (default: MultiPL-E's,
+    /// 15 s; Go 30 s with its run).
+    #[arg(long)]
+    compile_timeout: Option<f64>,
     /// Memory limit of every process of a program (RLIMIT_DATA), in MiB.
     #[arg(long, default_value_t = 4096)]
     memory_mib: u64,
@@ -301,7 +303,7 @@ fn generate_for_eval(
 /// `results.json`.
 pub fn eval_cmd(args: EvalArgs) -> Result<()> {
     // Every setting is checked before anything slow starts.
-    let limits = ExecLimits::from_secs(args.timeout, args.compile_timeout)?;
+    let limits = LimitFlags::from_secs(args.timeout, args.compile_timeout)?;
     let resources = ResourceLimits::new(args.memory_mib, args.max_processes, args.file_size_mib)?;
     let sampling = SampleSettings {
         samples: args.samples,

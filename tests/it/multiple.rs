@@ -11,7 +11,7 @@ use multipl_moe::core::{CausalLm, MultiplMoeConfig, QwenConfig};
 use multipl_moe::train::data::corpus::Language;
 use multipl_moe::train::data::tokenizer::TextTokenizer;
 use multipl_moe::train::infer::textgen::{SpecialTokens, TextGenerateOptions, generate_text_with};
-use multipl_moe::train::multiple::exec::{ExecLimits, Status};
+use multipl_moe::train::multiple::exec::{ExecLimits, LimitFlags, Status};
 use multipl_moe::train::multiple::generate::{SampleSettings, generate_completions};
 use multipl_moe::train::multiple::log::CompletionLog;
 use multipl_moe::train::multiple::report::{EvalReport, EvalSettings, evaluate};
@@ -43,9 +43,9 @@ fn eval(problems: &[Problem], completions: &[Completion], run: Duration) -> Eval
     let sandbox = sandbox(ResourceLimits::default());
     let settings = EvalSettings {
         sandbox: &sandbox,
-        limits: ExecLimits {
-            run,
-            ..ExecLimits::default()
+        limits: LimitFlags {
+            run: Some(run),
+            compile: None,
         },
         jobs: 4,
     };
@@ -284,7 +284,7 @@ fn resource_limits_stop_big_files_and_allocations() {
     let sandbox = sandbox(limits);
     let settings = EvalSettings {
         sandbox: &sandbox,
-        limits: ExecLimits::default(),
+        limits: LimitFlags::default(),
         jobs: 2,
     };
     let problems = [py_problem("big_file"), py_problem("big_alloc")];
@@ -322,7 +322,7 @@ fn java_runs_under_a_small_memory_limit() {
     let sandbox = sandbox(limits);
     let settings = EvalSettings {
         sandbox: &sandbox,
-        limits: ExecLimits::default(),
+        limits: LimitFlags::default(),
         jobs: 1,
     };
     let problems: Vec<Problem> = read_problems(&Path::new(DIR).join("problems.jsonl"), None)
@@ -518,7 +518,7 @@ fn unsandboxed_runs_are_recorded_as_such() {
     let sandbox = Sandbox::unsafe_none(ResourceLimits::default());
     let settings = EvalSettings {
         sandbox: &sandbox,
-        limits: ExecLimits::default(),
+        limits: LimitFlags::default(),
         jobs: 1,
     };
     let problems = [py_problem("plain")];
@@ -703,4 +703,72 @@ fn long_prompts_are_recorded_and_runs_resume() {
     assert_eq!(&more[..3], &records[..]);
     assert_eq!(read_jsonl::<Completion>(&path).expect("reads").len(), 6);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// MultiPL-E's rules hold by default and are recorded: Rust and Ruby get 5 s to run, the
+/// others 15 s, Go one 30 s budget; a flag replaces them for every language and says so.
+#[test]
+fn multipl_e_limits_hold_by_default_and_flags_are_recorded() {
+    let secs = Duration::from_secs;
+    let rules = LimitFlags::default();
+    assert!(rules.is_multipl_e());
+    assert_eq!(rules.limits(Language::Rust).run, secs(5));
+    assert_eq!(rules.limits(Language::Ruby).run, secs(5));
+    for lang in [Language::Python, Language::Cpp, Language::Java] {
+        assert_eq!(rules.limits(lang), ExecLimits::default(), "{lang:?}");
+        assert_eq!(rules.limits(lang).run, secs(15));
+    }
+    assert_eq!(rules.limits(Language::Go).total, Some(secs(30)));
+    let flags = LimitFlags::from_secs(Some(2.0), None).expect("valid");
+    assert_eq!(flags.limits(Language::Rust).run, secs(2));
+    assert_eq!(flags.limits(Language::Go).total, None);
+    assert!(LimitFlags::from_secs(Some(0.0), None).is_err());
+    assert!(LimitFlags::from_secs(None, Some(f64::NAN)).is_err());
+
+    let problems = [py_problem("rules")];
+    let records = [Completion::new("rules", "    return x + y\n")];
+    let report = eval(&problems, &records, secs(7));
+    assert_eq!(report.rules, "MultiPL-E with --timeout 7");
+    assert_eq!(report.limits["python"].run, secs(7));
+    let sandbox = sandbox(ResourceLimits::default());
+    let settings = EvalSettings {
+        sandbox: &sandbox,
+        limits: LimitFlags::default(),
+        jobs: 1,
+    };
+    let report = evaluate(&problems, &records, &settings, |_, _, _| {}).expect("evaluates");
+    assert_eq!(report.rules, "MultiPL-E");
+    assert_eq!(
+        report.limits["python"],
+        ExecLimits::multipl_e(Language::Python)
+    );
+
+    // rustc as MultiPL-E runs it, edition 2015: `async` is an identifier, and `TryInto` is
+    // not in the prelude.
+    let rust = |name: &str| Problem {
+        name: name.into(),
+        language: "rs".into(),
+        prompt: "fn add(x: i64, y: i64) -> i64 {\n".into(),
+        tests: "fn main() {\n    assert_eq!(add(2, 3), 5);\n}\n".into(),
+        stop_tokens: vec!["\nfn".into()],
+    };
+    let problems = [rust("edition_async"), rust("edition_try_into")];
+    let records = [
+        Completion::new("edition_async", "    let async = x;\n    async + y\n}\n"),
+        Completion::new(
+            "edition_try_into",
+            "    let n: i32 = x.try_into().unwrap();\n    n as i64 + y\n}\n",
+        ),
+    ];
+    let report = evaluate(&problems, &records, &settings, |_, _, _| {}).expect("evaluates");
+    assert_eq!(
+        status_of(&report, "edition_async"),
+        vec![Status::Ok],
+        "{report:?}"
+    );
+    assert_eq!(
+        status_of(&report, "edition_try_into"),
+        vec![Status::CompileError],
+        "{report:?}"
+    );
 }

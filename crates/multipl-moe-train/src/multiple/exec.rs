@@ -51,19 +51,26 @@ impl Status {
 }
 
 /// Limits of one execution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecLimits {
     /// Wall-clock limit of the program run.
+    #[serde(with = "seconds")]
     pub run: Duration,
     /// Wall-clock limit of the compilation.
+    #[serde(with = "seconds")]
     pub compile: Duration,
+    /// One budget for compiling and running together, on top of the two (MultiPL-E's Go:
+    /// `go test` builds and runs under one 30 s limit); `None` for none.
+    #[serde(default, with = "optional_seconds")]
+    pub total: Option<Duration>,
 }
 
 impl Default for ExecLimits {
     fn default() -> Self {
         Self {
             run: Duration::from_secs(15),
-            compile: Duration::from_secs(60),
+            compile: Duration::from_secs(15),
+            total: None,
         }
     }
 }
@@ -72,26 +79,110 @@ impl Default for ExecLimits {
 pub const MAX_LIMIT_SECS: f64 = 86_400.0;
 
 impl ExecLimits {
-    /// Limits from seconds (command-line values): each finite, above 0, at most
+    /// The limits of MultiPL-E's evaluation code (`evaluation/src/eval_*.py` of
+    /// nuprl/MultiPL-E, whose `safe_subprocess.run` defaults to 15 s): Python, C++ and Java
+    /// 15 s to compile and 15 s to run; Rust 15 s to compile and 5 s to run; Ruby 5 s; Go one
+    /// 30 s budget for `go test` (build and run).
+    pub fn multipl_e(language: Language) -> Self {
+        let secs = Duration::from_secs;
+        match language {
+            Language::Python | Language::Cpp | Language::Java => Self::default(),
+            Language::Rust | Language::Ruby => Self {
+                run: secs(5),
+                ..Self::default()
+            },
+            Language::Go => Self {
+                run: secs(30),
+                compile: secs(30),
+                total: Some(secs(30)),
+            },
+        }
+    }
+}
+
+/// Time limits set by flag (`--timeout`, `--compile-timeout`) over MultiPL-E's
+/// ([`ExecLimits::multipl_e`]); both `None` keep the benchmark's rules.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitFlags {
+    /// Every language's run limit.
+    pub run: Option<Duration>,
+    /// Every language's compile limit.
+    pub compile: Option<Duration>,
+}
+
+impl LimitFlags {
+    /// Flags from seconds (command-line values): each finite, above 0, at most
     /// [`MAX_LIMIT_SECS`]; the error names the flag.
-    pub fn from_secs(run: f64, compile: f64) -> Result<Self, EvalError> {
-        let check = |name: &'static str, secs: f64| {
-            if secs.is_finite() && secs > 0.0 && secs <= MAX_LIMIT_SECS {
-                Ok(Duration::from_secs_f64(secs))
-            } else {
-                Err(EvalError::InvalidSetting {
-                    name,
-                    value: secs.to_string(),
-                    reason: format!(
-                        "must be a number of seconds above 0 and at most {MAX_LIMIT_SECS}"
-                    ),
-                })
+    pub fn from_secs(run: Option<f64>, compile: Option<f64>) -> Result<Self, EvalError> {
+        let check = |name: &'static str, secs: Option<f64>| match secs {
+            None => Ok(None),
+            Some(secs) if secs.is_finite() && secs > 0.0 && secs <= MAX_LIMIT_SECS => {
+                Ok(Some(Duration::from_secs_f64(secs)))
             }
+            Some(secs) => Err(EvalError::InvalidSetting {
+                name,
+                value: secs.to_string(),
+                reason: format!("must be a number of seconds above 0 and at most {MAX_LIMIT_SECS}"),
+            }),
         };
         Ok(Self {
             run: check("--timeout", run)?,
             compile: check("--compile-timeout", compile)?,
         })
+    }
+
+    /// `language`'s limits: MultiPL-E's, with what a flag sets replaced (a flag also lifts
+    /// Go's shared budget).
+    pub fn limits(&self, language: Language) -> ExecLimits {
+        let mut limits = ExecLimits::multipl_e(language);
+        if let Some(run) = self.run {
+            limits.run = run;
+            limits.total = None;
+        }
+        if let Some(compile) = self.compile {
+            limits.compile = compile;
+            limits.total = None;
+        }
+        limits
+    }
+
+    /// Whether the benchmark's rules hold (no flag set).
+    pub fn is_multipl_e(&self) -> bool {
+        self.run.is_none() && self.compile.is_none()
+    }
+}
+
+/// A [`Duration`] as seconds (f64) in `results.json`.
+mod seconds {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An optional [`Duration`] as seconds or `null`.
+mod optional_seconds {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<f64>::deserialize(d)?
+            .map(|secs| Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 
@@ -199,6 +290,7 @@ pub fn execute(
     }
     let env = toolchain.env(cache);
     let mut last = None;
+    let start = std::time::Instant::now();
     for step in toolchain.steps(sandbox.limits().memory_bytes) {
         // The shared cache is there for the toolchain's compiler only: a program's own code
         // (every run step) never sees it.
@@ -207,11 +299,22 @@ pub fn execute(
             cache: (step.compile && toolchain.uses_cache()).then_some(cache),
             readonly: &toolchain.roots,
         };
-        let limit = if step.compile {
+        let step_limit = if step.compile {
             limits.compile
         } else {
             limits.run
         };
+        // What is left of a shared budget (MultiPL-E's Go), if any.
+        let limit = limits.total.map_or(step_limit, |total| {
+            step_limit.min(total.saturating_sub(start.elapsed()))
+        });
+        if limit.is_zero() {
+            return Outcome {
+                status: Status::Timeout,
+                exit_code: None,
+                output: String::new(),
+            };
+        }
         let result = match run_step(sandbox, &step.argv, &mounts, &env, dir.path(), limit) {
             Ok(r) => r,
             Err(e) => return failed(format!("starting `{}`: {e}", step.argv.join(" "))),

@@ -10,7 +10,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::error::EvalError;
-use super::exec::{ExecLimits, Status, TempDir, execute};
+use super::exec::{ExecLimits, LimitFlags, Status, TempDir, execute};
 use super::passk::{mean_pass_at_k, reported_ks};
 use super::sandbox::{Sandbox, SandboxKind};
 use super::toolchain::Toolchain;
@@ -75,6 +75,12 @@ pub struct EvalReport {
     /// Toolchain cache warm-ups by language name.
     #[serde(default)]
     pub warm_up: BTreeMap<String, WarmUp>,
+    /// `MultiPL-E` when every limit is the benchmark's, else the flags that changed them.
+    #[serde(default)]
+    pub rules: String,
+    /// The time limits each evaluated language ran under, by language name.
+    #[serde(default)]
+    pub limits: BTreeMap<String, ExecLimits>,
 }
 
 /// Statuses in the table's column order.
@@ -148,8 +154,8 @@ impl EvalReport {
 pub struct EvalSettings<'a> {
     /// The sandbox every program runs in.
     pub sandbox: &'a Sandbox,
-    /// Time limits of compiling and running.
-    pub limits: ExecLimits,
+    /// Time limits set by flag over MultiPL-E's per-language limits.
+    pub limits: LimitFlags,
     /// Programs run in parallel.
     pub jobs: usize,
 }
@@ -192,9 +198,11 @@ fn warm_up(
             .any(|p| p.lang() == Some(*lang) && by_name.contains_key(p.name.as_str()));
         if let Some(program) = toolchain.warm_up_program().filter(|_| used) {
             let start = Instant::now();
+            let compile = settings.limits.limits(*lang).compile;
             let limits = ExecLimits {
-                run: settings.limits.compile,
-                compile: settings.limits.compile,
+                run: compile,
+                compile,
+                total: None,
             };
             let outcome = execute(toolchain, settings.sandbox, cache, program, limits);
             warm_up.insert(
@@ -273,12 +281,33 @@ pub fn evaluate(
         .into_iter()
         .flatten()
         .collect();
+    let flags = settings.limits;
+    let rules = if flags.is_multipl_e() {
+        "MultiPL-E".to_string()
+    } else {
+        let set = |name: &str, d: Option<std::time::Duration>| {
+            d.map(|d| format!("{name} {}", d.as_secs_f64()))
+        };
+        let changed: Vec<String> = [
+            set("--timeout", flags.run),
+            set("--compile-timeout", flags.compile),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        format!("MultiPL-E with {}", changed.join(", "))
+    };
     Ok(EvalReport {
         scores: scores(&results),
         results,
         skipped,
         sandbox: settings.sandbox.kind(),
         warm_up,
+        rules,
+        limits: toolchains
+            .keys()
+            .map(|lang| (lang.name().to_string(), flags.limits(*lang)))
+            .collect(),
     })
 }
 
@@ -350,7 +379,7 @@ fn run_sample(
         settings.sandbox,
         cache,
         &program,
-        settings.limits,
+        settings.limits.limits(toolchain.language),
     );
     result(outcome.status, outcome.exit_code, outcome.output)
 }

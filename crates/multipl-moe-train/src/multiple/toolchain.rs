@@ -196,7 +196,11 @@ impl Toolchain {
     }
 
     /// The steps that compile (compiled languages, Go included) and run the source file, for
-    /// programs limited to `memory_bytes` of data (`RLIMIT_DATA`).
+    /// programs limited to `memory_bytes` of data (`RLIMIT_DATA`), with the compiler flags of
+    /// MultiPL-E's evaluation code (`evaluation/src/eval_*.py`): `rustc` with no edition
+    /// (2015), `g++ -std=c++17`, `javac -encoding UTF8` with javatuples on the classpath,
+    /// `java -ea`, `go test` (here built, then run: one budget covers both,
+    /// [`super::exec::ExecLimits::multipl_e`]).
     ///
     /// The JVM sizes its heap from the host's RAM, not from the limit: under 256 MiB it could
     /// not start on a 24 GiB host, and under the default 4 GiB it fails on hosts with more
@@ -216,17 +220,10 @@ impl Toolchain {
         };
         match self.language {
             Language::Python => vec![run(&[program(0), "prog.py"])],
+            // MultiPL-E: `rustc prog.rs -o prog`, so edition 2015 (`-A warnings` only keeps
+            // warnings out of the recorded output; a crate's own lint attributes override it).
             Language::Rust => vec![
-                compile(&[
-                    program(0),
-                    "--edition",
-                    "2021",
-                    "-A",
-                    "warnings",
-                    "-o",
-                    "prog",
-                    "prog.rs",
-                ]),
+                compile(&[program(0), "-A", "warnings", "-o", "prog", "prog.rs"]),
                 run(&["./prog"]),
             ],
             Language::Cpp => vec![
@@ -241,6 +238,8 @@ impl Toolchain {
                 vec![
                     compile(&[
                         program(0),
+                        "-encoding",
+                        "UTF8",
                         "-J-XX:-UsePerfData",
                         &javac_heap,
                         "-J-XX:+UseSerialGC",
