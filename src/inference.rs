@@ -232,10 +232,41 @@ pub struct EvalArgs {
 }
 
 /// `--completions FILE`: its records, each cut at its problem's stop sequences if `cut`.
-fn read_completions(file: &Path, problems: &[Problem], cut: bool) -> Result<Vec<Completion>> {
+fn read_completions(
+    file: &Path,
+    problems: &[Problem],
+    problems_file: &Path,
+    cut: bool,
+) -> Result<Vec<Completion>> {
     let by_problem: BTreeMap<&str, &Problem> =
         problems.iter().map(|p| (p.name.as_str(), p)).collect();
     let mut records = read_jsonl::<Completion>(file)?;
+    // A name that no problem of the file has (a typo, another benchmark's file) is an error;
+    // one of a problem that `--language` left out is dropped.
+    let outside: Vec<&str> = records
+        .iter()
+        .map(|c| c.name.as_str())
+        .filter(|n| !by_problem.contains_key(n))
+        .collect();
+    if !outside.is_empty() {
+        let every = read_problems(problems_file, None)?;
+        let known: std::collections::BTreeSet<&str> =
+            every.iter().map(|p| p.name.as_str()).collect();
+        let mut unknown: Vec<&str> = outside.into_iter().filter(|n| !known.contains(n)).collect();
+        unknown.dedup();
+        if !unknown.is_empty() {
+            let shown: Vec<String> = unknown.iter().take(5).map(|n| format!("`{n}`")).collect();
+            bail!(
+                "{}: {} completion name(s) match no problem of {}: {}{}",
+                file.display(),
+                unknown.len(),
+                problems_file.display(),
+                shown.join(", "),
+                if unknown.len() > 5 { ", ..." } else { "" }
+            );
+        }
+    }
+    records.retain(|c| by_problem.contains_key(c.name.as_str()));
     if cut {
         for c in &mut records {
             if let Some(p) = by_problem.get(c.name.as_str()) {
@@ -348,7 +379,7 @@ pub fn eval_cmd(args: EvalArgs) -> Result<()> {
     let completions: Vec<Completion> = match (&args.model, &args.completions) {
         (Some(_), Some(_)) => bail!("give --model (to generate) or --completions, not both"),
         (None, None) => bail!("give --model DIR to generate completions, or --completions FILE"),
-        (None, Some(file)) => read_completions(file, &problems, !args.no_cut)?,
+        (None, Some(file)) => read_completions(file, &problems, &args.problems, !args.no_cut)?,
         (Some(model), None) => generate_for_eval(model, &args, &problems, &sampling)?,
     };
     let jobs = args.jobs.unwrap_or_else(|| {

@@ -511,6 +511,49 @@ fn cli_rejects_invalid_eval_arguments() {
         .expect("runs");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--unsafe-no-sandbox"));
+
+    // Completion names that match no problem are an error naming them; those of problems
+    // that --language leaves out are not.
+    let dir = temp_dir("unknown-names");
+    let typo = dir.join("typo.jsonl");
+    std::fs::write(
+        &typo,
+        "{\"name\": \"Project_add\", \"completion\": \"    return x + y\\n\"}\n\
+         {\"name\": \"Project_ad\", \"completion\": \"    return x + y\\n\"}\n",
+    )
+    .expect("writes");
+    let out_dir = dir.join("out");
+    let out = cli(&[
+        "eval",
+        "--problems",
+        &problems,
+        "--completions",
+        typo.to_str().expect("utf-8"),
+        "--out",
+        out_dir.to_str().expect("utf-8"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "an unknown name was accepted");
+    assert!(
+        stderr.contains("`Project_ad`") && !stderr.contains("`Project_add`"),
+        "{stderr}"
+    );
+    let out = cli(&[
+        "eval",
+        "--problems",
+        &problems,
+        "--completions",
+        &completions,
+        "--language",
+        "go",
+        "--out",
+        out_dir.to_str().expect("utf-8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -771,4 +814,44 @@ fn multipl_e_limits_hold_by_default_and_flags_are_recorded() {
         vec![Status::CompileError],
         "{report:?}"
     );
+}
+
+/// Output as MultiPL-E's `safe_subprocess` treats it: printing without end is a timeout (the
+/// output is drained from a pipe, not written to a file that hits `RLIMIT_FSIZE`), printing
+/// 8 MiB (past a 1 MiB file-size limit) and then passing is ok, and the record keeps only the
+/// first 4 KiB.
+#[test]
+fn endless_output_times_out_and_large_output_passes() {
+    let sandbox = sandbox(ResourceLimits::new(4096, 1024, 1).expect("valid limits"));
+    let settings = EvalSettings {
+        sandbox: &sandbox,
+        limits: LimitFlags {
+            run: Some(Duration::from_secs(3)),
+            compile: None,
+        },
+        jobs: 2,
+    };
+    let problems = [py_problem("endless_output"), py_problem("large_output")];
+    let records = [
+        Completion::new(
+            "endless_output",
+            "    while True:\n        sys.stdout.write('x' * 65536)\n",
+        ),
+        Completion::new(
+            "large_output",
+            "    for _ in range(8):\n        sys.stdout.write('y' * (1 << 20))\n    return x + y\n",
+        ),
+    ];
+    let report = evaluate(&problems, &records, &settings, |_, _, _| {}).expect("evaluates");
+    let status = |name| status_of(&report, name);
+    assert_eq!(status("endless_output"), vec![Status::Timeout]);
+    assert_eq!(status("large_output"), vec![Status::Ok]);
+    for r in &report.results {
+        assert!(
+            r.output.len() <= 4096,
+            "{}: {} bytes kept",
+            r.name,
+            r.output.len()
+        );
+    }
 }

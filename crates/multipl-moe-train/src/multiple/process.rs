@@ -30,11 +30,15 @@ const OUTPUT_CAP: u64 = 4096;
 const TEARDOWN: Duration = Duration::from_secs(2);
 
 impl Sandbox {
-    /// Runs `argv` (see [`Sandbox::command`]) and waits at most `limit`. Output goes to a file
-    /// in `scratch` (a directory the program cannot see), not to a pipe, so nothing waits for
-    /// a descendant to close it. When the direct child ends or the limit passes its process
-    /// group is killed; under bubblewrap that is bwrap, whose death kills the PID namespace's
-    /// init and with it every descendant, and this returns once that init is gone.
+    /// Runs `argv` (see [`Sandbox::command`]) and waits at most `limit`. Its stdout and stderr
+    /// go to one pipe that is drained as the program writes, as MultiPL-E's `safe_subprocess`
+    /// does: the first [`OUTPUT_CAP`] bytes are kept, the rest is read and dropped, so a
+    /// program that prints without end runs into the time limit (a timeout), and one that
+    /// prints hundreds of MiB and then passes passes. The pipe is read without blocking, so
+    /// nothing waits for a descendant to close it. When the direct child ends or the limit
+    /// passes its process group is killed; under bubblewrap that is bwrap, whose death kills
+    /// the PID namespace's init and with it every descendant, and this returns once that init
+    /// is gone.
     pub fn run(
         &self,
         argv: &[String],
@@ -43,9 +47,7 @@ impl Sandbox {
         scratch: &Path,
         limit: Duration,
     ) -> std::io::Result<Ended> {
-        let output_file = scratch.join("output");
         let status_file = scratch.join("bwrap-status");
-        let out = std::fs::File::create(&output_file)?;
         let status = std::fs::File::create(&status_file)?;
         #[cfg(unix)]
         let status_fd = {
@@ -54,22 +56,30 @@ impl Sandbox {
         };
         #[cfg(not(unix))]
         let status_fd = None;
+        let (mut reader, writer) = std::io::pipe()?;
+        set_nonblocking(&reader)?;
         let mut command = self.command(argv, mounts, env, status_fd);
         command
             .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out);
+            .stdout(writer.try_clone()?)
+            .stderr(writer);
         let mut child = command.spawn()?;
+        // The parent's copies of the pipe's write end go with the command.
+        drop(command);
         drop(status);
+        let mut output = Output::default();
         let start = Instant::now();
         let (code, timed_out) = loop {
+            let read = output.drain(&mut reader);
             if let Some(status) = child.try_wait()? {
                 break (status.code(), false);
             }
             if start.elapsed() >= limit {
                 break (None, true);
             }
-            std::thread::sleep(Duration::from_millis(5));
+            if read == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
         };
         kill_group(&mut child);
         let _ = child.wait();
@@ -77,20 +87,59 @@ impl Sandbox {
         if let Some(init) = status.child_pid {
             wait_gone(init, TEARDOWN);
         }
-        let mut kept = Vec::new();
-        std::fs::File::open(&output_file)?
-            .take(OUTPUT_CAP)
-            .read_to_end(&mut kept)?;
+        output.drain(&mut reader);
         Ok(Ended {
             code,
             timed_out,
-            output: String::from_utf8_lossy(&kept).into_owned(),
+            output: String::from_utf8_lossy(&output.kept).into_owned(),
             sandbox_failed: self.kind() == SandboxKind::Bubblewrap
                 && !timed_out
                 && code != Some(0)
                 && status.exit_code.is_none(),
         })
     }
+}
+
+/// The output of a run: its first [`OUTPUT_CAP`] bytes.
+#[derive(Default)]
+struct Output {
+    kept: Vec<u8>,
+}
+
+impl Output {
+    /// Reads what the pipe holds now (until it would block or ends), keeping up to the cap;
+    /// returns the bytes read.
+    fn drain(&mut self, reader: &mut std::io::PipeReader) -> usize {
+        let mut buf = [0u8; 1 << 16];
+        let mut total = 0;
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => return total,
+                Ok(n) => {
+                    total += n;
+                    let room = (OUTPUT_CAP as usize).saturating_sub(self.kept.len());
+                    self.kept.extend_from_slice(&buf[..n.min(room)]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return total,
+            }
+        }
+    }
+}
+
+/// Makes reads of the pipe return at once when it is empty.
+fn set_nonblocking(reader: &std::io::PipeReader) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        let fd = reader.as_raw_fd();
+        // SAFETY: fcntl on a descriptor this process owns; F_GETFL/F_SETFL touch no memory.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Kills the child's whole process group.

@@ -12,7 +12,7 @@
 //! - only the environment the harness gives (`--clearenv`);
 //! - resource limits set before bwrap starts and inherited by everything inside:
 //!   `RLIMIT_DATA` (memory), `RLIMIT_NPROC` (processes and threads of the user; the kernel does
-//!   not apply it to root), `RLIMIT_FSIZE` (largest file written, output included) and no core
+//!   not apply it to root), `RLIMIT_FSIZE` (largest file written; output goes to a pipe) and no core
 //!   dumps.
 //!
 //! Without bubblewrap the harness refuses to run unless the caller asks for
@@ -43,7 +43,7 @@ pub struct ResourceLimits {
     pub memory_bytes: u64,
     /// `RLIMIT_NPROC`: processes and threads of the user (not enforced for root).
     pub processes: u64,
-    /// `RLIMIT_FSIZE`: largest file a process may write (its output file included), in bytes.
+    /// `RLIMIT_FSIZE`: largest file a process may write, in bytes (output goes to a pipe).
     pub file_size_bytes: u64,
 }
 
@@ -229,14 +229,20 @@ impl Sandbox {
             let limits = self.limits;
             let status_fd = status_fd.filter(|_| self.bwrap.is_some());
             command.process_group(0);
-            // SAFETY: the closure only calls `dup2` and `setrlimit`, which are
+            // SAFETY: the closure only calls `dup2`, `fcntl` and `setrlimit`, which are
             // async-signal-safe, and touches no memory shared with the parent.
             unsafe {
                 command.pre_exec(move || {
-                    if let Some(fd) = status_fd
-                        && libc::dup2(fd, STATUS_FD) < 0
-                    {
-                        return Err(std::io::Error::last_os_error());
+                    if let Some(fd) = status_fd {
+                        // `dup2` onto itself keeps close-on-exec set: clear it instead.
+                        let kept = if fd == STATUS_FD {
+                            libc::fcntl(fd, libc::F_SETFD, 0)
+                        } else {
+                            libc::dup2(fd, STATUS_FD)
+                        };
+                        if kept < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
                     }
                     set_limits(limits)
                 });
