@@ -10,6 +10,7 @@ use multipl_moe::core::{CausalLm, SamplingConfig};
 use multipl_moe::train::data::tokenizer::TextTokenizer;
 use multipl_moe::train::files::write_atomic;
 use multipl_moe::train::infer::textgen::{SpecialTokens, TextGenerateOptions, generate_text_with};
+use multipl_moe::train::multiple::error::EvalError;
 use multipl_moe::train::multiple::exec::LimitFlags;
 use multipl_moe::train::multiple::generate::{SampleSettings, generate_completions};
 use multipl_moe::train::multiple::log::{CompletionLog, GenerationRecord, prepare_eval_out};
@@ -369,8 +370,14 @@ pub fn eval_cmd(args: EvalArgs) -> Result<()> {
     let sandbox = match Sandbox::bubblewrap(resources) {
         Ok(sandbox) => sandbox,
         Err(e) if args.unsafe_no_sandbox => {
+            // The cause, not the error's advice to pass the flag that was passed.
+            let cause = match &e {
+                EvalError::NoSandbox { reason } => reason.clone(),
+                other => other.to_string(),
+            };
             eprintln!(
-                "warning: {e}\nwarning: --unsafe-no-sandbox: programs run with your permissions"
+                "warning: --unsafe-no-sandbox: no sandbox ({cause}); programs run with your \
+                 permissions"
             );
             Sandbox::unsafe_none(resources)
         }

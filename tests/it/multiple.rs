@@ -511,6 +511,27 @@ fn cli_rejects_invalid_eval_arguments() {
         .expect("runs");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--unsafe-no-sandbox"));
+    // With the flag, the warning gives the cause, not the advice to pass the flag.
+    let dir = temp_dir("no-sandbox-warning");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_multipl-moe"))
+        .args([
+            "eval",
+            "--problems",
+            &problems,
+            "--completions",
+            &completions,
+            "--unsafe-no-sandbox",
+            "--out",
+            dir.join("out").to_str().expect("utf-8"),
+        ])
+        .env("PATH", "/nonexistent")
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no sandbox (`bwrap` is not on PATH)") && !stderr.contains("or pass"),
+        "{stderr}"
+    );
 
     // Completion names that match no problem are an error naming them; those of problems
     // that --language leaves out are not.
