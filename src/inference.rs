@@ -13,7 +13,9 @@ use multipl_moe::train::infer::textgen::{SpecialTokens, TextGenerateOptions, gen
 use multipl_moe::train::multiple::error::EvalError;
 use multipl_moe::train::multiple::exec::LimitFlags;
 use multipl_moe::train::multiple::generate::{SampleSettings, generate_completions};
-use multipl_moe::train::multiple::log::{CompletionLog, GenerationRecord, prepare_eval_out};
+use multipl_moe::train::multiple::log::{
+    CompletionLog, GenerationRecord, model_sha256, prepare_eval_out, sha256_files,
+};
 use multipl_moe::train::multiple::report::{EvalSettings, evaluate};
 use multipl_moe::train::multiple::sandbox::{ResourceLimits, Sandbox};
 use multipl_moe::train::multiple::{Completion, Problem, cut_at_stop, read_jsonl, read_problems};
@@ -289,9 +291,10 @@ fn generate_for_eval(
     // Checked before the model loads: a resume with other settings is refused at once.
     let tokenizer_json = tokenizer_path(model, args.tokenizer.as_deref());
     GenerationRecord {
-        model: GenerationRecord::path_name(model),
-        tokenizer: GenerationRecord::path_name(&tokenizer_json),
-        problems: GenerationRecord::path_name(&args.problems),
+        model_sha256: model_sha256(model)?,
+        // `tokenizer_file` first: a missing tokenizer gets its own advice (--tokenizer).
+        tokenizer_sha256: sha256_files(&[tokenizer_file(model, args.tokenizer.as_deref())?])?,
+        problems_sha256: sha256_files(std::slice::from_ref(&args.problems))?,
         language: args.language.clone(),
         samples: sampling.samples,
         max_new_tokens: sampling.max_new_tokens,

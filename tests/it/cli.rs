@@ -197,6 +197,46 @@ fn eval_with_a_model_writes_completions_and_results() {
     .expect("json");
     assert_eq!(results["results"].as_array().map(Vec::len), Some(2));
     assert_eq!(results["scores"][0]["language"], "python");
+
+    // `--resume` knows the model by its content: the same files resume (nothing is left to
+    // generate), new weights saved into the same directory are refused, naming the digest.
+    let resume = || {
+        bin()
+            .args(["eval", "--model"])
+            .arg(&dir)
+            .arg("--problems")
+            .arg(Path::new("fixtures/multiple/problems.jsonl"))
+            .args([
+                "--language",
+                "python",
+                "--max-new-tokens",
+                "8",
+                "--timeout",
+                "5",
+            ])
+            .arg("--out")
+            .arg(&out_dir)
+            .arg("--resume")
+            .output()
+            .expect("runs")
+    };
+    let same = resume();
+    assert!(
+        same.status.success(),
+        "{}",
+        String::from_utf8_lossy(&same.stderr)
+    );
+    let weights = dir.join("model.safetensors");
+    let mut bytes = std::fs::read(&weights).expect("weights");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&weights, bytes).expect("rewrite");
+    let changed = resume();
+    let stderr = String::from_utf8_lossy(&changed.stderr);
+    assert!(
+        !changed.status.success() && stderr.contains("model_sha256"),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

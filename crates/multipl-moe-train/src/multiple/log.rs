@@ -53,16 +53,18 @@ pub fn prepare_eval_out(out: &Path, resume: bool, overwrite: bool, resumable: bo
 }
 
 /// The settings a generating evaluation records in `OUT/eval.json`: `--resume` continues only
-/// with the same model, problems and sampling, so that every completion of a run comes from
-/// one configuration.
+/// with the same model, tokenizer and problems — compared by the SHA-256 of their contents,
+/// not by path, so new weights saved into the same directory are another model and a moved
+/// directory is the same one — and the same sampling, so that every completion of a run comes
+/// from one configuration.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GenerationRecord {
-    /// The model directory (canonical path).
-    pub model: String,
-    /// The tokenizer file (canonical path).
-    pub tokenizer: String,
-    /// The problems file (canonical path).
-    pub problems: String,
+    /// SHA-256 of the model's `config.json` and weight files ([`model_sha256`]).
+    pub model_sha256: String,
+    /// SHA-256 of the tokenizer file.
+    pub tokenizer_sha256: String,
+    /// SHA-256 of the problems file.
+    pub problems_sha256: String,
     /// `--language`, if given.
     pub language: Option<String>,
     /// Completions per problem.
@@ -77,15 +79,49 @@ pub struct GenerationRecord {
     pub seed: u64,
 }
 
-impl GenerationRecord {
-    /// `path` canonicalised when it exists, as given otherwise.
-    pub fn path_name(path: &Path) -> String {
-        std::fs::canonicalize(path)
-            .unwrap_or_else(|_| path.to_path_buf())
-            .display()
-            .to_string()
+/// SHA-256 (hex) of `files` in order, each as its name, its length and its bytes, read in
+/// blocks (a model's weights are not held in memory).
+pub fn sha256_files(files: &[PathBuf]) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for path in files {
+        let mut file = File::open(path).map_err(|e| TrainError::io(path, e))?;
+        let len = file.metadata().map_err(|e| TrainError::io(path, e))?.len();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        hash.update(name.unwrap_or_default().as_bytes());
+        hash.update(len.to_le_bytes());
+        loop {
+            let n = file.read(&mut buf).map_err(|e| TrainError::io(path, e))?;
+            if n == 0 {
+                break;
+            }
+            hash.update(&buf[..n]);
+        }
     }
+    Ok(format!("{:x}", hash.finalize()))
+}
 
+/// SHA-256 of a model directory: `config.json`, `model.safetensors.index.json` if present,
+/// and every `*.safetensors` file, by name.
+pub fn model_sha256(dir: &Path) -> Result<String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| TrainError::io(dir, e))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n == "config.json"
+                    || n == "model.safetensors.index.json"
+                    || n.ends_with(".safetensors")
+            })
+        })
+        .collect();
+    files.sort();
+    sha256_files(&files)
+}
+
+impl GenerationRecord {
     /// Writes `OUT/eval.json`; with `resume`, first checks that it equals the run's record
     /// ([`TrainError::ResumeMismatch`] names the first differing setting).
     pub fn record(&self, out: &Path, resume: bool) -> Result<()> {
@@ -247,9 +283,9 @@ mod tests {
         assert!(prepare_eval_out(&file, false, true, true).is_err());
 
         let greedy = GenerationRecord {
-            model: "/m".into(),
-            tokenizer: "/m/tokenizer.json".into(),
-            problems: "/p.jsonl".into(),
+            model_sha256: "aa".into(),
+            tokenizer_sha256: "bb".into(),
+            problems_sha256: "cc".into(),
             language: None,
             samples: 1,
             max_new_tokens: 64,
@@ -267,11 +303,46 @@ mod tests {
         let err = sampled.record(&dir, true).unwrap_err().to_string();
         assert!(err.contains("`samples` was 1 and is now 5"), "{err}");
         let other_model = GenerationRecord {
-            model: "/other".into(),
+            model_sha256: "dd".into(),
             ..greedy.clone()
         };
         let err = other_model.record(&dir, true).unwrap_err().to_string();
-        assert!(err.contains("`model`"), "{err}");
+        assert!(err.contains("`model_sha256`"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod digest_tests {
+    use super::{model_sha256, sha256_files};
+
+    /// The digest follows the contents (and names) of the files, not their paths; only the
+    /// weight and config files of a model directory count.
+    #[test]
+    fn digests_follow_contents() {
+        let root = std::env::temp_dir().join(format!("multipl-moe-digest-{}", std::process::id()));
+        let (a, b) = (root.join("a"), root.join("b"));
+        for dir in [&a, &b] {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join("config.json"), "{}").unwrap();
+            std::fs::write(dir.join("model.safetensors"), [1u8, 2, 3]).unwrap();
+        }
+        std::fs::write(a.join("README.md"), "not part of the model").unwrap();
+        assert_eq!(model_sha256(&a).unwrap(), model_sha256(&b).unwrap());
+        std::fs::write(b.join("model.safetensors"), [1u8, 2, 4]).unwrap();
+        assert_ne!(model_sha256(&a).unwrap(), model_sha256(&b).unwrap());
+        // Known value: SHA-256 over name, length (u64 LE) and bytes.
+        let file = root.join("x");
+        std::fs::write(&file, "abc").unwrap();
+        let expected = {
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            h.update(b"x");
+            h.update(3u64.to_le_bytes());
+            h.update(b"abc");
+            format!("{:x}", h.finalize())
+        };
+        assert_eq!(sha256_files(&[file]).unwrap(), expected);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }
