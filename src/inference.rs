@@ -213,6 +213,10 @@ pub struct EvalArgs {
     /// 15 s; Go 30 s with its run).
     #[arg(long)]
     compile_timeout: Option<f64>,
+    /// Jars on Java's compile and run classpath, separated by `:` (default: Debian's
+    /// /usr/share/java/javatuples.jar, which MultiPL-E's Java prompts import).
+    #[arg(long)]
+    java_classpath: Option<String>,
     /// Memory limit of every process of a program (RLIMIT_DATA), in MiB.
     #[arg(long, default_value_t = 4096)]
     memory_mib: u64,
@@ -399,6 +403,7 @@ pub fn eval_cmd(args: EvalArgs) -> Result<()> {
         sandbox: &sandbox,
         limits,
         jobs,
+        java_classpath: args.java_classpath.as_deref(),
     };
     let total = problems.len();
     let progress = Progress::new("evaluate", total);

@@ -48,6 +48,7 @@ fn eval(problems: &[Problem], completions: &[Completion], run: Duration) -> Eval
             compile: None,
         },
         jobs: 4,
+        java_classpath: None,
     };
     evaluate(problems, completions, &settings, |_, _, _| {}).expect("evaluates")
 }
@@ -286,6 +287,7 @@ fn resource_limits_stop_big_files_and_allocations() {
         sandbox: &sandbox,
         limits: LimitFlags::default(),
         jobs: 2,
+        java_classpath: None,
     };
     let problems = [py_problem("big_file"), py_problem("big_alloc")];
     let records = [
@@ -324,6 +326,7 @@ fn java_runs_under_a_small_memory_limit() {
         sandbox: &sandbox,
         limits: LimitFlags::default(),
         jobs: 1,
+        java_classpath: None,
     };
     let problems: Vec<Problem> = read_problems(&Path::new(DIR).join("problems.jsonl"), None)
         .expect("problems")
@@ -335,6 +338,43 @@ fn java_runs_under_a_small_memory_limit() {
         read_jsonl(&Path::new(DIR).join("completions-correct.jsonl")).expect("reads");
     let report = evaluate(&problems, &completions, &settings, |_, _, _| {}).expect("evaluates");
     check_java(&report, 1.0);
+
+    // `--java-classpath`: a copy of the jar outside /usr (its directory is mounted in the
+    // sandbox) works as well; a jar that is not there skips Java, naming the flag.
+    if Toolchain::find(Language::Java).is_ok() {
+        let dir = temp_dir("java-classpath");
+        let jar = dir.join("javatuples-1.2.jar");
+        std::fs::copy("/usr/share/java/javatuples.jar", &jar).expect("copies the jar");
+        let jar = jar.to_str().expect("utf-8").to_string();
+        let report = evaluate(
+            &problems,
+            &completions,
+            &EvalSettings {
+                java_classpath: Some(&jar),
+                ..settings
+            },
+            |_, _, _| {},
+        )
+        .expect("evaluates");
+        assert_eq!(report.pass_at_1(Language::Java), Some(1.0), "{report:?}");
+        let missing = dir.join("missing.jar");
+        let missing = missing.to_str().expect("utf-8").to_string();
+        let report = evaluate(
+            &problems,
+            &completions,
+            &EvalSettings {
+                java_classpath: Some(&missing),
+                ..settings
+            },
+            |_, _, _| {},
+        )
+        .expect("evaluates");
+        assert_eq!(report.pass_at_1(Language::Java), None);
+        assert!(
+            report.skipped["java"].contains("--java-classpath"),
+            "{report:?}"
+        );
+    }
 }
 
 #[test]
@@ -584,6 +624,7 @@ fn unsandboxed_runs_are_recorded_as_such() {
         sandbox: &sandbox,
         limits: LimitFlags::default(),
         jobs: 1,
+        java_classpath: None,
     };
     let problems = [py_problem("plain")];
     let report = evaluate(
@@ -799,6 +840,7 @@ fn multipl_e_limits_hold_by_default_and_flags_are_recorded() {
         sandbox: &sandbox,
         limits: LimitFlags::default(),
         jobs: 1,
+        java_classpath: None,
     };
     let report = evaluate(&problems, &records, &settings, |_, _, _| {}).expect("evaluates");
     assert_eq!(report.rules, "MultiPL-E");
@@ -851,6 +893,7 @@ fn endless_output_times_out_and_large_output_passes() {
             compile: None,
         },
         jobs: 2,
+        java_classpath: None,
     };
     let problems = [py_problem("endless_output"), py_problem("large_output")];
     let records = [

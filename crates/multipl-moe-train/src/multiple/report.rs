@@ -158,11 +158,14 @@ pub struct EvalSettings<'a> {
     pub limits: LimitFlags,
     /// Programs run in parallel.
     pub jobs: usize,
+    /// Java's classpath (`--java-classpath`); `None` is Debian's javatuples jar.
+    pub java_classpath: Option<&'a str>,
 }
 
 /// The toolchain of every language the problems use, and the reason for each one missing.
 fn find_toolchains(
     problems: &[Problem],
+    java_classpath: Option<&str>,
 ) -> (BTreeMap<Language, Toolchain>, BTreeMap<String, String>) {
     let mut skipped = BTreeMap::new();
     let mut toolchains = BTreeMap::new();
@@ -170,7 +173,7 @@ fn find_toolchains(
         if toolchains.contains_key(&lang) || skipped.contains_key(lang.name()) {
             continue;
         }
-        match Toolchain::find(lang) {
+        match Toolchain::find_with(lang, java_classpath) {
             Ok(t) => {
                 toolchains.insert(lang, t);
             }
@@ -229,7 +232,7 @@ pub fn evaluate(
     progress: impl Fn(usize, usize, &ProblemResult) + Sync,
 ) -> Result<EvalReport, EvalError> {
     super::exec::remove_stale_temp_dirs();
-    let (toolchains, skipped) = find_toolchains(problems);
+    let (toolchains, skipped) = find_toolchains(problems, settings.java_classpath);
     let mut by_name: BTreeMap<&str, Vec<&Completion>> = BTreeMap::new();
     for c in completions {
         by_name.entry(c.name.as_str()).or_default().push(c);

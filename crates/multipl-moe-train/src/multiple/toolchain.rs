@@ -25,15 +25,33 @@ pub struct Toolchain {
 /// runs Java with `javatuples-1.2.jar` on the classpath.
 pub const JAVATUPLES_JAR: &str = "/usr/share/java/javatuples.jar";
 
-/// The Java classpath MultiPL-E's problems need; the error names the missing jar and the
-/// package that installs it (without it every Java problem fails to compile).
-fn java_classpath() -> Result<Vec<String>, String> {
+/// The Java classpath MultiPL-E's problems need: `explicit` (`--java-classpath`, jars
+/// separated by `:`) or [`JAVATUPLES_JAR`]; the error names the missing jar (and, for the
+/// default, the package that installs it): without it every Java problem fails to compile.
+fn java_classpath(explicit: Option<&str>) -> Result<Vec<String>, String> {
+    if let Some(list) = explicit {
+        let jars: Vec<String> = list
+            .split(':')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        if jars.is_empty() {
+            return Err("--java-classpath is empty; java problems are skipped".into());
+        }
+        if let Some(missing) = jars.iter().find(|j| !Path::new(j).is_file()) {
+            return Err(format!(
+                "--java-classpath: {missing} is not a file; java problems are skipped"
+            ));
+        }
+        return Ok(jars);
+    }
     if Path::new(JAVATUPLES_JAR).is_file() {
         return Ok(vec![JAVATUPLES_JAR.to_string()]);
     }
     Err(format!(
-        "{JAVATUPLES_JAR} was not found (Debian: libjavatuples-java), and MultiPL-E's Java \
-         prompts import org.javatuples; java problems are skipped"
+        "{JAVATUPLES_JAR} was not found (Debian: libjavatuples-java; or pass --java-classpath \
+         with javatuples-1.2.jar), and MultiPL-E's Java prompts import org.javatuples; java \
+         problems are skipped"
     ))
 }
 
@@ -152,12 +170,28 @@ fn programs_and_roots(language: Language) -> Result<(Vec<String>, Vec<PathBuf>),
 impl Toolchain {
     /// Finds `language`'s toolchain; the error names the missing tool.
     pub fn find(language: Language) -> Result<Self, String> {
+        Self::find_with(language, None)
+    }
+
+    /// [`Self::find`] with Java's classpath given (`--java-classpath`, jars separated by
+    /// `:`; each jar's directory is mounted read-only in the sandbox) instead of
+    /// [`JAVATUPLES_JAR`].
+    pub fn find_with(language: Language, java_classpath: Option<&str>) -> Result<Self, String> {
         let missing = |tool: &str| missing(language, tool);
-        let (programs, roots) = programs_and_roots(language)?;
+        let (programs, mut roots) = programs_and_roots(language)?;
         let classpath = match language {
-            Language::Java => java_classpath()?,
+            Language::Java => self::java_classpath(java_classpath)?,
             _ => Vec::new(),
         };
+        for jar in &classpath {
+            let dir = Path::new(jar)
+                .canonicalize()
+                .ok()
+                .and_then(|p| p.parent().map(Path::to_path_buf));
+            if let Some(dir) = dir.filter(|d| !d.starts_with("/usr") && !roots.contains(d)) {
+                roots.push(dir);
+            }
+        }
         let toolchain = Self {
             language,
             programs,
