@@ -111,12 +111,12 @@ fn correct_completions_pass_and_wrong_ones_fail() {
     }
     check_java(&bad, 0.0);
     for (name, status) in [
-        ("Project_count_words", Status::CompileError),
-        ("Project_sum_squares", Status::CompileError),
-        ("Project_go_count_evens", Status::CompileError),
-        ("Project_max_element", Status::RuntimeError),
-        ("Project_count_vowels", Status::RuntimeError),
-        ("Project_go_subtract", Status::RuntimeError),
+        ("Project_count_words", Status::SyntaxError),
+        ("Project_sum_squares", Status::SyntaxError),
+        ("Project_go_count_evens", Status::SyntaxError),
+        ("Project_max_element", Status::Exception),
+        ("Project_count_vowels", Status::Exception),
+        ("Project_go_subtract", Status::Exception),
     ] {
         assert_eq!(status_of(&bad, name), vec![status], "{name}");
     }
@@ -303,12 +303,12 @@ fn resource_limits_stop_big_files_and_allocations() {
     let report = evaluate(&problems, &records, &settings, |_, _, _| {}).expect("evaluates");
     assert_eq!(
         status_of(&report, "big_file"),
-        vec![Status::RuntimeError],
+        vec![Status::Exception],
         "{report:?}"
     );
     assert_eq!(
         status_of(&report, "big_alloc"),
-        vec![Status::RuntimeError],
+        vec![Status::Exception],
         "{report:?}"
     );
     assert!(ResourceLimits::new(1, 1024, 1).is_err());
@@ -403,11 +403,7 @@ fn humaneval_format_is_read_and_samples_give_pass_at_k() {
     assert_eq!(score.pass_at_k.keys().collect::<Vec<_>>(), vec!["pass@1"]);
     assert_eq!(
         status_of(&report, "Project/1"),
-        vec![
-            Status::RuntimeError,
-            Status::RuntimeError,
-            Status::CompileError
-        ]
+        vec![Status::Exception, Status::Exception, Status::SyntaxError]
     );
 }
 
@@ -495,7 +491,7 @@ fn cli_evaluates_given_completions_without_a_model() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("--overwrite"), "{stderr}");
     let uncut = run(&["--no-cut", "--overwrite"]);
-    assert_eq!(status_of(&uncut, "Project_add"), vec![Status::CompileError]);
+    assert_eq!(status_of(&uncut, "Project_add"), vec![Status::SyntaxError]);
 
     let bad = cli(&["eval", "--problems", &problems]);
     assert!(!bad.status.success());
@@ -874,7 +870,7 @@ fn multipl_e_limits_hold_by_default_and_flags_are_recorded() {
     );
     assert_eq!(
         status_of(&report, "edition_try_into"),
-        vec![Status::CompileError],
+        vec![Status::SyntaxError],
         "{report:?}"
     );
 }

@@ -14,24 +14,33 @@ use super::sandbox::{Mounts, Sandbox};
 use super::toolchain::Toolchain;
 use crate::data::corpus::Language;
 
-/// How one problem ended.
+/// How one problem ended, in MultiPL-E's terms (`OK`, `SyntaxError`, `Exception`, `Timeout`,
+/// as its `eval_*.py` name them), plus what only a harness that generates can say. The
+/// names before MultiPL-E's (`ok`, `compile_error`, `runtime_error`, `timeout`) still read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Compiled and exited with status 0: the tests passed.
+    #[serde(rename = "OK", alias = "ok")]
     Ok,
-    /// The compiler (or, for Python, Ruby and Go, the parser or build) rejected the program.
-    CompileError,
+    /// The compiler (or, for Python and Ruby, the parser; for Go, the build) rejected the
+    /// program. MultiPL-E calls every compile failure, type errors included, `SyntaxError`.
+    #[serde(rename = "SyntaxError", alias = "compile_error")]
+    SyntaxError,
     /// The program ran and failed: a failed assertion, an exception, a non-zero exit.
-    RuntimeError,
+    #[serde(rename = "Exception", alias = "runtime_error")]
+    Exception,
     /// Compiling or running exceeded its time limit; everything it started was killed.
+    #[serde(rename = "Timeout", alias = "timeout")]
     Timeout,
     /// The prompt is longer than the model's context: no completion could be generated
     /// (counted as a failure).
+    #[serde(rename = "prompt_too_long")]
     PromptTooLong,
     /// The language's toolchain is missing here.
+    #[serde(rename = "skipped")]
     Skipped,
     /// No completion was given for the problem.
+    #[serde(rename = "no_completion")]
     NoCompletion,
 }
 
@@ -40,9 +49,9 @@ impl Status {
     pub fn name(self) -> &'static str {
         match self {
             Status::Ok => "OK",
-            Status::CompileError => "compile error",
-            Status::RuntimeError => "runtime error",
-            Status::Timeout => "timeout",
+            Status::SyntaxError => "SyntaxError",
+            Status::Exception => "Exception",
+            Status::Timeout => "Timeout",
             Status::PromptTooLong => "prompt too long",
             Status::Skipped => "skipped",
             Status::NoCompletion => "no completion",
@@ -273,7 +282,7 @@ pub fn execute(
     limits: ExecLimits,
 ) -> Outcome {
     let failed = |output: String| Outcome {
-        status: Status::RuntimeError,
+        status: Status::Exception,
         exit_code: None,
         output,
     };
@@ -328,9 +337,9 @@ pub fn execute(
         }
         if result.code != Some(0) {
             let status = if step.compile || parse_failure(toolchain.language, &result.output) {
-                Status::CompileError
+                Status::SyntaxError
             } else {
-                Status::RuntimeError
+                Status::Exception
             };
             return Outcome {
                 status,
@@ -393,7 +402,27 @@ fn parse_failure(language: Language, output: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{TEMP_PREFIX, TempDir, remove_stale_temp_dirs};
+    use super::{Status, TEMP_PREFIX, TempDir, remove_stale_temp_dirs};
+
+    /// results.json spells statuses as MultiPL-E does, and reads the earlier names.
+    #[test]
+    fn statuses_use_multipl_e_names_and_read_the_old_ones() {
+        let json = |s: Status| serde_json::to_string(&s).expect("serialises");
+        assert_eq!(json(Status::Ok), "\"OK\"");
+        assert_eq!(json(Status::SyntaxError), "\"SyntaxError\"");
+        assert_eq!(json(Status::Exception), "\"Exception\"");
+        assert_eq!(json(Status::Timeout), "\"Timeout\"");
+        for (old, status) in [
+            ("ok", Status::Ok),
+            ("compile_error", Status::SyntaxError),
+            ("runtime_error", Status::Exception),
+            ("timeout", Status::Timeout),
+            ("prompt_too_long", Status::PromptTooLong),
+        ] {
+            let read: Status = serde_json::from_str(&format!("\"{old}\"")).expect("reads");
+            assert_eq!(read, status, "{old}");
+        }
+    }
 
     /// A directory left by a process that has exited is removed; one of a running process
     /// (this one) is kept.

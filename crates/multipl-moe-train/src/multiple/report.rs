@@ -86,8 +86,8 @@ pub struct EvalReport {
 /// Statuses in the table's column order.
 const COLUMNS: [Status; 6] = [
     Status::Ok,
-    Status::CompileError,
-    Status::RuntimeError,
+    Status::SyntaxError,
+    Status::Exception,
     Status::Timeout,
     Status::PromptTooLong,
     Status::NoCompletion,
