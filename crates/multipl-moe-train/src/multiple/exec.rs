@@ -42,6 +42,12 @@ pub enum Status {
     /// No completion was given for the problem.
     #[serde(rename = "no_completion")]
     NoCompletion,
+    /// The harness could not run the program — the sandbox failed to start (after retries),
+    /// a temporary directory could not be made or written (a full disk), a toolchain program
+    /// could not be started: not the completion's fault, so excluded from pass@k (like a
+    /// skipped problem) and reported under the table.
+    #[serde(rename = "harness_error")]
+    HarnessError,
 }
 
 impl Status {
@@ -55,6 +61,7 @@ impl Status {
             Status::PromptTooLong => "prompt too long",
             Status::Skipped => "skipped",
             Status::NoCompletion => "no completion",
+            Status::HarnessError => "harness error",
         }
     }
 }
@@ -282,7 +289,7 @@ pub fn execute(
     limits: ExecLimits,
 ) -> Outcome {
     let failed = |output: String| Outcome {
-        status: Status::Exception,
+        status: Status::HarnessError,
         exit_code: None,
         output,
     };
@@ -328,6 +335,9 @@ pub fn execute(
             Ok(r) => r,
             Err(e) => return failed(format!("starting `{}`: {e}", step.argv.join(" "))),
         };
+        if result.sandbox_failed {
+            return failed(result.output);
+        }
         if result.timed_out {
             return Outcome {
                 status: Status::Timeout,
@@ -403,6 +413,32 @@ fn parse_failure(language: Language, output: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::{Status, TEMP_PREFIX, TempDir, remove_stale_temp_dirs};
+
+    /// A program the sandbox cannot start (here: a toolchain program missing inside it) is a
+    /// harness error, not the completion's `Exception`. Needs bubblewrap (CI installs it).
+    #[test]
+    fn a_sandbox_that_cannot_start_is_a_harness_error() {
+        use super::super::sandbox::{ResourceLimits, Sandbox};
+        use super::super::toolchain::Toolchain;
+        use crate::data::corpus::Language;
+        let sandbox = Sandbox::bubblewrap(ResourceLimits::default())
+            .expect("bubblewrap (`bwrap`) must be installed and usable");
+        let toolchain = Toolchain::with_programs(Language::Python, &["/nonexistent/python3"]);
+        let cache = TempDir::new().expect("cache dir");
+        let outcome = super::execute(
+            &toolchain,
+            &sandbox,
+            cache.path(),
+            "print(1)\n",
+            super::ExecLimits::default(),
+        );
+        assert_eq!(outcome.status, Status::HarnessError, "{outcome:?}");
+        assert!(
+            outcome.output.contains("sandbox failed"),
+            "{}",
+            outcome.output
+        );
+    }
 
     /// results.json spells statuses as MultiPL-E does, and reads the earlier names.
     #[test]

@@ -131,6 +131,22 @@ impl EvalReport {
         for (language, reason) in &self.skipped {
             out.push_str(&format!("{language:<8} skipped: {reason}\n"));
         }
+        for score in &self.scores {
+            let faults: Vec<&ProblemResult> = self
+                .results
+                .iter()
+                .filter(|r| r.language == score.language && r.status == Status::HarnessError)
+                .collect();
+            if let Some(first) = faults.first() {
+                out.push_str(&format!(
+                    "{:<8} harness errors: {} sample(s) not run, excluded from pass@k; first ({}): {}\n",
+                    score.language,
+                    faults.len(),
+                    first.name,
+                    first.output.lines().next().unwrap_or_default()
+                ));
+            }
+        }
         for (language, w) in &self.warm_up {
             out.push_str(&format!(
                 "{language:<8} cache warm-up: {:.1} s ({})\n",
@@ -320,10 +336,10 @@ fn scores(results: &[ProblemResult]) -> Vec<LanguageScore> {
         .iter()
         .filter_map(|lang| {
             let mut per_problem: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
-            for r in results
-                .iter()
-                .filter(|r| r.language == lang.name() && r.status != Status::Skipped)
-            {
+            for r in results.iter().filter(|r| {
+                r.language == lang.name()
+                    && !matches!(r.status, Status::Skipped | Status::HarnessError)
+            }) {
                 let e = per_problem.entry(r.name.as_str()).or_default();
                 e.0 += 1;
                 e.1 += usize::from(r.status == Status::Ok);
@@ -385,4 +401,32 @@ fn run_sample(
         settings.limits.limits(toolchain.language),
     );
     result(outcome.status, outcome.exit_code, outcome.output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ProblemResult, Status, scores};
+
+    /// A harness error is no sample of the model's: pass@1 counts only the others, like a
+    /// skipped one; a timeout or an exception counts as a failure.
+    #[test]
+    fn harness_errors_are_excluded_from_pass_at_k() {
+        let result = |name: &str, status| ProblemResult {
+            name: name.into(),
+            language: "python".into(),
+            sample: 0,
+            status,
+            exit_code: None,
+            output: String::new(),
+        };
+        let results = [
+            result("a", Status::Ok),
+            result("b", Status::HarnessError),
+            result("c", Status::Exception),
+            result("d", Status::Skipped),
+        ];
+        let score = &scores(&results)[0];
+        assert_eq!((score.problems, score.passed, score.total), (2, 1, 2));
+        assert_eq!(score.pass_at_1, 0.5);
+    }
 }

@@ -217,6 +217,18 @@ impl Toolchain {
         Ok(toolchain)
     }
 
+    /// A toolchain of `language` running `programs` (tests: a program the sandbox cannot
+    /// start).
+    #[cfg(test)]
+    pub(crate) fn with_programs(language: Language, programs: &[&str]) -> Self {
+        Self {
+            language,
+            programs: programs.iter().map(|p| p.to_string()).collect(),
+            roots: Vec::new(),
+            classpath: Vec::new(),
+        }
+    }
+
     /// The program's source file name.
     pub fn source_file(&self) -> &'static str {
         match self.language {
