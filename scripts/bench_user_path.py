@@ -43,10 +43,10 @@ import json, sys, time
 import torch
 torch.set_num_threads(int(sys.argv[2]))
 from tokenizers import Tokenizer
-from transformers import Qwen2ForCausalLM
-path, new_tokens, prompt = sys.argv[1], int(sys.argv[3]), sys.argv[4]
+from transformers import AutoModelForCausalLM
+path, new_tokens, prompt, attn = sys.argv[1], int(sys.argv[3]), sys.argv[4], sys.argv[5]
 t = time.perf_counter()
-model = Qwen2ForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
+model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation=attn).eval()
 load = time.perf_counter() - t
 ids = torch.tensor([Tokenizer.from_file(path + "/tokenizer.json").encode(prompt).ids])
 with torch.no_grad():
@@ -107,8 +107,9 @@ def make_models():
     return open(note).read().strip()
 
 
-def ours(model, env, new_tokens):
-    err = subprocess.run([BIN, "generate", "--model", model, "--prompt", PROMPT, "--ignore-eos",
+def ours(model, env, new_tokens, prompt=PROMPT):
+    """`multipl-moe generate` on `model`: its load, prefill and decode times."""
+    err = subprocess.run([BIN, "generate", "--model", model, "--prompt", prompt, "--ignore-eos",
                           "--max-new-tokens", str(new_tokens)], env=env, check=True,
                          capture_output=True, text=True).stderr
     load = float(re.search(r"loaded .* in ([0-9.]+) s", err).group(1))
@@ -117,9 +118,10 @@ def ours(model, env, new_tokens):
             "steps": int(m.group(3)), "decode": float(m.group(4))}
 
 
-def theirs(env, threads, new_tokens):
-    out = subprocess.run([sys.executable, "-c", TORCH_RUN, DENSE, str(threads), str(new_tokens), PROMPT],
-                         env=env, check=True, capture_output=True, text=True).stdout
+def theirs(env, threads, new_tokens, model=DENSE, prompt=PROMPT, attn="eager"):
+    """transformers on `model`: load, a prefill keeping the last logits, greedy KV-cache steps."""
+    out = subprocess.run([sys.executable, "-c", TORCH_RUN, model, str(threads), str(new_tokens),
+                          prompt, attn], env=env, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 

@@ -36,6 +36,9 @@ import sys
 import tempfile
 import zipfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_user_path import ours, theirs  # noqa: E402  (the same timed runs)
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 BIN = os.path.join(ROOT, "target", "release", "multipl-moe")
 TOKENS = 1000
@@ -103,28 +106,6 @@ for p in prompts:
 print(json.dumps(out))
 """
 
-TORCH_SPEED = r"""
-import json, sys, time, torch
-torch.set_num_threads(int(sys.argv[2]))
-from transformers import AutoModelForCausalLM, AutoTokenizer
-path, new_tokens, prompt = sys.argv[1], int(sys.argv[3]), sys.argv[4]
-t = time.perf_counter()
-model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation=sys.argv[5]).eval()
-load = time.perf_counter() - t
-ids = AutoTokenizer.from_pretrained(path)(prompt, return_tensors="pt").input_ids
-with torch.no_grad():
-    t = time.perf_counter()
-    out = model(ids, use_cache=True, logits_to_keep=1)
-    prefill = time.perf_counter() - t
-    past, nxt = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
-    t = time.perf_counter()
-    for _ in range(new_tokens - 1):
-        out = model(nxt, past_key_values=past, use_cache=True)
-        past, nxt = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
-    decode = time.perf_counter() - t
-print(json.dumps({"load": load, "prompt": ids.shape[1], "prefill": prefill,
-                  "steps": new_tokens - 1, "decode": decode}))
-"""
 
 
 def cross_entropy(logits, ids):
@@ -236,23 +217,6 @@ def generate_table(model_dir, env, threads, new_tokens):
     print()
 
 
-def ours_speed(model_dir, env, new_tokens, prompt):
-    err = subprocess.run([BIN, "generate", "--model", model_dir, "--prompt", prompt, "--ignore-eos",
-                          "--max-new-tokens", str(new_tokens)], env=env, check=True,
-                         capture_output=True, text=True).stderr
-    load = float(re.search(r"loaded .* in ([0-9.]+) s", err).group(1))
-    m = re.search(r"prefill: (\d+) tokens in ([0-9.]+) s .*decode: (\d+) tokens in ([0-9.]+) s", err)
-    return {"load": load, "prompt": int(m.group(1)), "prefill": float(m.group(2)),
-            "steps": int(m.group(3)), "decode": float(m.group(4))}
-
-
-def theirs_speed(model_dir, env, threads, new_tokens, prompt, attn):
-    out = subprocess.run([sys.executable, "-c", TORCH_SPEED, model_dir, str(threads),
-                          str(new_tokens), prompt, attn], env=env, check=True,
-                         capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
 def speed_table(model_dir, env, threads, rounds, new_tokens):
     _, code = read_source(SOURCES["python"])
     prompts = {"short": PROMPTS[0], "long": code[:2400]}
@@ -263,9 +227,9 @@ def speed_table(model_dir, env, threads, rounds, new_tokens):
     for name, prompt in prompts.items():
         rows = {"ours": [], "eager": [], "sdpa": []}
         for _ in range(rounds):
-            rows["ours"].append(ours_speed(model_dir, env, new_tokens, prompt))
-            rows["eager"].append(theirs_speed(model_dir, env, threads, new_tokens, prompt, "eager"))
-            rows["sdpa"].append(theirs_speed(model_dir, env, threads, new_tokens, prompt, "sdpa"))
+            rows["ours"].append(ours(model_dir, env, new_tokens, prompt))
+            for attn in ("eager", "sdpa"):
+                rows[attn].append(theirs(env, threads, new_tokens, model_dir, prompt, attn))
 
         def rate(who, phase, count):
             return rows[who][0][count] / statistics.median(r[phase] for r in rows[who])

@@ -162,23 +162,28 @@ fn generate_streams_and_reports_speed() {
 fn eval_with_a_model_writes_completions_and_results() {
     let dir = saved_model("eval");
     let out_dir = dir.join("eval");
-    let out = bin()
-        .args(["eval", "--model"])
-        .arg(&dir)
-        .arg("--problems")
-        .arg(Path::new("fixtures/multiple/problems.jsonl"))
-        .args([
-            "--language",
-            "python",
-            "--max-new-tokens",
-            "8",
-            "--timeout",
-            "5",
-        ])
-        .arg("--out")
-        .arg(&out_dir)
-        .output()
-        .expect("runs");
+    let eval = |resume: bool| {
+        let mut cmd = bin();
+        cmd.args(["eval", "--model"])
+            .arg(&dir)
+            .arg("--problems")
+            .arg(Path::new("fixtures/multiple/problems.jsonl"))
+            .args([
+                "--language",
+                "python",
+                "--max-new-tokens",
+                "8",
+                "--timeout",
+                "5",
+            ])
+            .arg("--out")
+            .arg(&out_dir);
+        if resume {
+            cmd.arg("--resume");
+        }
+        cmd.output().expect("runs")
+    };
+    let out = eval(false);
     assert!(
         out.status.success(),
         "{}",
@@ -200,26 +205,7 @@ fn eval_with_a_model_writes_completions_and_results() {
 
     // `--resume` knows the model by its content: the same files resume (nothing is left to
     // generate), new weights saved into the same directory are refused, naming the digest.
-    let resume = || {
-        bin()
-            .args(["eval", "--model"])
-            .arg(&dir)
-            .arg("--problems")
-            .arg(Path::new("fixtures/multiple/problems.jsonl"))
-            .args([
-                "--language",
-                "python",
-                "--max-new-tokens",
-                "8",
-                "--timeout",
-                "5",
-            ])
-            .arg("--out")
-            .arg(&out_dir)
-            .arg("--resume")
-            .output()
-            .expect("runs")
-    };
+    let resume = || eval(true);
     let same = resume();
     assert!(
         same.status.success(),

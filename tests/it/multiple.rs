@@ -80,6 +80,35 @@ fn check_java(report: &EvalReport, expected: f64) {
     }
 }
 
+/// Evaluates one [`py_problem`] per `(name, body)` under `resources`, with `run` as the run
+/// limit (MultiPL-E's when `None`).
+fn eval_python(
+    resources: ResourceLimits,
+    run: Option<Duration>,
+    bodies: &[(&str, &str)],
+) -> EvalReport {
+    let sandbox = sandbox(resources);
+    let settings = EvalSettings {
+        sandbox: &sandbox,
+        limits: LimitFlags { run, compile: None },
+        jobs: 2,
+        java_classpath: None,
+    };
+    let problems: Vec<Problem> = bodies.iter().map(|&(name, _)| py_problem(name)).collect();
+    let records: Vec<Completion> = bodies
+        .iter()
+        .map(|&(name, body)| Completion::new(name, body))
+        .collect();
+    evaluate(&problems, &records, &settings, |_, _, _| {}).expect("evaluates")
+}
+
+/// Asserts each named problem's statuses (one per sample).
+fn expect_statuses(report: &EvalReport, expected: &[(&str, &[Status])]) {
+    for (name, statuses) in expected {
+        assert_eq!(&status_of(report, name), statuses, "{name}: {report:?}");
+    }
+}
+
 fn status_of(report: &EvalReport, name: &str) -> Vec<Status> {
     report
         .results
@@ -282,34 +311,26 @@ fn programs_see_no_host_files_env_or_network() {
 #[test]
 fn resource_limits_stop_big_files_and_allocations() {
     let limits = ResourceLimits::new(256, 1024, 1).expect("valid limits");
-    let sandbox = sandbox(limits);
-    let settings = EvalSettings {
-        sandbox: &sandbox,
-        limits: LimitFlags::default(),
-        jobs: 2,
-        java_classpath: None,
-    };
-    let problems = [py_problem("big_file"), py_problem("big_alloc")];
-    let records = [
-        Completion::new(
-            "big_file",
-            "    open('f', 'wb').write(b'x' * (4 << 20))\n    return x + y\n",
-        ),
-        Completion::new(
-            "big_alloc",
-            "    b = bytearray(1 << 30)\n    return x + y\n",
-        ),
-    ];
-    let report = evaluate(&problems, &records, &settings, |_, _, _| {}).expect("evaluates");
-    assert_eq!(
-        status_of(&report, "big_file"),
-        vec![Status::Exception],
-        "{report:?}"
+    let report = eval_python(
+        limits,
+        None,
+        &[
+            (
+                "big_file",
+                "    open('f', 'wb').write(b'x' * (4 << 20))\n    return x + y\n",
+            ),
+            (
+                "big_alloc",
+                "    b = bytearray(1 << 30)\n    return x + y\n",
+            ),
+        ],
     );
-    assert_eq!(
-        status_of(&report, "big_alloc"),
-        vec![Status::Exception],
-        "{report:?}"
+    expect_statuses(
+        &report,
+        &[
+            ("big_file", &[Status::Exception]),
+            ("big_alloc", &[Status::Exception]),
+        ],
     );
     assert!(ResourceLimits::new(1, 1024, 1).is_err());
     assert!(ResourceLimits::new(u64::MAX, 1024, 1).is_err());
@@ -863,15 +884,12 @@ fn multipl_e_limits_hold_by_default_and_flags_are_recorded() {
         ),
     ];
     let report = evaluate(&problems, &records, &settings, |_, _, _| {}).expect("evaluates");
-    assert_eq!(
-        status_of(&report, "edition_async"),
-        vec![Status::Ok],
-        "{report:?}"
-    );
-    assert_eq!(
-        status_of(&report, "edition_try_into"),
-        vec![Status::SyntaxError],
-        "{report:?}"
+    expect_statuses(
+        &report,
+        &[
+            ("edition_async", &[Status::Ok]),
+            ("edition_try_into", &[Status::SyntaxError]),
+        ],
     );
 }
 
@@ -881,31 +899,27 @@ fn multipl_e_limits_hold_by_default_and_flags_are_recorded() {
 /// first 4 KiB.
 #[test]
 fn endless_output_times_out_and_large_output_passes() {
-    let sandbox = sandbox(ResourceLimits::new(4096, 1024, 1).expect("valid limits"));
-    let settings = EvalSettings {
-        sandbox: &sandbox,
-        limits: LimitFlags {
-            run: Some(Duration::from_secs(3)),
-            compile: None,
-        },
-        jobs: 2,
-        java_classpath: None,
-    };
-    let problems = [py_problem("endless_output"), py_problem("large_output")];
-    let records = [
-        Completion::new(
-            "endless_output",
-            "    while True:\n        sys.stdout.write('x' * 65536)\n",
-        ),
-        Completion::new(
-            "large_output",
-            "    for _ in range(8):\n        sys.stdout.write('y' * (1 << 20))\n    return x + y\n",
-        ),
-    ];
-    let report = evaluate(&problems, &records, &settings, |_, _, _| {}).expect("evaluates");
-    let status = |name| status_of(&report, name);
-    assert_eq!(status("endless_output"), vec![Status::Timeout]);
-    assert_eq!(status("large_output"), vec![Status::Ok]);
+    let report = eval_python(
+        ResourceLimits::new(4096, 1024, 1).expect("valid limits"),
+        Some(Duration::from_secs(3)),
+        &[
+            (
+                "endless_output",
+                "    while True:\n        sys.stdout.write('x' * 65536)\n",
+            ),
+            (
+                "large_output",
+                "    for _ in range(8):\n        sys.stdout.write('y' * (1 << 20))\n    return x + y\n",
+            ),
+        ],
+    );
+    expect_statuses(
+        &report,
+        &[
+            ("endless_output", &[Status::Timeout]),
+            ("large_output", &[Status::Ok]),
+        ],
+    );
     for r in &report.results {
         assert!(
             r.output.len() <= 4096,
