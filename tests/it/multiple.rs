@@ -366,30 +366,17 @@ fn java_runs_under_a_small_memory_limit() {
         let dir = temp_dir("java-classpath");
         let jar = dir.join("javatuples-1.2.jar");
         std::fs::copy("/usr/share/java/javatuples.jar", &jar).expect("copies the jar");
-        let jar = jar.to_str().expect("utf-8").to_string();
-        let report = evaluate(
-            &problems,
-            &completions,
-            &EvalSettings {
-                java_classpath: Some(&jar),
+        let with_classpath = |jar: &Path| {
+            let jar = jar.to_str().expect("utf-8");
+            let settings = EvalSettings {
+                java_classpath: Some(jar),
                 ..settings
-            },
-            |_, _, _| {},
-        )
-        .expect("evaluates");
+            };
+            evaluate(&problems, &completions, &settings, |_, _, _| {}).expect("evaluates")
+        };
+        let report = with_classpath(&jar);
         assert_eq!(report.pass_at_1(Language::Java), Some(1.0), "{report:?}");
-        let missing = dir.join("missing.jar");
-        let missing = missing.to_str().expect("utf-8").to_string();
-        let report = evaluate(
-            &problems,
-            &completions,
-            &EvalSettings {
-                java_classpath: Some(&missing),
-                ..settings
-            },
-            |_, _, _| {},
-        )
-        .expect("evaluates");
+        let report = with_classpath(&dir.join("missing.jar"));
         assert_eq!(report.pass_at_1(Language::Java), None);
         assert!(
             report.skipped["java"].contains("--java-classpath"),
