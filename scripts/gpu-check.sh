@@ -32,7 +32,7 @@ step() {
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$out/gpu.txt" 2>&1 || true
 step build cargo build --release --features cuda --benches --tests
 step parity cargo test --release --features cuda --test it -- moe_reference:: model:: \
-    backend_parity:: qwen_import:: qwen_config:: generate::
+    backend_parity:: qwen_import:: qwen_config:: llama_import:: generate::
 step layer-bench cargo bench --features cuda --bench moe_layer
 step model-bench cargo bench --features cuda --bench model
 
