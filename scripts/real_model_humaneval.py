@@ -9,8 +9,9 @@ all), and
 1. runs `multipl-moe eval --model DIR` (greedy, n = 1): generation, the stop sequences, the
    sandboxed run;
 2. generates the same problems with transformers (`generate`, do_sample=False, the same
-   max_new_tokens, f32) and scores those raw completions with `multipl-moe eval
-   --completions`, which cuts them at the same stop sequences;
+   max_new_tokens, f32, stopping at the harness's stop sequences via `stop_strings`) and
+   scores those completions with `multipl-moe eval --completions`, which cuts them at the same
+   stop sequences;
 
 then prints pass@1 of both, on how many problems the two statuses agree, and for how many
 problems our cut completion is the start of transformers' greedy text (the same tokens up to
@@ -32,12 +33,15 @@ import zipfile
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 BIN = os.path.join(ROOT, "target", "release", "multipl-moe")
+# The harness's stop sequences for OpenAI's HumanEval format (`HUMANEVAL_STOP_TOKENS`).
+STOPS = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]
 
 TORCH_GENERATE = r"""
 import json, sys, torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 torch.set_num_threads(int(sys.argv[4]))
 path, problems, out, new_tokens = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[5])
+STOPS = json.loads(sys.argv[6])
 tok = AutoTokenizer.from_pretrained(path)
 model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
 with open(out, "w") as f:
@@ -45,7 +49,10 @@ with open(out, "w") as f:
         p = json.loads(line)
         enc = tok(p["prompt"], return_tensors="pt")
         with torch.no_grad():
-            g = model.generate(**enc, do_sample=False, max_new_tokens=new_tokens)
+            # Stops where the harness cuts (its HumanEval stop sequences): the same text up to
+            # the cut, without generating past it.
+            g = model.generate(**enc, do_sample=False, max_new_tokens=new_tokens,
+                               stop_strings=STOPS, tokenizer=tok)
         text = tok.decode(g[0, enc.input_ids.shape[1]:], skip_special_tokens=True)
         f.write(json.dumps({"name": p["task_id"], "completion": text}) + "\n")
 """
@@ -100,8 +107,8 @@ def main():
         raw = os.path.join(tmp, "transformers.jsonl")
         start = time.perf_counter()
         subprocess.run([sys.executable, "-c", TORCH_GENERATE, args.dir, problems, raw,
-                        str(args.threads), str(args.max_new_tokens)], env=env, check=True,
-                       capture_output=True)
+                        str(args.threads), str(args.max_new_tokens), json.dumps(STOPS)],
+                       env=env, check=True, capture_output=True)
         theirs_s = time.perf_counter() - start
         theirs_out = os.path.join(tmp, "theirs")
         theirs = subprocess.run([BIN, "eval", "--problems", problems, "--completions", raw,
