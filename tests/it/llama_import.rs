@@ -5,37 +5,23 @@
 //! architecture it read, and what is not implemented is refused by name.
 
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::common::fixtures::transformers_reference;
+use crate::common::fixtures::{
+    fixture, model_with_config, transformers_generated, transformers_reference,
+};
 use crate::common::{TestBackend, assert_close, values};
 use burn::tensor::{Int, Tensor, TensorData};
 use multipl_moe::core::{CausalLm, GenerateOptions, ModelType, Sampler, SamplingConfig};
 use multipl_moe::qwen::{QwenError, SaveDtype, load_model, save_model};
-use safetensors::SafeTensors;
 
 type B = TestBackend;
 
 const FIXTURES: [&str; 3] = ["llama-gqa-untied", "llama-tied-bias", "llama3-rope"];
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
-}
-
 /// A scratch directory holding `name`'s weights and `config` as config.json.
 fn with_config(name: &str, tag: &str, config: &serde_json::Value) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("multipl-moe-llama-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(
-        fixture(name).join("model.safetensors"),
-        dir.join("model.safetensors"),
-    )
-    .unwrap();
-    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    dir
+    model_with_config(&fixture(name), &format!("llama-{tag}"), &config.to_string())
 }
 
 fn config_of(name: &str) -> serde_json::Value {
@@ -48,18 +34,6 @@ fn logits(model: &CausalLm<B>, name: &str) -> (Vec<f32>, Vec<f32>) {
     let (ids, t, expected) = transformers_reference(&fixture(name).join("reference.safetensors"));
     let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [2, t]), &Default::default());
     (values(model.forward(tokens, None).logits), expected)
-}
-
-/// transformers' greedy `generate` of the fixture: `[prompt (8 ids), 10 new ids]`.
-fn transformers_generated(name: &str) -> Vec<usize> {
-    let bytes = std::fs::read(fixture(name).join("reference.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    st.tensor("generated")
-        .unwrap()
-        .data()
-        .chunks_exact(8)
-        .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as usize)
-        .collect()
 }
 
 #[test]
@@ -88,7 +62,7 @@ fn llama_logits_match_transformers() {
 fn llama_greedy_generation_matches_transformers() {
     for name in FIXTURES {
         let (_, model) = load_model::<B>(&fixture(name), &Default::default()).unwrap();
-        let expected = transformers_generated(name);
+        let expected = transformers_generated(&fixture(name).join("reference.safetensors"));
         let (prompt, new) = expected.split_at(8);
         let options = GenerateOptions {
             max_new_tokens: new.len(),

@@ -5,7 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::fixtures::{rewrite_safetensors, transformers_reference};
+use crate::common::fixtures::{
+    fixture, model_with_config, rewrite_safetensors, transformers_reference,
+};
 use crate::common::{TestBackend, assert_close, values};
 use burn::tensor::{Int, Tensor, TensorData};
 use multipl_moe::qwen::{QwenError, load_model, load_model_with_notes};
@@ -13,21 +15,12 @@ use multipl_moe::qwen::{QwenError, load_model, load_model_with_notes};
 type B = TestBackend;
 
 fn rope_fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/qwen2-rope")
+    fixture("qwen2-rope")
 }
 
 /// A model dir holding the rope fixture's weights and `config` as config.json.
 fn model_dir(tag: &str, config: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("multipl-moe-cfg-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(
-        rope_fixture().join("model.safetensors"),
-        dir.join("model.safetensors"),
-    )
-    .unwrap();
-    std::fs::write(dir.join("config.json"), config).unwrap();
-    dir
+    model_with_config(&rope_fixture(), tag, config)
 }
 
 fn variant(name: &str) -> String {

@@ -3,18 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::fixtures::{RawTensor, rewrite_safetensors, transformers_reference};
+use crate::common::fixtures::{RawTensor, fixture, rewrite_safetensors, transformers_reference};
 use crate::common::{TestBackend, assert_close, values};
 use burn::tensor::{Int, Tensor, TensorData};
 use multipl_moe::qwen::{QwenError, load_model, load_model_with_notes};
 
 type B = TestBackend;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
-}
 
 /// (tokens [2, T], transformers logits) of a fixture.
 fn reference(dir: &Path) -> (Vec<i64>, usize, Vec<f32>) {

@@ -1,7 +1,6 @@
 //! Upcycling, freezing and export of Hugging Face models (SPEC §5, §6).
 
-use std::path::{Path, PathBuf};
-
+use crate::common::fixtures::fixture;
 use crate::common::{TestAutodiff, TestBackend, assert_close, values};
 use burn::module::AutodiffModule;
 use burn::nn::loss::CrossEntropyLossConfig;
@@ -14,12 +13,6 @@ use multipl_moe::qwen::{
 };
 
 type B = TestBackend;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
-}
 
 fn batch<Bk: Backend>(device: &Bk::Device) -> Tensor<Bk, 2, Int> {
     let ids: Vec<i64> = (0..2 * 24).map(|i| (i * 29 % 127 + 1) as i64).collect();
