@@ -61,6 +61,14 @@ def perturb(model, large=()):
                 p.copy_(0.5 * torch.randn_like(p))
 
 
+def drop_generation_config(out):
+    """Removes the generation_config.json that save_pretrained writes: the fixtures are models
+    only, and the import ignores it."""
+    path = os.path.join(out, "generation_config.json")
+    if os.path.exists(path):
+        os.remove(path)
+
+
 def build(name, seed, dtype, max_shard_size, **cfg):
     torch.manual_seed(seed)
     config = Qwen2Config(**cfg)
@@ -73,10 +81,7 @@ def build(name, seed, dtype, max_shard_size, **cfg):
     with torch.no_grad():
         logits = ref(TOKENS).logits.float().contiguous()
     save_file({"tokens": TOKENS.contiguous(), "logits": logits}, os.path.join(out, "reference.safetensors"))
-    for junk in ("generation_config.json",):
-        path = os.path.join(out, junk)
-        if os.path.exists(path):
-            os.remove(path)
+    drop_generation_config(out)
     print(f"{name}: logits {tuple(logits.shape)}")
 
 
@@ -131,9 +136,7 @@ def rope_fixtures():
     model.save_pretrained(out, safe_serialization=True)
     saved = json.load(open(os.path.join(out, "config.json")))
     os.remove(os.path.join(out, "config.json"))
-    for junk in ("generation_config.json",):
-        if os.path.exists(os.path.join(out, junk)):
-            os.remove(os.path.join(out, junk))
+    drop_generation_config(out)
     os.makedirs(os.path.join(out, "configs"), exist_ok=True)
     scratch = os.path.join(out, "_scratch")
     os.makedirs(scratch, exist_ok=True)
@@ -184,10 +187,7 @@ def build_llama(name, seed, **cfg):
     save_file({"tokens": TOKENS.contiguous(), "logits": logits,
                "generated": generated.contiguous()},
               os.path.join(out, "reference.safetensors"))
-    for junk in ("generation_config.json",):
-        path = os.path.join(out, junk)
-        if os.path.exists(path):
-            os.remove(path)
+    drop_generation_config(out)
     print(f"{name}: logits {tuple(logits.shape)}, generated {generated[0, 8:].tolist()}")
 
 

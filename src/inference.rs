@@ -259,8 +259,9 @@ fn read_completions(
         let every = read_problems(problems_file, None)?;
         let known: std::collections::BTreeSet<&str> =
             every.iter().map(|p| p.name.as_str()).collect();
-        let mut unknown: Vec<&str> = outside.into_iter().filter(|n| !known.contains(n)).collect();
-        unknown.dedup();
+        // Each name once (a problem's samples share it), in name order.
+        let unknown: std::collections::BTreeSet<&str> =
+            outside.into_iter().filter(|n| !known.contains(n)).collect();
         if !unknown.is_empty() {
             let shown: Vec<String> = unknown.iter().take(5).map(|n| format!("`{n}`")).collect();
             bail!(
@@ -293,11 +294,11 @@ fn generate_for_eval(
     sampling: &SampleSettings,
 ) -> Result<Vec<Completion>> {
     // Checked before the model loads: a resume with other settings is refused at once.
-    let tokenizer_json = tokenizer_path(model, args.tokenizer.as_deref());
+    // A missing tokenizer is refused here with its own advice (--tokenizer).
+    let tokenizer_json = tokenizer_file(model, args.tokenizer.as_deref())?;
     GenerationRecord {
         model_sha256: model_sha256(model)?,
-        // `tokenizer_file` first: a missing tokenizer gets its own advice (--tokenizer).
-        tokenizer_sha256: sha256_files(&[tokenizer_file(model, args.tokenizer.as_deref())?])?,
+        tokenizer_sha256: sha256_files(std::slice::from_ref(&tokenizer_json))?,
         problems_sha256: sha256_files(std::slice::from_ref(&args.problems))?,
         language: args.language.clone(),
         samples: sampling.samples,

@@ -40,7 +40,7 @@ fn logits(model: &CausalLm<B>, name: &str) -> (Vec<f32>, Vec<f32>) {
 fn llama_logits_match_transformers() {
     for name in FIXTURES {
         let (config, model) = load_model::<B>(&fixture(name), &Default::default()).unwrap();
-        assert_eq!(config.model.architecture(), ModelType::Llama, "{name}");
+        assert_eq!(config.model.model_type(), ModelType::Llama, "{name}");
         let (ours, expected) = logits(&model, name);
         assert_close(&ours, &expected, 1e-4, &format!("{name} vs transformers"));
     }
@@ -95,7 +95,7 @@ fn mistral_without_a_window_imports_and_a_window_is_refused() {
     config["sliding_window"] = serde_json::Value::Null;
     let dir = with_config(name, "mistral", &config);
     let (cfg, model) = load_model::<B>(&dir, &Default::default()).unwrap();
-    assert_eq!(cfg.model.architecture(), ModelType::Mistral);
+    assert_eq!(cfg.model.model_type(), ModelType::Mistral);
     let (ours, expected) = logits(&model, name);
     assert_close(&ours, &expected, 1e-4, "mistral vs transformers' llama");
 

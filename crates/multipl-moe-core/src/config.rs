@@ -147,14 +147,14 @@ impl QwenConfig {
             .with_model_type(Some(ModelType::Llama))
     }
 
-    /// The architecture ([`Self::model_type`], `None` being Qwen2).
-    pub fn architecture(&self) -> ModelType {
+    /// The architecture: the `model_type` field, `None` being Qwen2.
+    pub fn model_type(&self) -> ModelType {
         self.model_type.unwrap_or(ModelType::Qwen2)
     }
 
     /// Whether q/k/v have biases: always for Qwen2, per `attention_bias` for Llama.
     pub fn qkv_bias(&self) -> bool {
-        match self.architecture() {
+        match self.model_type() {
             ModelType::Qwen2 => true,
             ModelType::Llama => self.attention_bias.unwrap_or(false),
             ModelType::Mistral => false,
@@ -163,7 +163,7 @@ impl QwenConfig {
 
     /// Whether o_proj has a bias: Llama with `attention_bias: true`.
     pub fn o_proj_bias(&self) -> bool {
-        self.architecture() == ModelType::Llama && self.attention_bias == Some(true)
+        self.model_type() == ModelType::Llama && self.attention_bias == Some(true)
     }
 
     /// Size `h` of one attention head: `head_dim`, else `hidden_size / num_attention_heads`.
@@ -260,7 +260,7 @@ impl QwenConfig {
         if let Some(scaling) = &self.rope_scaling {
             scaling.validate()?;
         }
-        match (self.architecture(), self.attention_bias) {
+        match (self.model_type(), self.attention_bias) {
             (ModelType::Qwen2, Some(false)) => Err(ConfigError::field(
                 "attention_bias",
                 false,

@@ -71,11 +71,11 @@ impl TryFrom<HfConfig> for MultiplMoeConfig {
         // transformers: `getattr(config, "head_dim", None) or hidden_size // num_heads`; kept
         // only where it differs from that, so a config reads back equal after export.
         .with_head_dim(hf.head_dim.filter(|&h| h != 0 && h * heads != hidden))
-        // Qwen2 always has q/k/v biases and Mistral none; a contradicting `attention_bias` is
-        // kept so that `validate` refuses it by name.
+        // Qwen2 always has q/k/v biases and Mistral none: a value that agrees is dropped, one
+        // that contradicts it is kept so that `validate` refuses it by name.
         .with_attention_bias(match (model_type, hf.attention_bias) {
             (ModelType::Llama, bias) => Some(bias.unwrap_or(false)),
-            (_, Some(b)) if b != (model_type == ModelType::Qwen2) => Some(b),
+            (ModelType::Qwen2, Some(false)) | (ModelType::Mistral, Some(true)) => hf.attention_bias,
             _ => None,
         })
         .with_model_type((model_type != ModelType::Qwen2).then_some(model_type));

@@ -1,6 +1,7 @@
 //! `config.json` as it is on disk: a serde mirror of transformers' `Qwen2Config`,
-//! `LlamaConfig` and `MistralConfig` in both their 4.x layout (top-level `rope_theta`, `rope_scaling`, `torch_dtype`) and its 5.x layout
-//! (`rope_parameters`, `dtype`, `layer_types`), plus our [`MOE_KEY`](super::MOE_KEY).
+//! `LlamaConfig` and `MistralConfig` in both their 4.x layout (top-level `rope_theta`,
+//! `rope_scaling`, `torch_dtype`) and their 5.x layout (`rope_parameters`, `dtype`,
+//! `layer_types`), plus our [`MOE_KEY`](super::MOE_KEY).
 //!
 //! Every field is optional here; [`super::convert`] decides what is required, what defaults,
 //! and what is refused. Fields not named here do not change the forward pass

@@ -1,5 +1,5 @@
-//! `config.json` of a Hugging Face Qwen2, Llama or Mistral model, and of our hybrid export (docs/FORMAT.md):
-//! [`file`] mirrors the file through serde, [`convert`] turns it into the model config.
+//! `config.json` of a Hugging Face Qwen2, Llama or Mistral model, and of our hybrid export
+//! (docs/FORMAT.md): [`file`] mirrors the file through serde, [`convert`] turns it into the model config.
 
 use std::path::Path;
 
@@ -54,8 +54,8 @@ pub fn parse_config(text: &str, path: &Path) -> Result<MultiplMoeConfig> {
 pub fn config_json(config: &MultiplMoeConfig, torch_dtype: &str) -> String {
     let m = &config.model;
     let mut obj: Map<String, Value> = json!({
-        "architectures": [m.architecture().architecture()],
-        "model_type": m.architecture().as_str(),
+        "architectures": [m.model_type().architecture()],
+        "model_type": m.model_type().as_str(),
         "hidden_act": "silu",
         "vocab_size": m.vocab_size,
         "hidden_size": m.hidden_size,
@@ -76,12 +76,12 @@ pub fn config_json(config: &MultiplMoeConfig, torch_dtype: &str) -> String {
     .as_object()
     .cloned()
     .unwrap_or_default();
-    let architecture = match m.architecture() {
+    let type_fields = match m.model_type() {
         ModelType::Qwen2 => json!({"use_sliding_window": false}),
         ModelType::Llama => json!({"attention_bias": m.qkv_bias(), "mlp_bias": false}),
         ModelType::Mistral => json!({"sliding_window": null}),
     };
-    obj.extend(architecture.as_object().cloned().unwrap_or_default());
+    obj.extend(type_fields.as_object().cloned().unwrap_or_default());
     if let Some(moe) = &config.moe {
         obj.insert(
             MOE_KEY.into(),

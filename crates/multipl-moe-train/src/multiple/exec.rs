@@ -178,26 +178,26 @@ mod seconds {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let secs = f64::deserialize(d)?;
-        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+        from_secs(f64::deserialize(d)?)
+    }
+
+    pub(super) fn from_secs<E: serde::de::Error>(secs: f64) -> Result<Duration, E> {
+        Duration::try_from_secs_f64(secs).map_err(E::custom)
     }
 }
 
 /// An optional [`Duration`] as seconds or `null`.
 mod optional_seconds {
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
     use std::time::Duration;
 
     pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_some(&d.as_secs_f64()),
-            None => s.serialize_none(),
-        }
+        d.map(|d| d.as_secs_f64()).serialize(s)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         Option::<f64>::deserialize(d)?
-            .map(|secs| Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom))
+            .map(super::seconds::from_secs)
             .transpose()
     }
 }

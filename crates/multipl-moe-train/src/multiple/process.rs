@@ -24,7 +24,7 @@ pub struct Ended {
 }
 
 /// Most bytes of output kept.
-const OUTPUT_CAP: u64 = 4096;
+const OUTPUT_CAP: usize = 4096;
 
 /// How long to wait for the kernel to finish killing a PID namespace.
 const TEARDOWN: Duration = Duration::from_secs(2);
@@ -117,7 +117,7 @@ impl Output {
                 Ok(0) => return total,
                 Ok(n) => {
                     total += n;
-                    let room = (OUTPUT_CAP as usize).saturating_sub(self.kept.len());
+                    let room = OUTPUT_CAP.saturating_sub(self.kept.len());
                     self.kept.extend_from_slice(&buf[..n.min(room)]);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
