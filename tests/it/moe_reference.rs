@@ -1,7 +1,7 @@
 //! The MoE levels (SPEC §2–§4) against the plain-loop references of `common::reference`.
 
 use crate::common::reference::{self as r, SegmentWeights, TokenWeights};
-use crate::common::{TOL, TestBackend, assert_close, ints, randn, tensor, values};
+use crate::common::{TOL, TestBackend, assert_close, drawn, ints, randn, tensor, values};
 use burn::tensor::{Tensor, backend::Backend};
 use multipl_moe::core::balance::balance_loss;
 use multipl_moe::core::experts::ExpertBank;
@@ -83,15 +83,19 @@ fn token_layer(n_t: usize, k: usize, shared: usize) -> TokenMoe<B> {
         .with_num_experts(n_t)
         .with_top_k(k)
         .with_shared_expert(shared);
-    TokenMoeLayerConfig::new(cfg, D, F)
-        .with_router_init_std(1.0)
-        .init(&Default::default())
+    drawn(
+        TokenMoeLayerConfig::new(cfg, D, F)
+            .with_router_init_std(1.0)
+            .init(&Default::default()),
+    )
 }
 
 fn segment_layer(cfg: SegmentMoeConfig) -> SegmentMoe<B> {
-    SegmentMoeLayerConfig::new(cfg, D, F)
-        .with_router_init_std(1.0)
-        .init(&Default::default())
+    drawn(
+        SegmentMoeLayerConfig::new(cfg, D, F)
+            .with_router_init_std(1.0)
+            .init(&Default::default()),
+    )
 }
 
 /// Row `i` through expert `e_i`: one row, fewer rows than experts, idle experts, every row
@@ -100,7 +104,7 @@ fn segment_layer(cfg: SegmentMoeConfig) -> SegmentMoe<B> {
 fn grouped_dispatch_matches_reference_for_few_and_many_rows() {
     let device = Default::default();
     let e = 4;
-    let bank = multipl_moe::core::experts::ExpertBankConfig::new(e, D, F).init::<B>(&device);
+    let bank = drawn(multipl_moe::core::experts::ExpertBankConfig::new(e, D, F).init::<B>(&device));
     let experts = bank_experts(&bank);
     let spread =
         |rows: usize| -> Vec<i64> { (0..rows).map(|i| ((i * 7 + rows) % e) as i64).collect() };
@@ -277,9 +281,11 @@ fn segment_moe_expert_gradients_match_plain_loops() {
     let device = Default::default();
     let (b, t) = (2, 10);
     for (i, cfg) in segment_configs().into_iter().enumerate() {
-        let layer = SegmentMoeLayerConfig::new(cfg, D, F)
-            .with_router_init_std(1.0)
-            .init::<AD>(&device);
+        let layer = drawn(
+            SegmentMoeLayerConfig::new(cfg, D, F)
+                .with_router_init_std(1.0)
+                .init::<AD>(&device),
+        );
         let w = segment_weights(&layer.valid());
         let u = randn(b * t * D, 400 + i as u64, 1.0);
         let c = randn(b * t * D, 500 + i as u64, 100.0); // gradients of order 0.01 to 1
@@ -425,7 +431,7 @@ fn fused_output_is_lambda_weighted_sum_of_levels() {
         SegmentMoeConfig::new().with_num_experts(3).with_window(4),
     )
     .with_router_init_std(1.0);
-    let layer = HybridMoeConfig::new(moe, D, F).init::<B>(&device);
+    let layer = drawn(HybridMoeConfig::new(moe, D, F).init::<B>(&device));
     let (b, t) = (2, 9);
     let u = randn(b * t * D, 77, 1.0);
     let (out, routing) = layer.forward(tensor::<B, 3>(u.clone(), [b, t, D], &device), None);
@@ -517,12 +523,14 @@ fn grouped_dispatch_gradients_match_plain_loop_derivative() {
     use crate::common::TestAutodiff as AD;
     let device = Default::default();
     let e = 3;
-    let bank = multipl_moe::core::experts::ExpertBankConfig::new(e, D, F)
-        .with_initializer(burn::nn::Initializer::Normal {
-            mean: 0.0,
-            std: 0.5,
-        })
-        .init::<AD>(&device);
+    let bank = drawn(
+        multipl_moe::core::experts::ExpertBankConfig::new(e, D, F)
+            .with_initializer(burn::nn::Initializer::Normal {
+                mean: 0.0,
+                std: 0.5,
+            })
+            .init::<AD>(&device),
+    );
     let ids: Vec<i64> = vec![2, 0, 2, 2, 1, 0, 2, 1, 1, 2, 0];
     let rows = ids.len();
     let x = randn(rows * D, 91, 1.0);

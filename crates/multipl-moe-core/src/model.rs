@@ -310,7 +310,7 @@ impl<B: Backend> CausalLm<B> {
 /// burn creates random parameters lazily: a clone of a module whose parameters were never read
 /// draws *its own* random values on first use. Upcycling copies the dense FFN into every
 /// expert and export clones the model, so both (and [`MultiplMoeConfig::init`]) materialise
-/// first, which makes clones identical.
+/// first, which makes clones identical. Draws under [`crate::rng::with_generator`]'s lock.
 pub fn materialize<B: Backend, M: Module<B>>(module: &M) {
     struct Touch;
     impl<B: Backend> burn::module::ModuleVisitor<B> for Touch {
@@ -318,5 +318,5 @@ pub fn materialize<B: Backend, M: Module<B>>(module: &M) {
             let _ = param.val();
         }
     }
-    module.visit(&mut Touch);
+    crate::rng::with_generator(|| module.visit(&mut Touch));
 }

@@ -31,25 +31,89 @@ impl Rng {
     }
 }
 
-/// Seeds burn's random number generator for `B` with `seed`, then runs `draw` (which builds or
-/// perturbs modules by drawing from it), holding one process-wide lock throughout.
+/// Runs `draw` holding the process-wide lock on burn's random number generator.
 ///
-/// `Backend::seed` sets a generator global to the process, so two threads that each seed and
-/// then draw (tests running in parallel, an app initialising two models at once) can interleave
-/// and each get the other's numbers. Everything in this workspace that seeds burn's generator
-/// goes through here; code that draws without seeding is not serialised. `draw` must not call
-/// `seeded` itself (the lock is not reentrant).
-pub fn seeded<B: burn::tensor::backend::Backend, T>(
-    device: &B::Device,
-    seed: u64,
-    draw: impl FnOnce() -> T,
-) -> T {
+/// `Backend::seed` sets a generator global to the process, so a thread that seeds and then
+/// draws (tests running in parallel, an app initialising two models at once) gets other
+/// numbers whenever another thread draws in between. Every draw this workspace makes goes
+/// through here: [`seeded`], and [`crate::model::materialize`] (where
+/// [`crate::MultiplMoeConfig::init`] and the upcycler draw burn's lazily initialised
+/// parameters). The lock is reentrant on one thread, so `draw` may call [`seeded`] or
+/// `init`. Draws outside this workspace's code (a burn module read before it is
+/// materialised, `Tensor::random`) are not serialised: wrap them in this function.
+pub fn with_generator<T>(draw: impl FnOnce() -> T) -> T {
+    use std::cell::Cell;
     static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    thread_local! {
+        static HELD: Cell<bool> = const { Cell::new(false) };
+    }
+    if HELD.with(Cell::get) {
+        return draw();
+    }
+    /// Releases the thread's claim even when `draw` panics.
+    struct Held;
+    impl Drop for Held {
+        fn drop(&mut self) {
+            HELD.with(|h| h.set(false));
+        }
+    }
     // A panic while drawing leaves nothing half-updated that the next caller depends on: it
     // seeds again first.
     let _guard = GENERATOR
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    B::seed(device, seed);
+    HELD.with(|h| h.set(true));
+    let _held = Held;
     draw()
+}
+
+/// Seeds burn's random number generator for `B` with `seed`, then runs `draw` (which builds or
+/// perturbs modules by drawing from it), holding [`with_generator`]'s lock throughout: the
+/// same seed gives the same values however many threads draw at once.
+pub fn seeded<B: burn::tensor::backend::Backend, T>(
+    device: &B::Device,
+    seed: u64,
+    draw: impl FnOnce() -> T,
+) -> T {
+    with_generator(|| {
+        B::seed(device, seed);
+        draw()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+    use burn::tensor::{Distribution, Tensor};
+
+    fn draw(n: usize) -> Vec<f32> {
+        Tensor::<NdArray, 1>::random([n], Distribution::Default, &Default::default())
+            .into_data()
+            .to_vec()
+            .unwrap_or_default()
+    }
+
+    /// Threads that draw without seeding, all through `with_generator`, never move a seeded
+    /// draw off its values; nesting does not deadlock.
+    #[test]
+    fn seeded_draws_repeat_while_other_threads_draw() {
+        let device = Default::default();
+        let expected = seeded::<NdArray, _>(&device, 7, || draw(64));
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        with_generator(|| draw(16));
+                    }
+                });
+            }
+            for _ in 0..50 {
+                let got = seeded::<NdArray, _>(&device, 7, || with_generator(|| draw(64)));
+                assert_eq!(got, expected);
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
 }

@@ -26,6 +26,14 @@ pub const TOL: f32 = 1e-4;
 #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
 pub const TOL: f32 = 1e-5;
 
+/// `module` with every lazily initialised parameter drawn now, under the generator lock
+/// (`core::rng::with_generator`): a module drawn on first use, outside the lock, would move
+/// the numbers a test running in parallel seeded for itself.
+pub fn drawn<B: Backend, M: burn::module::Module<B>>(module: M) -> M {
+    multipl_moe::core::model::materialize(&module);
+    module
+}
+
 /// The tensor's values, row-major.
 pub fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data()
