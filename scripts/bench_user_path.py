@@ -35,7 +35,8 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), 
 BENCH = os.path.join(ROOT, "target", "user_path_bench")
 DENSE = os.path.join(BENCH, "qwen05b-4l-dense")
 HYBRID = os.path.join(BENCH, "qwen05b-4l-hybrid")
-BIN = os.path.join(ROOT, "target", "release", "multipl-moe")
+# `MULTIPL_MOE_BIN` times another build (an earlier commit) with the same script.
+BIN = os.environ.get("MULTIPL_MOE_BIN", os.path.join(ROOT, "target", "release", "multipl-moe"))
 PROMPT = 'def fibonacci(n: int) -> int:\n    """Return the n-th Fibonacci number."""\n'
 
 TORCH_RUN = r"""

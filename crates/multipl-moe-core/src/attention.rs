@@ -75,14 +75,15 @@ impl AttentionConfig {
     }
 }
 
-/// Keys and values of the positions seen so far, `[B, KV, S, h]` each, growing along `S`
-/// in preallocated buffers ([`Growing`]) instead of being concatenated at every step.
+/// Keys and values of the positions seen so far, `[B·KV, S, h]` each (batch row `b`, kv head
+/// `g` at row `b·KV + g`), growing along `S` in preallocated buffers ([`Growing`]) instead of
+/// being concatenated at every step.
 #[derive(Debug, Clone)]
 pub struct KvCache<B: Backend> {
     /// Cached rotated keys.
-    pub keys: Growing<B, 4>,
+    pub keys: Growing<B, 3>,
     /// Cached values.
-    pub values: Growing<B, 4>,
+    pub values: Growing<B, 3>,
 }
 
 impl<B: Backend> KvCache<B> {
@@ -127,6 +128,8 @@ impl<B: Backend> Attention<B> {
         cache: Option<KvCache<B>>,
     ) -> (Tensor<B, 3>, KvCache<B>) {
         let [b, t, _] = x.dims();
+        let (kv, h) = (self.num_kv_heads, self.head_dim);
+        let rep = self.num_heads / kv;
         let past = cache.as_ref().map_or(0, KvCache::len);
         let heads = |proj: &Linear<B>, n: usize| {
             proj.forward(x.clone())
@@ -136,52 +139,131 @@ impl<B: Backend> Attention<B> {
         let q = rope.apply(heads(&self.q_proj, self.num_heads), past);
         let k = rope.apply(heads(&self.k_proj, self.num_kv_heads), past);
         let v = heads(&self.v_proj, self.num_kv_heads);
+        // The cache holds `[B·KV, S, h]`: a view of its first S positions is a strided 3-D
+        // operand the batched matmul reads in place, where `[B, KV, S, h]` would be copied
+        // into a 3-D shape at every step.
+        let flat = |x: Tensor<B, 4>| x.reshape([b * kv, t, h]);
         let cache = match cache {
             Some(c) => KvCache {
-                keys: c.keys.append(k),
-                values: c.values.append(v),
+                keys: c.keys.append(flat(k)),
+                values: c.values.append(flat(v)),
             },
             None => KvCache {
-                keys: Growing::new(k, 2),
-                values: Growing::new(v, 2),
+                keys: Growing::new(flat(k), 1),
+                values: Growing::new(flat(v), 1),
             },
         };
         let (k, v) = (cache.keys.value(), cache.values.value());
         let s = past + t;
-        let k = self.repeat_kv(k);
-        let v = self.repeat_kv(v);
 
-        let scale = (self.head_dim as f64).powf(-0.5);
-        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
+        // Grouped-query attention without repeating K and V: query head `j` reads kv head
+        // `j / rep`, so the `rep` query heads of one kv head are `rep·T` rows of one product
+        // with it, row `r·T + i` being head `kv·rep + r` at position `i`.
+        let q = q.reshape([b * kv, rep * t, h]);
+        let scale = (h as f64).powf(-0.5);
+        let scores = q.matmul(k.swap_dims(1, 2)).mul_scalar(scale);
         let device = scores.device();
         // Query i (absolute position past+i) may see keys 0..=past+i; `tril_mask` is true
         // (masked) strictly above that diagonal.
         let causal = Tensor::<B, 2, Bool>::tril_mask([t, s], past as i64, &device);
-        let mut mask = causal.reshape([1, 1, t, s]).expand([b, 1, t, s]);
+        let mut mask = causal.reshape([1, 1, 1, t, s]).expand([b, 1, 1, t, s]);
         if let Some(pad) = padding {
-            mask = mask.bool_or(pad.reshape([b, 1, 1, s]).expand([b, 1, t, s]));
+            mask = mask.bool_or(pad.reshape([b, 1, 1, 1, s]).expand([b, 1, 1, t, s]));
         }
         let dtype = scores.dtype();
         let scores = scores
+            .reshape([b, kv, rep, t, s])
             .cast(DType::F32)
-            .mask_fill(mask.expand([b, self.num_heads, t, s]), -1.0e9);
-        let probs = softmax(scores, 3).cast(dtype);
+            .mask_fill(mask.expand([b, kv, rep, t, s]), -1.0e9);
+        let probs = softmax(scores, 4).cast(dtype).reshape([b * kv, rep * t, s]);
         let out = probs
             .matmul(v)
+            .reshape([b, kv * rep, t, h])
             .swap_dims(1, 2)
-            .reshape([b, t, self.num_heads * self.head_dim]);
+            .reshape([b, t, kv * rep * h]);
         (self.o_proj.forward(out), cache)
     }
+}
 
-    /// `[B, KV, S, h] -> [B, H, S, h]`; query head `j` reads kv head `j / (H/KV)`.
-    fn repeat_kv(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let n_rep = self.num_heads / self.num_kv_heads;
-        if n_rep == 1 {
-            return x;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rope::RopeConfig;
+    use burn::backend::NdArray;
+    use burn::tensor::{Distribution, TensorData};
+
+    type B = NdArray;
+
+    fn values(t: Tensor<B, 3>) -> Vec<f32> {
+        t.into_data().to_vec().unwrap_or_default()
+    }
+
+    fn assert_close(got: &[f32], want: &[f32], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: lengths");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                "{what}[{i}]: {g} vs {w}"
+            );
         }
-        let [b, kv, s, h] = x.dims();
-        x.reshape([b, kv, 1, s, h])
-            .expand([b, kv, n_rep, s, h])
-            .reshape([b, kv * n_rep, s, h])
+    }
+
+    /// Grouped heads (4 query heads on 2 kv heads), a left-padded batch row and the cache:
+    /// because RoPE scores depend only on relative positions, a row with `P` padding keys in
+    /// front attends exactly as the same tokens alone, at prefill and at every cached step.
+    #[test]
+    fn padded_rows_and_cached_steps_attend_as_the_tokens_alone() {
+        let device = Default::default();
+        let (d, pad, t) = (16, 2, 3);
+        let attention = crate::rng::seeded::<B, _>(&device, 1, || {
+            let a = AttentionConfig::new(d, 4, 2).init::<B>(&device);
+            crate::model::materialize(&a);
+            a
+        });
+        let rope = RopeConfig::new(4, 64).init::<B>(&device);
+        let x: Tensor<B, 3> = crate::rng::seeded::<B, _>(&device, 2, || {
+            Tensor::random([1, t + 2, d], Distribution::Normal(0.0, 1.0), &device)
+        });
+        let (prompt, steps) = (x.clone().narrow(1, 0, t), x.narrow(1, t, 2));
+        // Alone: the prompt, then two cached steps.
+        let (alone, mut cache) = attention.forward_cached(prompt.clone(), &rope, None, None);
+        let mut alone_steps = Vec::new();
+        for i in 0..2 {
+            let (y, c) =
+                attention.forward_cached(steps.clone().narrow(1, i, 1), &rope, None, Some(cache));
+            alone_steps.push(values(y));
+            cache = c;
+        }
+        // Batched: row 0 is `pad` filler tokens then the prompt, row 1 the filler only.
+        let filler: Tensor<B, 3> = Tensor::ones([1, pad, d], &device);
+        let row0 = Tensor::cat(vec![filler.clone(), prompt], 1);
+        let row1 =
+            Tensor::cat(vec![filler.clone(), filler.clone(), filler], 1).narrow(1, 0, pad + t);
+        let batch = Tensor::cat(vec![row0, row1], 0);
+        let mask = |s: usize| {
+            let rows: Vec<bool> = (0..s)
+                .map(|i| i < pad)
+                .chain((0..s).map(|_| false))
+                .collect();
+            Tensor::<B, 2, Bool>::from_data(TensorData::new(rows, [2, s]), &device)
+        };
+        let (out, mut cache) = attention.forward_cached(batch, &rope, Some(mask(pad + t)), None);
+        assert_close(
+            &values(out.narrow(0, 0, 1).narrow(1, pad, t)),
+            &values(alone),
+            "prefill",
+        );
+        for (i, want) in alone_steps.iter().enumerate() {
+            let step = steps.clone().narrow(1, i, 1);
+            let (y, c) = attention.forward_cached(
+                Tensor::cat(vec![step.clone(), step], 0),
+                &rope,
+                Some(mask(pad + t + i + 1)),
+                Some(cache),
+            );
+            assert_close(&values(y.narrow(0, 0, 1)), want, "cached step");
+            cache = c;
+        }
+        assert_eq!(cache.len(), pad + t + 2);
     }
 }
