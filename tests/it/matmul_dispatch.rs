@@ -212,3 +212,31 @@ fn unit_axis_reshapes_of_a_transposed_weight_share_its_buffer() {
         .collect();
     crate::common::assert_close(&values(y), &want, 1e-5, "linear on a transposed view");
 }
+
+/// Fix 9: a slice of an owned tensor is a view of its buffer (a preallocated KV cache's filled
+/// part is read in place), and writing to the tensor afterwards copies on write: the slice
+/// keeps the values it had.
+#[test]
+fn slices_share_the_buffer_and_writes_copy_on_write() {
+    let device = Default::default();
+    let w = randn(2 * 5 * 3, 31, 1.0);
+    let full = tensor::<NdArray, 3>(w.clone(), [2, 5, 3], &device);
+    let head = full.clone().narrow(1, 0, 2);
+    let tail = full.clone().narrow(1, 1, 4);
+    assert_eq!(first_element(&head), first_element(&full), "copied");
+    assert_eq!(
+        first_element(&tail),
+        first_element(&full).wrapping_add(3),
+        "copied"
+    );
+    let head_plain: Vec<f32> = (0..2)
+        .flat_map(|b| w[b * 15..b * 15 + 6].to_vec())
+        .collect();
+    let written = full.slice_assign([0..2, 0..1, 0..3], Tensor::zeros([2, 1, 3], &device));
+    assert_eq!(values(head), head_plain, "the write reached the slice");
+    assert_eq!(values(written.narrow(1, 0, 1)), vec![0.0; 6]);
+    let tail_plain: Vec<f32> = (0..2)
+        .flat_map(|b| w[b * 15 + 3..b * 15 + 15].to_vec())
+        .collect();
+    assert_eq!(values(tail), tail_plain);
+}

@@ -628,7 +628,7 @@ macro_rules! slice {
     };
     ($tensor:expr, $slices:expr, $($variant:ident),*) => {
         match $tensor {
-            $(NdArrayTensor::$variant(s) => { NdArrayOps::slice(s.view(), $slices).into() })*
+            $(NdArrayTensor::$variant(s) => { NdArrayOps::slice_storage(s, $slices).into() })*
         }
     };
 }

@@ -37,7 +37,7 @@ use crate::{
         cummax_dim, cummin_dim, cumprod_dim, cumsum_dim, keepdim, mean_dim, prod_dim, sum_dim,
     },
 };
-use crate::{SharedArray, element::NdArrayElement};
+use crate::{NdArrayStorage, SharedArray, element::NdArrayElement};
 use burn_backend::ops::unfold::calculate_unfold_shape;
 use burn_backend::{Shape, Slice};
 use ndarray::ArrayView;
@@ -61,6 +61,21 @@ where
     pub fn slice(tensor: ArrayView<E, IxDyn>, slices: &[Slice]) -> SharedArray<E> {
         let slices = Self::to_slice_args_with_steps(slices, tensor.shape().num_dims());
         tensor.slice_move(slices.as_slice()).to_shared()
+    }
+
+    /// [`Self::slice`] of a tensor's storage: a slice of owned storage is a view that shares
+    /// its buffer (copy on write, as every `ArcArray`), borrowed storage is copied as before
+    /// (multipl-moe patch, vendor/README.md fix 9: upstream copied every slice, so reading
+    /// the filled part of a preallocated KV cache copied the whole cache at every decoding
+    /// step).
+    pub fn slice_storage(tensor: NdArrayStorage<E>, slices: &[Slice]) -> SharedArray<E> {
+        match tensor {
+            NdArrayStorage::Owned(array) => {
+                let slices = Self::to_slice_args_with_steps(slices, array.shape().num_dims());
+                array.slice_move(slices.as_slice())
+            }
+            borrowed => Self::slice(borrowed.view(), slices),
+        }
     }
 
     pub fn slice_assign(
