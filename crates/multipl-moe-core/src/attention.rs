@@ -154,35 +154,82 @@ impl<B: Backend> Attention<B> {
             },
         };
         let (k, v) = (cache.keys.value(), cache.values.value());
-        let s = past + t;
 
         // Grouped-query attention without repeating K and V: query head `j` reads kv head
-        // `j / rep`, so the `rep` query heads of one kv head are `rep·T` rows of one product
-        // with it, row `r·T + i` being head `kv·rep + r` at position `i`.
-        let q = q.reshape([b * kv, rep * t, h]);
-        let scale = (h as f64).powf(-0.5);
-        let scores = q.matmul(k.swap_dims(1, 2)).mul_scalar(scale);
-        let device = scores.device();
-        // Query i (absolute position past+i) may see keys 0..=past+i; `tril_mask` is true
-        // (masked) strictly above that diagonal.
-        let causal = Tensor::<B, 2, Bool>::tril_mask([t, s], past as i64, &device);
-        let mut mask = causal.reshape([1, 1, 1, t, s]).expand([b, 1, 1, t, s]);
-        if let Some(pad) = padding {
-            mask = mask.bool_or(pad.reshape([b, 1, 1, 1, s]).expand([b, 1, 1, t, s]));
-        }
-        let dtype = scores.dtype();
-        let scores = scores
-            .reshape([b, kv, rep, t, s])
-            .cast(DType::F32)
-            .mask_fill(mask.expand([b, kv, rep, t, s]), -1.0e9);
-        let probs = softmax(scores, 4).cast(dtype).reshape([b * kv, rep * t, s]);
-        let out = probs
-            .matmul(v)
+        // `j / rep`, so the `rep` query heads of one kv head are rows of one product with it.
+        // Long inputs (a prompt's prefill) go in blocks of `QUERY_BLOCK` queries, each against
+        // the keys it may see: the causal half of the scores is never computed, and a block's
+        // scores stay small.
+        let out = if t <= QUERY_BLOCK {
+            let q = q.reshape([b * kv, rep * t, h]);
+            attend(q, k, v, padding, [b, kv, rep, t], past)
+        } else {
+            let q = q.reshape([b * kv, rep, t, h]);
+            let blocks = (0..t)
+                .step_by(QUERY_BLOCK)
+                .map(|start| {
+                    let len = QUERY_BLOCK.min(t - start);
+                    let seen = past + start + len;
+                    let q = q
+                        .clone()
+                        .narrow(2, start, len)
+                        .reshape([b * kv, rep * len, h]);
+                    let padding = padding.clone().map(|p| p.narrow(1, 0, seen));
+                    let (k, v) = (k.clone().narrow(1, 0, seen), v.clone().narrow(1, 0, seen));
+                    attend(q, k, v, padding, [b, kv, rep, len], past + start).reshape([
+                        b * kv,
+                        rep,
+                        len,
+                        h,
+                    ])
+                })
+                .collect();
+            Tensor::cat(blocks, 2).reshape([b * kv, rep * t, h])
+        };
+        let out = out
             .reshape([b, kv * rep, t, h])
             .swap_dims(1, 2)
             .reshape([b, t, kv * rep * h]);
         (self.o_proj.forward(out), cache)
     }
+}
+
+/// Queries per block of [`Attention::forward_cached`]: a prefill of more positions is computed
+/// block by block.
+pub const QUERY_BLOCK: usize = 256;
+
+/// Causal attention of one block of queries: `q [B·KV, rep·T, h]` (row `r·T + i` is query head
+/// `g·rep + r` of kv group `g` at the block's position `i`, absolute position `first + i`),
+/// `k`, `v [B·KV, S, h]` with `S = first + T`, `padding [B, S]` (true: masked). Returns
+/// `[B·KV, rep·T, h]`.
+fn attend<B: Backend>(
+    q: Tensor<B, 3>,
+    k: Tensor<B, 3>,
+    v: Tensor<B, 3>,
+    padding: Option<Tensor<B, 2, Bool>>,
+    [b, kv, rep, t]: [usize; 4],
+    first: usize,
+) -> Tensor<B, 3> {
+    let [_, s, h] = k.dims();
+    let scale = (h as f64).powf(-0.5);
+    let scores = q.matmul(k.swap_dims(1, 2)).mul_scalar(scale);
+    let device = scores.device();
+    // Query i (absolute position first+i) may see keys 0..=first+i; `tril_mask` is true
+    // (masked) strictly above that diagonal.
+    let causal = Tensor::<B, 2, Bool>::tril_mask([t, s], first as i64, &device);
+    let mut mask = causal.reshape([1, 1, 1, t, s]).expand([b, 1, 1, t, s]);
+    if let Some(pad) = padding {
+        mask = mask.bool_or(pad.reshape([b, 1, 1, 1, s]).expand([b, 1, 1, t, s]));
+    }
+    let dtype = scores.dtype();
+    let scores = scores
+        .reshape([b, kv, rep, t, s])
+        .cast(DType::F32)
+        .mask_fill(mask.expand([b, kv, rep, t, s]), -1.0e9);
+    softmax(scores, 4)
+        .cast(dtype)
+        .reshape([b * kv, rep * t, s])
+        .matmul(v)
 }
 
 #[cfg(test)]
@@ -265,5 +312,37 @@ mod tests {
             cache = c;
         }
         assert_eq!(cache.len(), pad + t + 2);
+    }
+
+    /// A prompt longer than [`QUERY_BLOCK`] at once (blocks of 256, 256 and 88 queries)
+    /// gives what the same prompt gives fed in three cached calls of 200 (one block each,
+    /// each after a different number of cached positions).
+    #[test]
+    fn query_blocks_give_what_shorter_cached_calls_give() {
+        let device = Default::default();
+        let (d, t) = (16, 600);
+        let attention = crate::rng::seeded::<B, _>(&device, 3, || {
+            let a = AttentionConfig::new(d, 4, 2).init::<B>(&device);
+            crate::model::materialize(&a);
+            a
+        });
+        let rope = RopeConfig::new(4, 1024).init::<B>(&device);
+        let x: Tensor<B, 3> = crate::rng::seeded::<B, _>(&device, 4, || {
+            Tensor::random([2, t, d], Distribution::Normal(0.0, 1.0), &device)
+        });
+        let (whole, _) = attention.forward_cached(x.clone(), &rope, None, None);
+        let mut cache = None;
+        let mut parts = Vec::new();
+        for start in (0..t).step_by(200) {
+            let (y, c) =
+                attention.forward_cached(x.clone().narrow(1, start, 200), &rope, None, cache);
+            parts.push(y);
+            cache = Some(c);
+        }
+        assert_close(
+            &values(whole),
+            &values(Tensor::cat(parts, 1)),
+            "blocked prefill",
+        );
     }
 }
