@@ -245,6 +245,16 @@ mod tests {
         t.into_data().to_vec().unwrap_or_default()
     }
 
+    /// Attention of width `d` with 4 query heads on 2 kv heads, drawn from `seed`.
+    fn grouped(d: usize, seed: u64) -> Attention<B> {
+        let device = Default::default();
+        crate::rng::seeded::<B, _>(&device, seed, || {
+            let a = AttentionConfig::new(d, 4, 2).init::<B>(&device);
+            crate::model::materialize(&a);
+            a
+        })
+    }
+
     fn assert_close(got: &[f32], want: &[f32], what: &str) {
         assert_eq!(got.len(), want.len(), "{what}: lengths");
         for (i, (g, w)) in got.iter().zip(want).enumerate() {
@@ -262,11 +272,7 @@ mod tests {
     fn padded_rows_and_cached_steps_attend_as_the_tokens_alone() {
         let device = Default::default();
         let (d, pad, t) = (16, 2, 3);
-        let attention = crate::rng::seeded::<B, _>(&device, 1, || {
-            let a = AttentionConfig::new(d, 4, 2).init::<B>(&device);
-            crate::model::materialize(&a);
-            a
-        });
+        let attention = grouped(d, 1);
         let rope = RopeConfig::new(4, 64).init::<B>(&device);
         let x: Tensor<B, 3> = crate::rng::seeded::<B, _>(&device, 2, || {
             Tensor::random([1, t + 2, d], Distribution::Normal(0.0, 1.0), &device)
@@ -283,9 +289,8 @@ mod tests {
         }
         // Batched: row 0 is `pad` filler tokens then the prompt, row 1 the filler only.
         let filler: Tensor<B, 3> = Tensor::ones([1, pad, d], &device);
-        let row0 = Tensor::cat(vec![filler.clone(), prompt], 1);
-        let row1 =
-            Tensor::cat(vec![filler.clone(), filler.clone(), filler], 1).narrow(1, 0, pad + t);
+        let row0 = Tensor::cat(vec![filler, prompt], 1);
+        let row1 = Tensor::ones([1, pad + t, d], &device);
         let batch = Tensor::cat(vec![row0, row1], 0);
         let mask = |s: usize| {
             let rows: Vec<bool> = (0..s)
@@ -321,11 +326,7 @@ mod tests {
     fn query_blocks_give_what_shorter_cached_calls_give() {
         let device = Default::default();
         let (d, t) = (16, 600);
-        let attention = crate::rng::seeded::<B, _>(&device, 3, || {
-            let a = AttentionConfig::new(d, 4, 2).init::<B>(&device);
-            crate::model::materialize(&a);
-            a
-        });
+        let attention = grouped(d, 3);
         let rope = RopeConfig::new(4, 1024).init::<B>(&device);
         let x: Tensor<B, 3> = crate::rng::seeded::<B, _>(&device, 4, || {
             Tensor::random([2, t, d], Distribution::Normal(0.0, 1.0), &device)
