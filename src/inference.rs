@@ -9,7 +9,10 @@ use multipl_moe::backend::Backend;
 use multipl_moe::core::{CausalLm, SamplingConfig};
 use multipl_moe::train::data::tokenizer::TextTokenizer;
 use multipl_moe::train::files::write_atomic;
-use multipl_moe::train::infer::textgen::{SpecialTokens, TextGenerateOptions, generate_text_with};
+use multipl_moe::train::infer::textgen::{
+    SpecialTokens, TextBatchOptions, TextGenerateOptions, TextRow, generate_text_batch,
+    generate_text_with,
+};
 use multipl_moe::train::multiple::error::EvalError;
 use multipl_moe::train::multiple::exec::LimitFlags;
 use multipl_moe::train::multiple::generate::{SampleSettings, generate_completions};
@@ -102,6 +105,13 @@ pub struct GenerateArgs {
     /// Keep generating after EOS (for benchmarks: always `--max-new-tokens` tokens).
     #[arg(long)]
     ignore_eos: bool,
+    /// Completions of the prompt to sample (needs --temperature above 0 when above 1); sample
+    /// `i` is seeded with `--seed` mixed with `i` (sample 0 with `--seed` itself).
+    #[arg(long, default_value_t = 1)]
+    samples: usize,
+    /// Samples decoded together (one forward per step for all of them, one shared prefill).
+    #[arg(long, default_value_t = 20)]
+    batch_size: usize,
 }
 
 /// Streams a completion to stdout, then prints prefill and decode speed.
@@ -114,7 +124,7 @@ pub fn generate_cmd(args: GenerateArgs) -> Result<()> {
     );
     let options = TextGenerateOptions {
         max_new_tokens: args.max_new_tokens,
-        stop: args.stop,
+        stop: args.stop.clone(),
         sampling: SamplingConfig::new()
             .with_temperature(args.temperature)
             .with_top_p(args.top_p)
@@ -129,6 +139,9 @@ pub fn generate_cmd(args: GenerateArgs) -> Result<()> {
         &tokenizer_path(&args.model, args.tokenizer.as_deref()),
         &args.model.join("generation_config.json"),
     )?;
+    if args.samples > 1 {
+        return generate_samples(&args, &model, &tokenizer, &options, &special);
+    }
     let mut stdout = std::io::stdout();
     let out = generate_text_with(
         &model,
@@ -156,6 +169,60 @@ pub fn generate_cmd(args: GenerateArgs) -> Result<()> {
             (Some(s), _) => format!("stop sequence {s:?}"),
             (None, reason) => format!("{reason:?}"),
         }
+    );
+    Ok(())
+}
+
+/// `generate --samples N`: the samples in batches of `--batch-size`, each printed after a
+/// `=== sample i ===` line, then the throughput (completions and tokens per second).
+fn generate_samples(
+    args: &GenerateArgs,
+    model: &CausalLm<Backend>,
+    tokenizer: &TextTokenizer,
+    options: &TextGenerateOptions,
+    special: &SpecialTokens,
+) -> Result<()> {
+    if options.sampling.is_greedy() {
+        bail!(
+            "--samples {}: greedy decoding gives the same completion every time; sampling \
+             several needs --temperature above 0",
+            args.samples
+        );
+    }
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let rows: Vec<TextRow> = (0..args.samples)
+        .map(|i| TextRow {
+            prompt: args.prompt.clone(),
+            stop: options.stop.clone(),
+            sampling: options
+                .sampling
+                .clone()
+                .with_seed(args.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        })
+        .collect();
+    let batch = TextBatchOptions {
+        max_new_tokens: options.max_new_tokens,
+        stop_at_eos: options.stop_at_eos,
+    };
+    let start = std::time::Instant::now();
+    let (mut index, mut tokens) = (0, 0);
+    for chunk in rows.chunks(args.batch_size) {
+        for out in generate_text_batch(model, tokenizer, chunk, &batch, special, |_, _| {})? {
+            println!("=== sample {index} ===\n{}", out.text);
+            tokens += out.generated.tokens.len();
+            index += 1;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "samples: {} completions, {tokens} tokens in {secs:.3} s ({:.2} completions/s, {:.1} \
+         tokens/s), batch size {}",
+        args.samples,
+        args.samples as f64 / secs,
+        tokens as f64 / secs,
+        args.batch_size.min(args.samples)
     );
     Ok(())
 }
@@ -230,6 +297,10 @@ pub struct EvalArgs {
     /// unavailable.
     #[arg(long)]
     unsafe_no_sandbox: bool,
+    /// Completions decoded together: the samples of a problem share its prompt's prefill; a
+    /// model without hybrid layers also batches several problems (left-padded).
+    #[arg(long, default_value_t = 20)]
+    batch_size: usize,
     /// Programs run in parallel (default: the number of CPUs).
     #[arg(long)]
     jobs: Option<usize>,
@@ -330,6 +401,7 @@ fn generate_for_eval(
         &special,
         problems,
         sampling,
+        args.batch_size,
         &mut log,
         done,
         |n, _, name| progress.item(n, name),
@@ -355,6 +427,9 @@ pub fn eval_cmd(args: EvalArgs) -> Result<()> {
     sampling.validate()?;
     if args.jobs == Some(0) {
         bail!("--jobs must be at least 1");
+    }
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
     }
     if args.resume && args.model.is_none() {
         bail!(

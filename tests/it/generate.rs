@@ -6,8 +6,8 @@ use crate::common::{TestBackend, assert_close, values};
 use burn::tensor::{Int, Tensor, TensorData};
 use multipl_moe::core::sampling::argmax;
 use multipl_moe::core::{
-    CausalLm, GenerateOptions, Logits, ModelCache, MoeConfig, MultiplMoeConfig, QwenConfig,
-    Sampler, SamplingConfig, SegmentRouting, StopReason,
+    CausalLm, GenerateOptions, Generated, Logits, ModelCache, MoeConfig, MultiplMoeConfig,
+    QwenConfig, Sampler, SamplingConfig, SegmentRouting, StopReason,
 };
 
 type B = TestBackend;
@@ -354,4 +354,136 @@ fn agreement_is_total_when_every_expert_takes_every_segment() {
     let report = routing_agreement(&model, &validation(), 2, &device);
     let (exact, ..) = report.summary();
     assert!(exact < 1.0, "{}", report.table());
+}
+
+/// `generate_batch` of `prompts` with `samplings`, and the same rows one at a time; both
+/// with `stop_ids` and a callback that ends row `i` after `5 + i` tokens.
+fn batch_and_singles(
+    model: &CausalLm<B>,
+    prompts: &[&[usize]],
+    samplings: &[SamplingConfig],
+    options: &GenerateOptions,
+) -> (Vec<Generated>, Vec<Generated>) {
+    let sampler = |c: &SamplingConfig| Sampler::new(c.clone()).expect("valid sampling");
+    let mut samplers: Vec<Sampler> = samplings.iter().map(sampler).collect();
+    let mut counts = vec![0; prompts.len()];
+    let batched = model
+        .generate_batch(prompts, options, &mut samplers, |row, _| {
+            counts[row] += 1;
+            if counts[row] == 5 + row {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .expect("batch generates");
+    let singles = prompts
+        .iter()
+        .zip(samplings)
+        .enumerate()
+        .map(|(row, (prompt, sampling))| {
+            let mut seen = 0;
+            model
+                .generate(prompt, options, &mut sampler(sampling), |_| {
+                    seen += 1;
+                    if seen == 5 + row {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                })
+                .expect("generates")
+        })
+        .collect();
+    (batched, singles)
+}
+
+fn tokens_and_stops(runs: &[Generated]) -> Vec<(Vec<usize>, StopReason)> {
+    runs.iter().map(|g| (g.tokens.clone(), g.stop)).collect()
+}
+
+/// Rows of different lengths (left-padded in a dense model, one batch per distinct prompt in
+/// a hybrid one), repeated prompts (one shared prefill), stop ids and per-row callback stops:
+/// greedy batched decoding gives every row what it gives alone, with and without the cache.
+#[test]
+fn batched_greedy_rows_match_one_at_a_time() {
+    let short: &[usize] = &[9, 4];
+    let long: &[usize] = &[1, 2, 3, 5, 8, 13, 21, 34, 55];
+    let prompts = [&PROMPT[..], short, long, &PROMPT[..], short];
+    let greedy = vec![SamplingConfig::new(); prompts.len()];
+    for moe in [
+        None,
+        Some(SegmentRouting::Paper),
+        Some(SegmentRouting::Causal),
+    ] {
+        let model = model(moe, 64);
+        // Stop at the second token the long prompt generates alone, so that rows end at
+        // different steps for different reasons.
+        let alone = {
+            let mut s = Sampler::new(SamplingConfig::new()).expect("greedy");
+            let options = GenerateOptions {
+                max_new_tokens: 2,
+                ..GenerateOptions::default()
+            };
+            model
+                .generate(long, &options, &mut s, |_| ControlFlow::Continue(()))
+                .expect("generates")
+                .tokens
+        };
+        for use_cache in [true, false] {
+            let options = GenerateOptions {
+                max_new_tokens: 8,
+                stop_ids: vec![alone[1]],
+                use_cache,
+            };
+            let (batched, singles) = batch_and_singles(&model, &prompts, &greedy, &options);
+            assert_eq!(
+                tokens_and_stops(&batched),
+                tokens_and_stops(&singles),
+                "{moe:?}, cache {use_cache}"
+            );
+            assert!(
+                batched.iter().any(|g| g.stop != batched[0].stop),
+                "{moe:?}: every row ends alike"
+            );
+            assert_eq!(batched[2].stop, StopReason::StopToken, "{moe:?}");
+            assert!(
+                batched
+                    .iter()
+                    .all(|g| g.prompt_tokens > 0 && g.prefill_secs > 0.0)
+            );
+        }
+    }
+}
+
+/// The samples of one prompt, each with its own seed, decoded together (one prefill, the
+/// cache repeated per row) draw what each draws alone.
+#[test]
+fn batched_samples_draw_their_own_streams() {
+    let model = model(Some(SegmentRouting::Paper), 64);
+    let prompts = [&PROMPT[..]; 6];
+    let samplings: Vec<SamplingConfig> = (0..6)
+        .map(|seed| {
+            SamplingConfig::new()
+                .with_temperature(1.0)
+                .with_top_p(0.95)
+                .with_seed(seed)
+        })
+        .collect();
+    let options = GenerateOptions {
+        max_new_tokens: 12,
+        ..GenerateOptions::default()
+    };
+    let (batched, singles) = batch_and_singles(&model, &prompts, &samplings, &options);
+    assert_eq!(tokens_and_stops(&batched), tokens_and_stops(&singles));
+    let distinct: std::collections::BTreeSet<_> = batched.iter().map(|g| &g.tokens).collect();
+    assert!(distinct.len() > 3, "seeds give different samples");
+
+    let mut one = vec![Sampler::new(SamplingConfig::new()).expect("greedy")];
+    let err = model
+        .generate_batch(&prompts, &options, &mut one, |_, _| {
+            ControlFlow::Continue(())
+        })
+        .expect_err("6 prompts, 1 sampler");
+    assert!(err.to_string().contains("6 prompts"), "{err}");
 }

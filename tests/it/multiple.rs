@@ -757,6 +757,7 @@ fn long_prompts_are_recorded_and_runs_resume() {
         &special,
         &problems,
         &settings,
+        3,
         &mut log,
         done,
         |_, _, _| {},
@@ -785,6 +786,7 @@ fn long_prompts_are_recorded_and_runs_resume() {
         &special,
         &problems,
         &settings,
+        3,
         &mut log,
         done,
         |_, _, _| calls += 1,
@@ -803,6 +805,7 @@ fn long_prompts_are_recorded_and_runs_resume() {
         &special,
         &problems,
         &two,
+        1,
         &mut log,
         done,
         |_, _, _| calls += 1,
@@ -812,6 +815,51 @@ fn long_prompts_are_recorded_and_runs_resume() {
     assert_eq!(&more[..3], &records[..]);
     assert_eq!(read_jsonl::<Completion>(&path).expect("reads").len(), 6);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Completions decoded in batches (several problems left-padded together, the samples of
+/// a problem sharing its prefill) are those decoded one at a time, in the same order.
+#[test]
+fn batched_completions_equal_one_at_a_time() {
+    let (tokenizer, model) = tiny_model(96);
+    let mut problems: Vec<Problem> = ["a", "b", "c"].into_iter().map(py_problem).collect();
+    problems[1].prompt = "def f3(x):\n".into();
+    problems[2].prompt = "def f1(x):\n    return x + 1\n\ndef f2(y):\n".into();
+    let settings = SampleSettings {
+        samples: 3,
+        max_new_tokens: 6,
+        temperature: 0.8,
+        ..SampleSettings::default()
+    };
+    let special = SpecialTokens::default();
+    let run = |batch_size: usize| {
+        let dir = temp_dir(&format!("batched-{batch_size}"));
+        let (mut log, done) = CompletionLog::open(&dir.join("c.jsonl"), false).expect("open");
+        let mut calls = 0;
+        let records = generate_completions(
+            &model,
+            &tokenizer,
+            &special,
+            &problems,
+            &settings,
+            batch_size,
+            &mut log,
+            done,
+            |_, _, _| calls += 1,
+        )
+        .expect("generates");
+        let _ = std::fs::remove_dir_all(&dir);
+        (records, calls)
+    };
+    let (one, calls_one) = run(1);
+    let (seven, calls_seven) = run(7);
+    assert_eq!(one, seven);
+    assert_eq!((calls_one, calls_seven), (9, 2), "progress once per batch");
+    let names: Vec<&str> = one.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["a", "a", "a", "b", "b", "b", "c", "c", "c"]);
+    let texts: std::collections::BTreeSet<&str> =
+        one.iter().map(|c| c.completion.as_str()).collect();
+    assert!(texts.len() > 3, "samples differ: {texts:?}");
 }
 
 /// MultiPL-E's rules hold by default and are recorded: Rust and Ruby get 5 s to run, the

@@ -2,7 +2,7 @@
 
 use std::ops::Range;
 
-use burn::tensor::{Int, Tensor, backend::Backend};
+use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 
 use crate::attention::KvCache;
 
@@ -25,6 +25,24 @@ impl<B: Backend> LayerCache<B> {
             ffn_inputs: self.ffn_inputs.map(|u| u.truncate(len)),
         }
     }
+
+    /// The batch rows `rows` (indices into the `batch` rows held, repeats allowed), in that
+    /// order.
+    pub fn select_rows(self, rows: &[usize], batch: usize) -> Self {
+        let kv_rows = self.kv.keys.rows() / batch.max(1);
+        // Keys and values hold `[B·KV, S, h]`: row `r` is the block `r·KV .. (r+1)·KV`.
+        let kv_index: Vec<usize> = rows
+            .iter()
+            .flat_map(|&r| r * kv_rows..(r + 1) * kv_rows)
+            .collect();
+        Self {
+            kv: KvCache {
+                keys: self.kv.keys.select_rows(&kv_index),
+                values: self.kv.values.select_rows(&kv_index),
+            },
+            ffn_inputs: self.ffn_inputs.map(|u| u.select_rows(rows)),
+        }
+    }
 }
 
 /// The state of the whole model after some positions: every layer's [`LayerCache`] and the
@@ -36,6 +54,9 @@ pub struct ModelCache<B: Backend> {
     pub layers: Vec<LayerCache<B>>,
     /// Token ids of the cached positions, `[B, S]`.
     pub tokens: Tensor<B, 2, Int>,
+    /// Which cached positions are padding (`[B, S]`, `true` = padding; left padding of a
+    /// batch of prompts of different lengths), `None` when none is.
+    pub padding: Option<Tensor<B, 2, Bool>>,
 }
 
 impl<B: Backend> ModelCache<B> {
@@ -54,8 +75,36 @@ impl<B: Backend> ModelCache<B> {
         Self {
             layers: self.layers.into_iter().map(|l| l.truncate(len)).collect(),
             tokens: self.tokens.narrow(1, 0, len),
+            padding: self.padding.map(|p| p.narrow(1, 0, len)),
         }
     }
+
+    /// Number of batch rows `B`.
+    pub fn rows(&self) -> usize {
+        self.tokens.dims()[0]
+    }
+
+    /// The batch rows `rows` (indices into `0..B`, repeats allowed), in that order: drops
+    /// the rows of finished sequences, or repeats one prompt's cache for several samples.
+    pub fn select_rows(self, rows: &[usize]) -> Self {
+        let batch = self.rows();
+        let index = row_index::<B>(rows, &self.tokens.device());
+        Self {
+            layers: self
+                .layers
+                .into_iter()
+                .map(|l| l.select_rows(rows, batch))
+                .collect(),
+            tokens: self.tokens.select(0, index.clone()),
+            padding: self.padding.map(|p| p.select(0, index)),
+        }
+    }
+}
+
+/// `rows` as an index tensor for `select` along the batch axis.
+fn row_index<B: Backend>(rows: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
+    let ids: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+    Tensor::from_data(TensorData::new(ids, [rows.len()]), device)
 }
 
 /// A tensor that grows along one axis, as a KV cache does at every decoding step, without
@@ -131,6 +180,20 @@ impl<B: Backend, const D: usize> Growing<B, D> {
         self
     }
 
+    /// Size of axis 0 (the batch rows; the growing axis is another).
+    pub fn rows(&self) -> usize {
+        self.buffer.dims()[0]
+    }
+
+    /// The entries `rows` of axis 0 (repeats allowed), in that order, with the capacity kept;
+    /// the growing axis must be another.
+    pub fn select_rows(mut self, rows: &[usize]) -> Self {
+        debug_assert_ne!(self.axis, 0, "rows are selected across the growing axis");
+        let index = row_index::<B>(rows, &self.buffer.device());
+        self.buffer = self.buffer.select(0, index);
+        self
+    }
+
     /// Whole ranges on every axis but `self.axis`, which gets `along`.
     fn ranges(&self, along: Range<usize>) -> [Range<usize>; D] {
         let dims = self.buffer.dims();
@@ -179,5 +242,28 @@ mod tests {
         assert_eq!(rewound.value().into_data(), expected.into_data());
         // The clone it was made from still holds its own positions.
         assert_eq!(grown.value().into_data(), plain.into_data());
+    }
+
+    /// Selecting rows (dropping, reordering, repeating) gives the rows of the held value,
+    /// keeps the capacity, and later appends go to the selected rows.
+    #[test]
+    fn selected_rows_are_the_rows_of_the_value() {
+        let grown = Growing::new(block(0, 2), 1).append(block(1, 1));
+        let row = |t: Tensor<B, 3>, r: usize| t.narrow(0, r, 1);
+        let picked = grown.clone().select_rows(&[1, 1, 0]);
+        assert_eq!((picked.rows(), picked.capacity()), (3, grown.capacity()));
+        let want = Tensor::cat(
+            vec![
+                row(grown.value(), 1),
+                row(grown.value(), 1),
+                row(grown.value(), 0),
+            ],
+            0,
+        );
+        assert_eq!(picked.value().into_data(), want.clone().into_data());
+        let next = Tensor::cat(vec![block(2, 1), row(block(3, 1), 0)], 0);
+        let appended = picked.append(next.clone());
+        let want = Tensor::cat(vec![want, next], 1);
+        assert_eq!(appended.value().into_data(), want.into_data());
     }
 }

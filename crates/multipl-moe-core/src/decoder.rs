@@ -110,17 +110,20 @@ impl<B: Backend> DecoderLayer<B> {
 
     /// Runs the layer on `h: [B, T, d]` after `cache`'s positions with the inference routing
     /// ([`HybridMoe::forward_inference`]); returns the hidden states and the grown cache.
+    /// `padding` (`[B, S+T]`, `true` = padding), when given, covers the cached positions and
+    /// `h`'s and hides padded keys from attention.
     pub fn forward_inference(
         &self,
         h: Tensor<B, 3>,
         rope: &Rope<B>,
+        padding: Option<Tensor<B, 2, Bool>>,
         cache: Option<LayerCache<B>>,
     ) -> (Tensor<B, 3>, LayerCache<B>) {
         let (kv, history) = match cache {
             Some(c) => (Some(c.kv), c.ffn_inputs),
             None => (None, None),
         };
-        let (h, u, kv) = self.attend_cached(h, rope, None, kv);
+        let (h, u, kv) = self.attend_cached(h, rope, padding, kv);
         let (ffn, ffn_inputs) = match &self.mlp {
             FeedForward::Dense(ffn) => (ffn.forward(u), None),
             FeedForward::Hybrid(moe) => {

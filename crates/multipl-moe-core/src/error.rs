@@ -56,4 +56,12 @@ pub enum GenerateError {
     /// Reading logits back from the device failed.
     #[error("reading logits from the device: {0}")]
     Read(String),
+    /// A batch needs one sampler per prompt.
+    #[error("a batch of {prompts} prompts was given {samplers} samplers (one per prompt)")]
+    BatchSize {
+        /// Prompts given.
+        prompts: usize,
+        /// Samplers given.
+        samplers: usize,
+    },
 }

@@ -4,9 +4,10 @@
 use std::ops::ControlFlow;
 use std::time::Instant;
 
-use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 
 use crate::cache::ModelCache;
+use crate::decoder::FeedForward;
 use crate::error::GenerateError;
 use crate::model::{CausalLm, Logits};
 use crate::sampling::Sampler;
@@ -89,66 +90,223 @@ impl<B: Backend> CausalLm<B> {
         sampler: &mut Sampler,
         mut on_token: impl FnMut(usize) -> ControlFlow<()>,
     ) -> Result<Generated, GenerateError> {
+        let mut out = self.generate_batch(
+            &[prompt],
+            options,
+            std::slice::from_mut(sampler),
+            |_, id| on_token(id),
+        )?;
+        out.pop().ok_or(GenerateError::BatchSize {
+            prompts: 1,
+            samplers: 0,
+        })
+    }
+
+    /// Generates after every prompt of `prompts`, decoding the rows together: one forward
+    /// per step for the whole batch, with per-row KV caches, samplers (`samplers[i]` draws
+    /// row `i`'s tokens), stop ids and stops asked by `on_token(row, id)`. A row that ends
+    /// leaves the batch, so the rows still running are all that is computed. Returns one
+    /// [`Generated`] per prompt, in order; the timings are those of the row's batch.
+    ///
+    /// Rows with the same prompt (the samples of one problem) share one prefill. Rows with
+    /// different prompts are left-padded to one length with the padding hidden from
+    /// attention; a greedy row gives what [`Self::generate`] gives for it alone, up to
+    /// rounding. Padded positions count towards the model's last position, so prompts are
+    /// padded together only when the longest plus `max_new_tokens` fits the positions (the
+    /// others decode in batches of their own): padding never ends a row early. In a model
+    /// with hybrid layers the segment level's windows are counted from position 0, so
+    /// padding would move them: there each distinct prompt is a batch of its own, run one
+    /// after another.
+    pub fn generate_batch(
+        &self,
+        prompts: &[&[usize]],
+        options: &GenerateOptions,
+        samplers: &mut [Sampler],
+        mut on_token: impl FnMut(usize, usize) -> ControlFlow<()>,
+    ) -> Result<Vec<Generated>, GenerateError> {
+        if samplers.len() != prompts.len() {
+            return Err(GenerateError::BatchSize {
+                prompts: prompts.len(),
+                samplers: samplers.len(),
+            });
+        }
+        for prompt in prompts {
+            self.check_prompt(prompt)?;
+        }
+        // Rows with one prompt decode together; in a model without hybrid layers, so do the
+        // prompts whose padded rows cannot reach the last position (see above).
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        for (row, prompt) in prompts.iter().enumerate() {
+            match groups.iter_mut().find(|g| prompts[g[0]] == *prompt) {
+                Some(group) => group.push(row),
+                None => groups.push(vec![row]),
+            }
+        }
+        let hybrid = self
+            .layers
+            .iter()
+            .any(|layer| matches!(layer.mlp, FeedForward::Hybrid(_)));
+        if !hybrid {
+            let max = self.rope.max_positions();
+            let (fit, alone): (Vec<_>, Vec<_>) = groups
+                .into_iter()
+                .partition(|g| prompts[g[0]].len() + options.max_new_tokens <= max);
+            groups = alone;
+            let mut merged: Vec<usize> = fit.into_iter().flatten().collect();
+            if !merged.is_empty() {
+                merged.sort_unstable();
+                groups.push(merged);
+            }
+        }
+        let mut results: Vec<Option<Generated>> = vec![None; prompts.len()];
+        for group in groups {
+            let rows: Vec<&[usize]> = group.iter().map(|&r| prompts[r]).collect();
+            let mut group_samplers: Vec<Sampler> =
+                group.iter().map(|&r| samplers[r].clone()).collect();
+            let generated = self.decode_rows(&rows, options, &mut group_samplers, |i, id| {
+                on_token(group[i], id)
+            })?;
+            for ((row, out), sampler) in group.iter().zip(generated).zip(group_samplers) {
+                results[*row] = Some(out);
+                samplers[*row] = sampler;
+            }
+        }
+        Ok(results.into_iter().flatten().collect())
+    }
+
+    /// One batch of [`Self::generate_batch`]: the rows are decoded in lock step, left-padded
+    /// when their prompts differ. The prompts are checked.
+    fn decode_rows(
+        &self,
+        prompts: &[&[usize]],
+        options: &GenerateOptions,
+        samplers: &mut [Sampler],
+        mut on_token: impl FnMut(usize, usize) -> ControlFlow<()>,
+    ) -> Result<Vec<Generated>, GenerateError> {
         let vocab = self.vocab_size();
         let max = self.rope.max_positions();
-        self.check_prompt(prompt)?;
         let device = self.embed_tokens.weight.device();
-        let mut sequence = prompt.to_vec();
-        let mut feed = prompt.to_vec();
+        let width = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+        let shared = prompts.windows(2).all(|w| w[0] == w[1]);
+        let mut out: Vec<Generated> = prompts
+            .iter()
+            .map(|p| Generated {
+                tokens: Vec::new(),
+                stop: StopReason::MaxNewTokens,
+                prompt_tokens: p.len(),
+                prefill_secs: 0.0,
+                decode_steps: 0,
+                decode_secs: 0.0,
+            })
+            .collect();
+        // Every running row, left-padded with its first token to `width` columns.
+        let mut rows: Vec<Row> = prompts
+            .iter()
+            .enumerate()
+            .map(|(index, p)| {
+                let pad = width - p.len();
+                let mut ids = vec![p[0]; pad];
+                ids.extend_from_slice(p);
+                Row { index, pad, ids }
+            })
+            .collect();
+        let padded = rows.iter().any(|r| r.pad > 0);
         let mut cache: Option<ModelCache<B>> = None;
-        let mut out = Generated {
-            tokens: Vec::new(),
-            stop: StopReason::MaxNewTokens,
-            prompt_tokens: prompt.len(),
-            prefill_secs: 0.0,
-            decode_steps: 0,
-            decode_secs: 0.0,
-        };
-        let mut clock = Instant::now();
+        let clock = Instant::now();
+        let mut prefill_end = None;
         for step in 0..options.max_new_tokens {
-            if sequence.len() >= max {
-                out.stop = StopReason::ContextFull;
+            let columns = rows[0].ids.len();
+            if columns >= max {
+                for row in &rows {
+                    out[row.index].stop = StopReason::ContextFull;
+                }
                 break;
             }
-            let input = if options.use_cache { &feed } else { &sequence };
-            let ids: Vec<i64> = input.iter().map(|&id| id as i64).collect();
+            // The prefill of one shared prompt is one row, repeated for every sample after.
+            let batch = if step == 0 && shared { 1 } else { rows.len() };
+            let fed = if options.use_cache && step > 0 {
+                1
+            } else {
+                columns
+            };
+            let ids: Vec<i64> = rows[..batch]
+                .iter()
+                .flat_map(|r| r.ids[columns - fed..].iter().map(|&id| id as i64))
+                .collect();
             let tokens =
-                Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, input.len()]), &device);
+                Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [batch, fed]), &device);
+            let padding = (padded && fed == columns).then(|| {
+                let mask: Vec<bool> = rows
+                    .iter()
+                    .flat_map(|r| (0..columns).map(move |c| c < r.pad))
+                    .collect();
+                Tensor::<B, 2, Bool>::from_data(TensorData::new(mask, [batch, fed]), &device)
+            });
             let past = if options.use_cache {
                 cache.take()
             } else {
                 None
             };
-            let (logits, grown) = self.forward_inference(tokens, past, Logits::Last);
-            cache = Some(grown);
-            let row = logits
-                .reshape([vocab])
+            let (logits, grown) =
+                self.forward_inference_padded(tokens, padding, past, Logits::Last);
+            if options.use_cache {
+                cache = Some(if batch < rows.len() {
+                    grown.select_rows(&vec![0; rows.len()])
+                } else {
+                    grown
+                });
+            }
+            let logits = logits
+                .reshape([batch * vocab])
                 .into_data()
                 .convert::<f32>()
                 .into_vec::<f32>()
                 .map_err(|e| GenerateError::Read(format!("{e:?}")))?;
             if step == 0 {
-                out.prefill_secs = clock.elapsed().as_secs_f64();
-                clock = Instant::now();
-            } else {
-                out.decode_steps += 1;
+                prefill_end = Some(Instant::now());
             }
-            let id = sampler.sample(&row);
-            if options.stop_ids.contains(&id) {
-                out.stop = StopReason::StopToken;
-                break;
+            let mut kept = Vec::with_capacity(rows.len());
+            for (i, row) in rows.iter_mut().enumerate() {
+                let g = &mut out[row.index];
+                if step > 0 {
+                    g.decode_steps += 1;
+                }
+                let from = if batch == 1 { 0 } else { i * vocab };
+                let id = samplers[row.index].sample(&logits[from..from + vocab]);
+                let stopped = if options.stop_ids.contains(&id) {
+                    g.stop = StopReason::StopToken;
+                    true
+                } else {
+                    g.tokens.push(id);
+                    row.ids.push(id);
+                    let asked = on_token(row.index, id).is_break();
+                    if asked {
+                        g.stop = StopReason::Callback;
+                    }
+                    asked
+                };
+                if stopped {
+                    finish(g, clock, prefill_end);
+                } else {
+                    kept.push(i);
+                }
             }
-            out.tokens.push(id);
-            sequence.push(id);
-            feed = vec![id];
-            if on_token(id).is_break() {
-                out.stop = StopReason::Callback;
+            if kept.len() < rows.len() {
+                if !kept.is_empty() {
+                    cache = cache.map(|c| c.select_rows(&kept));
+                }
+                let mut i = 0;
+                rows.retain(|_| {
+                    i += 1;
+                    kept.contains(&(i - 1))
+                });
+            }
+            if rows.is_empty() {
                 break;
             }
         }
-        out.decode_secs = clock.elapsed().as_secs_f64();
-        if out.decode_steps == 0 {
-            out.decode_secs = 0.0;
+        for row in &rows {
+            finish(&mut out[row.index], clock, prefill_end);
         }
         Ok(out)
     }
@@ -171,4 +329,26 @@ impl<B: Backend> CausalLm<B> {
         }
         Ok(())
     }
+}
+
+/// A running row of [`CausalLm::generate_batch`].
+struct Row {
+    /// Index into the batch's prompts.
+    index: usize,
+    /// Padding positions before the prompt.
+    pad: usize,
+    /// Padding, prompt and generated ids.
+    ids: Vec<usize>,
+}
+
+/// Sets the timings of a row that ended now: the prefill (`clock` to `prefill_end`) and
+/// the decoding steps after it.
+fn finish(g: &mut Generated, clock: Instant, prefill_end: Option<Instant>) {
+    let end = prefill_end.unwrap_or_else(Instant::now);
+    g.prefill_secs = end.duration_since(clock).as_secs_f64();
+    g.decode_secs = if g.decode_steps == 0 {
+        0.0
+    } else {
+        end.elapsed().as_secs_f64()
+    };
 }

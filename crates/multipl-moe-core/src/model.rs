@@ -209,27 +209,67 @@ impl<B: Backend> CausalLm<B> {
         cache: Option<ModelCache<B>>,
         logits: Logits,
     ) -> (Tensor<B, 3>, ModelCache<B>) {
-        let t = tokens.dims()[1];
-        let (input, all_tokens, mut layer_caches): (_, _, Vec<Option<LayerCache<B>>>) = match cache
-        {
+        self.forward_inference_padded(tokens, None, cache, logits)
+    }
+
+    /// [`Self::forward_inference`] of a batch whose rows carry padding: `padding` (`[B, t]`,
+    /// `true` = padding) marks which new tokens are padding, the cache holds the padding of
+    /// the cached positions. Padded positions are hidden from attention, and a row left-padded
+    /// with `P` positions gives the logits of its tokens alone (RoPE scores depend only on
+    /// relative positions), up to rounding — but only in a model without hybrid layers: the
+    /// segment level's windows count positions from 0, padding included, so
+    /// [`Self::generate_batch`] never pads rows for such a model.
+    pub(crate) fn forward_inference_padded(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        padding: Option<Tensor<B, 2, Bool>>,
+        cache: Option<ModelCache<B>>,
+        logits: Logits,
+    ) -> (Tensor<B, 3>, ModelCache<B>) {
+        let [b, t] = tokens.dims();
+        let device = tokens.device();
+        let no_padding = |n: usize| Tensor::<B, 2, Bool>::full([b, n], false, &device);
+        type Start<B> = (
+            Tensor<B, 2, Int>,
+            Tensor<B, 2, Int>,
+            Option<Tensor<B, 2, Bool>>,
+            Vec<Option<LayerCache<B>>>,
+        );
+        let (input, all_tokens, all_padding, mut layer_caches): Start<B> = match cache {
             Some(c) => {
                 let len = c.len();
                 let start = self.rewind_point(len, t);
                 let all = Tensor::cat(vec![c.tokens.clone(), tokens], 1);
                 let input = all.clone().narrow(1, start, len + t - start);
+                let all_padding = match (c.padding.clone(), padding) {
+                    (None, None) => None,
+                    (past, new) => Some(Tensor::cat(
+                        vec![
+                            past.unwrap_or_else(|| no_padding(len)),
+                            new.unwrap_or_else(|| no_padding(t)),
+                        ],
+                        1,
+                    )),
+                };
                 // burn cannot hold a zero-length cache: rewinding to 0 starts afresh.
                 let kept = match start {
                     0 => vec![None; self.layers.len()],
                     _ => c.truncate(start).layers.into_iter().map(Some).collect(),
                 };
-                (input, all, kept)
+                (input, all, all_padding, kept)
             }
-            None => (tokens.clone(), tokens, vec![None; self.layers.len()]),
+            None => (
+                tokens.clone(),
+                tokens,
+                padding,
+                vec![None; self.layers.len()],
+            ),
         };
         let mut h = self.embed_tokens.forward(input);
         let mut grown = Vec::with_capacity(self.layers.len());
         for (layer, cache) in self.layers.iter().zip(layer_caches.iter_mut()) {
-            let (out, cache) = layer.forward_inference(h, &self.rope, cache.take());
+            let (out, cache) =
+                layer.forward_inference(h, &self.rope, all_padding.clone(), cache.take());
             h = out;
             grown.push(cache);
         }
@@ -241,6 +281,7 @@ impl<B: Backend> CausalLm<B> {
         let cache = ModelCache {
             layers: grown,
             tokens: all_tokens,
+            padding: all_padding,
         };
         (self.head(h), cache)
     }

@@ -6,7 +6,9 @@ use std::ops::ControlFlow;
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
-use multipl_moe_core::{CausalLm, GenerateOptions, Generated, Sampler, SamplingConfig};
+use multipl_moe_core::{
+    CausalLm, GenerateError, GenerateOptions, Generated, Sampler, SamplingConfig,
+};
 use serde::Deserialize;
 
 use crate::data::tokenizer::TextTokenizer;
@@ -154,12 +156,74 @@ pub fn generate_text_with<B: Backend>(
     special: &SpecialTokens,
     mut on_text: impl FnMut(&str),
 ) -> crate::Result<TextGeneration> {
-    let prompt_ids: Vec<usize> = tokenizer
-        .encode_prompt(prompt)?
-        .into_iter()
-        .map(|id| id as usize)
-        .collect();
-    let mut sampler = Sampler::new(options.sampling.clone())?;
+    let row = TextRow {
+        prompt: prompt.to_string(),
+        stop: options.stop.clone(),
+        sampling: options.sampling.clone(),
+    };
+    let batch = TextBatchOptions {
+        max_new_tokens: options.max_new_tokens,
+        stop_at_eos: options.stop_at_eos,
+    };
+    let mut out = generate_text_batch(model, tokenizer, &[row], &batch, special, |_, piece| {
+        on_text(piece)
+    })?;
+    out.pop()
+        .ok_or(TrainError::Generate(GenerateError::BatchSize {
+            prompts: 1,
+            samplers: 0,
+        }))
+}
+
+/// One row of [`generate_text_batch`]: a prompt with its stop sequences and sampling.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextRow {
+    /// The prompt text.
+    pub prompt: String,
+    /// Stop sequences: the completion ends before the first occurrence of any of them.
+    pub stop: Vec<String>,
+    /// Decoding strategy and seed of this row.
+    pub sampling: SamplingConfig,
+}
+
+/// What the rows of [`generate_text_batch`] share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextBatchOptions {
+    /// Most tokens per row.
+    pub max_new_tokens: usize,
+    /// Whether the tokenizer's EOS and `special.stop_ids` end a row.
+    pub stop_at_eos: bool,
+}
+
+/// The decoding state of one row of text.
+struct RowText {
+    stream: StopStream,
+    ids: Vec<u32>,
+    text: String,
+    cut: Option<usize>,
+}
+
+/// Generates a completion for every row, decoding the rows together
+/// ([`CausalLm::generate_batch`]: one forward per step for all rows still running, the
+/// samples of one prompt sharing its prefill), and calls `on_text(row, piece)` with each new
+/// piece of a row's completion as soon as it can no longer turn into a stop sequence. Rows
+/// end at their own stop sequences, EOS (and `special.stop_ids`) when
+/// `options.stop_at_eos`, or `max_new_tokens`; `special.skip_ids` are left out of the text.
+pub fn generate_text_batch<B: Backend>(
+    model: &CausalLm<B>,
+    tokenizer: &TextTokenizer,
+    rows: &[TextRow],
+    options: &TextBatchOptions,
+    special: &SpecialTokens,
+    mut on_text: impl FnMut(usize, &str),
+) -> crate::Result<Vec<TextGeneration>> {
+    let mut prompts: Vec<Vec<usize>> = Vec::with_capacity(rows.len());
+    let mut samplers = Vec::with_capacity(rows.len());
+    for row in rows {
+        let ids = tokenizer.encode_prompt(&row.prompt)?;
+        prompts.push(ids.into_iter().map(|id| id as usize).collect());
+        samplers.push(Sampler::new(row.sampling.clone())?);
+    }
     let token_options = GenerateOptions {
         max_new_tokens: options.max_new_tokens,
         stop_ids: if options.stop_at_eos {
@@ -171,47 +235,64 @@ pub fn generate_text_with<B: Backend>(
         },
         use_cache: true,
     };
-    let mut stream = StopStream::new(options.stop.clone());
-    let mut ids: Vec<u32> = Vec::new();
-    let mut text = String::new();
+    let mut states: Vec<RowText> = rows
+        .iter()
+        .map(|row| RowText {
+            stream: StopStream::new(row.stop.clone()),
+            ids: Vec::new(),
+            text: String::new(),
+            cut: None,
+        })
+        .collect();
     let mut failure = None;
-    let mut cut = None;
-    let generated = model.generate(&prompt_ids, &token_options, &mut sampler, |id| {
-        let id = id as u32;
-        if special.skip_ids.contains(&id) {
-            return ControlFlow::Continue(());
-        }
-        ids.push(id);
-        match tokenizer.decode(&ids) {
-            Ok(decoded) => text = decoded,
-            Err(e) => {
-                failure = Some(e);
-                return ControlFlow::Break(());
+    let prompt_refs: Vec<&[usize]> = prompts.iter().map(Vec::as_slice).collect();
+    let generated =
+        model.generate_batch(&prompt_refs, &token_options, &mut samplers, |row, id| {
+            let id = id as u32;
+            if special.skip_ids.contains(&id) {
+                return ControlFlow::Continue(());
             }
-        }
-        let (piece, stop) = stream.advance(&text);
-        on_text(piece);
-        match stop {
-            Some(at) => {
-                cut = Some(at);
-                ControlFlow::Break(())
+            let state = &mut states[row];
+            state.ids.push(id);
+            match tokenizer.decode(&state.ids) {
+                Ok(decoded) => state.text = decoded,
+                Err(e) => {
+                    failure = Some(e);
+                    return ControlFlow::Break(());
+                }
             }
-            None => ControlFlow::Continue(()),
-        }
-    })?;
+            let (piece, stop) = state.stream.advance(&state.text);
+            on_text(row, piece);
+            match stop {
+                Some(at) => {
+                    state.cut = Some(at);
+                    ControlFlow::Break(())
+                }
+                None => ControlFlow::Continue(()),
+            }
+        })?;
     if let Some(e) = failure {
         return Err(e);
     }
-    let stop_sequence = cut.and_then(|at| stream.stop_at(&text, at));
-    match cut {
-        Some(at) => text.truncate(at),
-        None => on_text(stream.finish(&text)),
-    }
-    Ok(TextGeneration {
-        text,
-        stop_sequence,
-        generated,
-    })
+    Ok(states
+        .into_iter()
+        .zip(generated)
+        .enumerate()
+        .map(|(row, (mut state, generated))| {
+            let stop_sequence = state
+                .cut
+                .and_then(|at| state.stream.stop_at(&state.text, at));
+            match state.cut {
+                Some(at) => state.text.truncate(at),
+                None => on_text(row, state.stream.finish(&state.text)),
+            }
+            TextGeneration {
+                text: state.text,
+                stop_sequence,
+                generated,
+            }
+        })
+        .collect())
 }
 
 /// Streams a growing text while holding back any tail that could still become a stop

@@ -6,15 +6,15 @@
 use std::collections::BTreeMap;
 
 use burn::tensor::backend::Backend;
-use multipl_moe_core::{CausalLm, GenerateError, SamplingConfig, StopReason};
+use multipl_moe_core::{CausalLm, SamplingConfig, StopReason};
 
 use super::error::EvalError;
 use super::exec::Status;
 use super::log::CompletionLog;
 use super::{Completion, Problem, cut_at_stop};
 use crate::data::tokenizer::TextTokenizer;
-use crate::error::{Result, TrainError};
-use crate::infer::textgen::{SpecialTokens, TextGenerateOptions, generate_text_with};
+use crate::error::Result;
+use crate::infer::textgen::{SpecialTokens, TextBatchOptions, TextRow, generate_text_batch};
 
 /// How completions are sampled.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,7 +100,10 @@ impl SampleSettings {
 
 /// Generates the completions of `problems` not yet in `done` (the records a resumed
 /// [`CompletionLog`] returned), appending each to `log`; returns every record of these
-/// problems, `done` ones first. `progress` is called with `(records, total, problem name)`.
+/// problems, `done` ones first. Up to `batch_size` completions are decoded together
+/// ([`generate_text_batch`]: the samples of a problem share its prefill; several problems
+/// share a batch, left-padded, in a model without hybrid layers) and logged when their batch
+/// ends. `progress` is called with `(records, total, problem name)`.
 #[allow(clippy::too_many_arguments)]
 pub fn generate_completions<B: Backend>(
     model: &CausalLm<B>,
@@ -108,6 +111,7 @@ pub fn generate_completions<B: Backend>(
     special: &SpecialTokens,
     problems: &[Problem],
     settings: &SampleSettings,
+    batch_size: usize,
     log: &mut CompletionLog,
     done: Vec<Completion>,
     mut progress: impl FnMut(usize, usize, &str),
@@ -124,36 +128,51 @@ pub fn generate_completions<B: Backend>(
         }
     }
     let total = problems.len() * settings.samples;
+    // The samples still missing, problem by problem, and whether the prompt fits the
+    // context (one past it is recorded as too long without generating).
+    let mut pending: Vec<(&Problem, usize, bool)> = Vec::new();
     for p in problems {
-        for index in have.get(p.name.as_str()).copied().unwrap_or(0)..settings.samples {
-            let options = TextGenerateOptions {
-                max_new_tokens: settings.max_new_tokens,
+        let first = have.get(p.name.as_str()).copied().unwrap_or(0);
+        let fits = first >= settings.samples
+            || tokenizer.encode_prompt(&p.prompt)?.len() <= model.rope.max_positions();
+        pending.extend((first..settings.samples).map(|index| (p, index, fits)));
+    }
+    let options = TextBatchOptions {
+        max_new_tokens: settings.max_new_tokens,
+        stop_at_eos: true,
+    };
+    for batch in pending.chunks(batch_size.max(1)) {
+        let rows: Vec<TextRow> = batch
+            .iter()
+            .filter(|(_, _, fits)| *fits)
+            .map(|(p, index, _)| TextRow {
+                prompt: p.prompt.clone(),
                 stop: p.stop_tokens.clone(),
-                sampling: settings.sampling(&p.name, index),
-                stop_at_eos: true,
+                sampling: settings.sampling(&p.name, *index),
+            })
+            .collect();
+        let mut outs =
+            generate_text_batch(model, tokenizer, &rows, &options, special, |_, _| {})?.into_iter();
+        for (p, _, fits) in batch {
+            let out = if *fits { outs.next() } else { None };
+            let record = match out {
+                // A prompt that fills the context leaves no room for a completion: as much
+                // a prompt too long as one past the context.
+                Some(out)
+                    if !(out.generated.tokens.is_empty()
+                        && out.generated.stop == StopReason::ContextFull) =>
+                {
+                    Completion::new(&p.name, cut_at_stop(&out.text, &p.stop_tokens))
+                }
+                _ => Completion {
+                    status: Some(Status::PromptTooLong),
+                    ..Completion::new(&p.name, "")
+                },
             };
-            let record =
-                match generate_text_with(model, tokenizer, &p.prompt, &options, special, |_| {}) {
-                    // A prompt that fills the context leaves no room for a completion: as
-                    // much a prompt too long as one past the context.
-                    Ok(out)
-                        if out.generated.tokens.is_empty()
-                            && out.generated.stop == StopReason::ContextFull =>
-                    {
-                        Completion {
-                            status: Some(Status::PromptTooLong),
-                            ..Completion::new(&p.name, "")
-                        }
-                    }
-                    Ok(out) => Completion::new(&p.name, cut_at_stop(&out.text, &p.stop_tokens)),
-                    Err(TrainError::Generate(GenerateError::PromptTooLong { .. })) => Completion {
-                        status: Some(Status::PromptTooLong),
-                        ..Completion::new(&p.name, "")
-                    },
-                    Err(e) => return Err(e),
-                };
             log.append(&record)?;
             all.push(record);
+        }
+        if let Some((p, _, _)) = batch.last() {
             progress(all.len().min(total), total, &p.name);
         }
     }
