@@ -21,7 +21,9 @@ use multipl_moe::train::multiple::log::{
 };
 use multipl_moe::train::multiple::report::{EvalSettings, evaluate};
 use multipl_moe::train::multiple::sandbox::{ResourceLimits, Sandbox};
-use multipl_moe::train::multiple::{Completion, Problem, cut_at_stop, read_jsonl, read_problems};
+use multipl_moe::train::multiple::{
+    Completion, Problem, assign_languages, cut_at_stop, read_jsonl, read_problems,
+};
 use multipl_moe::train::progress::Progress;
 
 use crate::loading::{ensure_backend, load_model};
@@ -233,10 +235,12 @@ pub struct EvalArgs {
     /// Model directory; without it no model is loaded and --completions is evaluated.
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Problems: MultiPL-E JSONL (name, language, prompt, tests, stop_tokens) or OpenAI
-    /// HumanEval JSONL (task_id, prompt, test, entry_point).
-    #[arg(long)]
-    problems: PathBuf,
+    /// Problems: MultiPL-E JSONL (name, language, prompt, tests, stop_tokens; the Hugging
+    /// Face dataset's rows and MultiPL-E's prompts/*.jsonl as they are) or OpenAI HumanEval
+    /// JSONL (task_id, prompt, test, entry_point). Repeatable, and a directory stands for its
+    /// `*.jsonl` files: several languages in one run, scored per language.
+    #[arg(long, required = true, num_args = 1..)]
+    problems: Vec<PathBuf>,
     /// Completions made elsewhere (JSONL: name, completion; one line per sample).
     #[arg(long)]
     completions: Option<PathBuf>,
@@ -246,6 +250,10 @@ pub struct EvalArgs {
     /// Only this language (python, java, cpp, rust, go, ruby or a MultiPL-E code).
     #[arg(long)]
     language: Option<String>,
+    /// Only the first N problems of each language, in file order (a quick subset; the
+    /// benchmark's figures use every problem).
+    #[arg(long)]
+    limit: Option<usize>,
     /// Output directory for completions.jsonl and results.json.
     #[arg(long, default_value = "runs/eval")]
     out: PathBuf,
@@ -309,46 +317,33 @@ pub struct EvalArgs {
     tokenizer: Option<PathBuf>,
 }
 
-/// `--completions FILE`: its records, each cut at its problem's stop sequences if `cut`.
+/// `--completions FILE`: its records, each given its problem's language and cut at its
+/// stop sequences if `cut`. A record of a problem that `--language` left out is dropped; one
+/// that no problem file has, or whose name several languages share and that names no
+/// language, is an error.
 fn read_completions(
     file: &Path,
     problems: &[Problem],
-    problems_file: &Path,
+    files: &[PathBuf],
     cut: bool,
 ) -> Result<Vec<Completion>> {
-    let by_problem: BTreeMap<&str, &Problem> =
-        problems.iter().map(|p| (p.name.as_str(), p)).collect();
     let mut records = read_jsonl::<Completion>(file)?;
-    // A name that no problem of the file has (a typo, another benchmark's file) is an error;
-    // one of a problem that `--language` left out is dropped.
-    let outside: Vec<&str> = records
-        .iter()
-        .map(|c| c.name.as_str())
-        .filter(|n| !by_problem.contains_key(n))
-        .collect();
-    if !outside.is_empty() {
-        let every = read_problems(problems_file, None)?;
-        let known: std::collections::BTreeSet<&str> =
-            every.iter().map(|p| p.name.as_str()).collect();
-        // Each name once (a problem's samples share it), in name order.
-        let unknown: std::collections::BTreeSet<&str> =
-            outside.into_iter().filter(|n| !known.contains(n)).collect();
-        if !unknown.is_empty() {
-            let shown: Vec<String> = unknown.iter().take(5).map(|n| format!("`{n}`")).collect();
-            bail!(
-                "{}: {} completion name(s) match no problem of {}: {}{}",
-                file.display(),
-                unknown.len(),
-                problems_file.display(),
-                shown.join(", "),
-                if unknown.len() > 5 { ", ..." } else { "" }
-            );
-        }
+    let mut every = Vec::new();
+    for f in files {
+        every.extend(read_problems(f, None)?);
     }
-    records.retain(|c| by_problem.contains_key(c.name.as_str()));
+    assign_languages(&every, &mut records).map_err(|reason| {
+        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        anyhow::anyhow!(
+            "{}: {reason} (problems: {})",
+            file.display(),
+            names.join(", ")
+        )
+    })?;
+    records.retain(|c| problems.iter().any(|p| c.is_of(p)));
     if cut {
         for c in &mut records {
-            if let Some(p) = by_problem.get(c.name.as_str()) {
+            if let Some(p) = problems.iter().find(|p| c.is_of(p)) {
                 c.completion = cut_at_stop(&c.completion, &p.stop_tokens);
             }
         }
@@ -356,11 +351,61 @@ fn read_completions(
     Ok(records)
 }
 
+/// The problem files of `--problems`: files as given, directories as their `*.jsonl` files
+/// in name order (an error when a directory has none).
+fn problem_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "jsonl"))
+                .collect();
+            if found.is_empty() {
+                bail!(
+                    "{}: a directory with no *.jsonl problem file",
+                    path.display()
+                );
+            }
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+/// The problems of every file, those of `language` when given; a problem (language and
+/// name) in two files is an error naming both.
+fn read_all_problems(files: &[PathBuf], language: Option<&str>) -> Result<Vec<Problem>> {
+    let mut seen: BTreeMap<(String, String), &Path> = BTreeMap::new();
+    let mut all = Vec::new();
+    for file in files {
+        for p in read_problems(file, language)? {
+            let key = (p.language_name(), p.name.clone());
+            if let Some(first) = seen.insert(key, file) {
+                bail!(
+                    "problem `{}` ({}) is in both {} and {}",
+                    p.name,
+                    p.language_name(),
+                    first.display(),
+                    file.display()
+                );
+            }
+            all.push(p);
+        }
+    }
+    Ok(all)
+}
+
 /// `--model DIR`: generates `sampling.samples` completions per problem into
 /// `<out>/completions.jsonl`, continuing that file with `--resume`.
 fn generate_for_eval(
     model: &Path,
     args: &EvalArgs,
+    files: &[PathBuf],
     problems: &[Problem],
     sampling: &SampleSettings,
 ) -> Result<Vec<Completion>> {
@@ -370,7 +415,7 @@ fn generate_for_eval(
     GenerationRecord {
         model_sha256: model_sha256(model)?,
         tokenizer_sha256: sha256_files(std::slice::from_ref(&tokenizer_json))?,
-        problems_sha256: sha256_files(std::slice::from_ref(&args.problems))?,
+        problems_sha256: sha256_files(files)?,
         language: args.language.clone(),
         samples: sampling.samples,
         max_new_tokens: sampling.max_new_tokens,
@@ -440,11 +485,24 @@ pub fn eval_cmd(args: EvalArgs) -> Result<()> {
         bail!("--no-cut applies to --completions only (generated completions are always cut)");
     }
     prepare_eval_out(&args.out, args.resume, args.overwrite, args.model.is_some())?;
-    let problems = read_problems(&args.problems, args.language.as_deref())?;
+    let files = problem_files(&args.problems)?;
+    let mut problems = read_all_problems(&files, args.language.as_deref())?;
+    if let Some(limit) = args.limit {
+        if limit == 0 {
+            bail!("--limit must be at least 1");
+        }
+        let mut kept: BTreeMap<String, usize> = BTreeMap::new();
+        problems.retain(|p| {
+            let n = kept.entry(p.language_name()).or_default();
+            *n += 1;
+            *n <= limit
+        });
+    }
     if problems.is_empty() {
+        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
         bail!(
             "{}: no problems{}",
-            args.problems.display(),
+            names.join(", "),
             args.language
                 .as_deref()
                 .map_or(String::new(), |l| format!(" for --language {l}"))
@@ -469,8 +527,8 @@ pub fn eval_cmd(args: EvalArgs) -> Result<()> {
     let completions: Vec<Completion> = match (&args.model, &args.completions) {
         (Some(_), Some(_)) => bail!("give --model (to generate) or --completions, not both"),
         (None, None) => bail!("give --model DIR to generate completions, or --completions FILE"),
-        (None, Some(file)) => read_completions(file, &problems, &args.problems, !args.no_cut)?,
-        (Some(model), None) => generate_for_eval(model, &args, &problems, &sampling)?,
+        (None, Some(file)) => read_completions(file, &problems, &files, !args.no_cut)?,
+        (Some(model), None) => generate_for_eval(model, &args, &files, &problems, &sampling)?,
     };
     let jobs = args.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)

@@ -353,3 +353,129 @@ fn train_exports_the_side_files_of_its_model() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&model);
 }
+
+/// A row of MultiPL-E's Hugging Face dataset (every column, as the dataset has them).
+fn dataset_row(name: &str, language: &str, prompt: &str, tests: &str, stops: &[&str]) -> String {
+    serde_json::json!({
+        "name": name,
+        "language": language,
+        "prompt": prompt,
+        "doctests": "transform",
+        "original": format!("originals/{name}.py"),
+        "prompt_terminology": "reworded",
+        "tests": tests,
+        "stop_tokens": stops,
+    })
+    .to_string()
+}
+
+/// `eval --problems DIR` reads every `*.jsonl` of a directory (here the Hugging Face
+/// dataset's rows, written for this test, of two languages that share problem names) and
+/// scores them per language; completions name their language, a name both languages have
+/// with no language is refused, and so is a problem given twice.
+#[test]
+fn eval_scores_several_languages_from_a_directory_of_problem_files() {
+    let dir = std::env::temp_dir().join(format!("multipl-moe-cli-langs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let problems = dir.join("problems");
+    std::fs::create_dir_all(&problems).expect("dir");
+    let py = problems.join("humaneval-py-reworded.jsonl");
+    let rb = problems.join("humaneval-rb-reworded.jsonl");
+    let py_stops = ["\ndef", "\n#", "\nif", "\nclass"];
+    std::fs::write(
+        &py,
+        [
+            dataset_row(
+                "Shared_0_add",
+                "py",
+                "def add(x: int, y: int) -> int:\n",
+                "def check(candidate):\n    assert candidate(2, 3) == 5\n\ncheck(add)\n",
+                &py_stops,
+            ),
+            dataset_row(
+                "Shared_1_double",
+                "py",
+                "def double(x: int) -> int:\n",
+                "def check(candidate):\n    assert candidate(4) == 8\n\ncheck(double)\n",
+                &py_stops,
+            ),
+        ]
+        .join("\n"),
+    )
+    .expect("write");
+    std::fs::write(
+        &rb,
+        dataset_row(
+            "Shared_0_add",
+            "rb",
+            "# Adds two numbers.\ndef add(x, y)\n",
+            "require 'test/unit'\nclass TestHumanEval < Test::Unit::TestCase\n  def test_add\n    \
+             candidate = method(:add)\n    assert_equal(5, candidate.call(2, 3))\n  end\nend\n",
+            &["\nclass", "\ndef", "\n#", "\n\n"],
+        ),
+    )
+    .expect("write");
+    let completions = dir.join("completions.jsonl");
+    let write_completions = |records: &[serde_json::Value]| {
+        let lines: Vec<String> = records.iter().map(|r| r.to_string()).collect();
+        std::fs::write(&completions, lines.join("\n")).expect("write");
+    };
+    let record = |name: &str, language: Option<&str>, text: &str| {
+        let mut r = serde_json::json!({"name": name, "completion": text});
+        if let Some(l) = language {
+            r["language"] = l.into();
+        }
+        r
+    };
+    write_completions(&[
+        record("Shared_0_add", Some("py"), "    return x + y\n"),
+        // The Ruby one is wrong; the record names the language by its full name.
+        record("Shared_0_add", Some("ruby"), "  x - y\nend\n"),
+        // The only problem of that name: no language needed.
+        record("Shared_1_double", None, "    return 2 * x\n"),
+    ]);
+    let eval = |problem_args: &[&Path], out: &str| {
+        let mut cmd = bin();
+        cmd.arg("eval").arg("--problems").args(problem_args);
+        cmd.arg("--completions")
+            .arg(&completions)
+            .args(["--timeout", "20", "--out"])
+            .arg(dir.join(out))
+            .output()
+            .expect("runs")
+    };
+    let out = eval(&[&problems], "out");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = |lang: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(lang))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("python").contains("1.000   (2/2)"), "{stdout}");
+    assert!(line("ruby").contains("0.000   (0/1)"), "{stdout}");
+
+    // The two files named one by one give the same; a name both have, with no language, is
+    // refused by name.
+    write_completions(&[record("Shared_0_add", None, "    return x + y\n")]);
+    let out = eval(&[&py, &rb], "ambiguous");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("several languages") && stderr.contains("Shared_0_add"),
+        "{stderr}"
+    );
+    let out = eval(&[&py, &problems], "twice");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("is in both"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

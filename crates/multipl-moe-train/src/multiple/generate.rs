@@ -12,6 +12,7 @@ use super::error::EvalError;
 use super::exec::Status;
 use super::log::CompletionLog;
 use super::{Completion, Problem, cut_at_stop};
+use crate::data::corpus::Language;
 use crate::data::tokenizer::TextTokenizer;
 use crate::error::Result;
 use crate::infer::textgen::{SpecialTokens, TextBatchOptions, TextRow, generate_text_batch};
@@ -116,15 +117,14 @@ pub fn generate_completions<B: Backend>(
     done: Vec<Completion>,
     mut progress: impl FnMut(usize, usize, &str),
 ) -> Result<Vec<Completion>> {
-    let mut have: BTreeMap<&str, usize> = BTreeMap::new();
-    let names: BTreeMap<&str, ()> = problems.iter().map(|p| (p.name.as_str(), ())).collect();
     let mut all: Vec<Completion> = done
         .into_iter()
-        .filter(|c| names.contains_key(c.name.as_str()))
+        .filter(|c| problems.iter().any(|p| c.is_of(p)))
         .collect();
+    let mut have: BTreeMap<(&str, Option<Language>), usize> = BTreeMap::new();
     for c in &all {
-        if let Some((name, _)) = names.get_key_value(c.name.as_str()) {
-            *have.entry(name).or_default() += 1;
+        if let Some(p) = problems.iter().find(|p| c.is_of(p)) {
+            *have.entry((p.name.as_str(), p.lang())).or_default() += 1;
         }
     }
     let total = problems.len() * settings.samples;
@@ -132,7 +132,7 @@ pub fn generate_completions<B: Backend>(
     // context (one past it is recorded as too long without generating).
     let mut pending: Vec<(&Problem, usize, bool)> = Vec::new();
     for p in problems {
-        let first = have.get(p.name.as_str()).copied().unwrap_or(0);
+        let first = have.get(&(p.name.as_str(), p.lang())).copied().unwrap_or(0);
         let fits = first >= settings.samples
             || tokenizer.encode_prompt(&p.prompt)?.len() <= model.rope.max_positions();
         pending.extend((first..settings.samples).map(|index| (p, index, fits)));
@@ -162,11 +162,11 @@ pub fn generate_completions<B: Backend>(
                     if !(out.generated.tokens.is_empty()
                         && out.generated.stop == StopReason::ContextFull) =>
                 {
-                    Completion::new(&p.name, cut_at_stop(&out.text, &p.stop_tokens))
+                    Completion::of(p, cut_at_stop(&out.text, &p.stop_tokens))
                 }
                 _ => Completion {
                     status: Some(Status::PromptTooLong),
-                    ..Completion::new(&p.name, "")
+                    ..Completion::of(p, "")
                 },
             };
             log.append(&record)?;

@@ -51,6 +51,12 @@ impl Problem {
     pub fn lang(&self) -> Option<Language> {
         Language::from_name(&self.language)
     }
+
+    /// The language's name (`python`, `rust`, ...), or the file's code when unknown.
+    pub fn language_name(&self) -> String {
+        self.lang()
+            .map_or(self.language.clone(), |l| l.name().to_string())
+    }
 }
 
 /// One completion (one sample of a problem), a line of `completions.jsonl`. A problem has as
@@ -59,6 +65,11 @@ impl Problem {
 pub struct Completion {
     /// The problem's name.
     pub name: String,
+    /// The problem's language (any name or MultiPL-E code of it). MultiPL-E's files of
+    /// different languages share problem names, so a run over several languages needs it
+    /// for a name that more than one language has; generated records always carry it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
     /// The text generated after the prompt.
     pub completion: String,
     /// Set when no completion could be generated ([`Status::PromptTooLong`]); the sample then
@@ -72,10 +83,91 @@ impl Completion {
     pub fn new(name: impl Into<String>, completion: impl Into<String>) -> Self {
         Self {
             name: name.into(),
+            language: None,
             completion: completion.into(),
             status: None,
         }
     }
+
+    /// A completion of `problem`, recording its name and language.
+    pub fn of(problem: &Problem, completion: impl Into<String>) -> Self {
+        Self {
+            language: Some(problem.language_name()),
+            ..Self::new(&problem.name, completion)
+        }
+    }
+
+    /// Whether this is a sample of `problem`: the same name and, when the record names a
+    /// language, the same language.
+    pub fn is_of(&self, problem: &Problem) -> bool {
+        self.name == problem.name
+            && self
+                .language
+                .as_deref()
+                .is_none_or(|l| Language::from_name(l).is_some_and(|l| problem.lang() == Some(l)))
+    }
+}
+
+/// Gives every record of `completions` the language of its problem among `problems`, and
+/// checks that each names one: a record with no `language` whose name several languages
+/// share, a language no one knows, or a name (in that language) no problem has is an error
+/// naming the records (up to five).
+pub fn assign_languages(
+    problems: &[Problem],
+    completions: &mut [Completion],
+) -> std::result::Result<(), String> {
+    let mut by_name: std::collections::BTreeMap<&str, Vec<&Problem>> = Default::default();
+    for p in problems {
+        by_name.entry(p.name.as_str()).or_default().push(p);
+    }
+    let (mut unknown, mut ambiguous) = (std::collections::BTreeSet::new(), Vec::new());
+    for c in completions.iter_mut() {
+        let candidates = by_name.get(c.name.as_str()).map_or(&[][..], Vec::as_slice);
+        let matching: Vec<&&Problem> = candidates.iter().filter(|p| c.is_of(p)).collect();
+        match matching.as_slice() {
+            [one] => c.language = Some(one.language_name()),
+            [] => {
+                let shown = match &c.language {
+                    Some(l) => format!("`{}` ({l})", c.name),
+                    None => format!("`{}`", c.name),
+                };
+                unknown.insert(shown);
+            }
+            several => ambiguous.push(format!(
+                "`{}` ({})",
+                c.name,
+                several
+                    .iter()
+                    .map(|p| p.language.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+    let list = |names: Vec<String>| {
+        let more = if names.len() > 5 { ", ..." } else { "" };
+        format!(
+            "{}{more}",
+            names.into_iter().take(5).collect::<Vec<_>>().join(", ")
+        )
+    };
+    if !unknown.is_empty() {
+        return Err(format!(
+            "{} completion name(s) match no problem: {}",
+            unknown.len(),
+            list(unknown.into_iter().collect())
+        ));
+    }
+    if !ambiguous.is_empty() {
+        ambiguous.dedup();
+        return Err(format!(
+            "{} completion name(s) belong to problems of several languages; give each record \
+             a \"language\": {}",
+            ambiguous.len(),
+            list(ambiguous)
+        ));
+    }
+    Ok(())
 }
 
 /// Cuts `text` before the first occurrence of any stop token. Idempotent: a cut text contains

@@ -201,6 +201,20 @@ fn find_toolchains(
     (toolchains, skipped)
 }
 
+/// The samples of `problem` among the completions grouped by name, in file order.
+fn samples_of<'c>(
+    by_name: &BTreeMap<&str, Vec<&'c Completion>>,
+    problem: &Problem,
+) -> Vec<&'c Completion> {
+    by_name
+        .get(problem.name.as_str())
+        .into_iter()
+        .flatten()
+        .filter(|c| c.is_of(problem))
+        .copied()
+        .collect()
+}
+
 /// Runs each used toolchain's warm-up program once (filling a shared cache such as Go's) under
 /// the compile limit, and times it.
 fn warm_up(
@@ -214,7 +228,7 @@ fn warm_up(
     for (lang, toolchain) in toolchains {
         let used = problems
             .iter()
-            .any(|p| p.lang() == Some(*lang) && by_name.contains_key(p.name.as_str()));
+            .any(|p| p.lang() == Some(*lang) && !samples_of(by_name, p).is_empty());
         if let Some(program) = toolchain.warm_up_program().filter(|_| used) {
             let start = Instant::now();
             let compile = settings.limits.limits(*lang).compile;
@@ -257,13 +271,13 @@ pub fn evaluate(
     let warm_up = warm_up(problems, &by_name, &toolchains, settings, cache.path());
     let jobs: Vec<(&Problem, usize, Option<&Completion>)> = problems
         .iter()
-        .flat_map(|p| match by_name.get(p.name.as_str()) {
-            Some(samples) => samples
+        .flat_map(|p| match samples_of(&by_name, p).as_slice() {
+            [] => vec![(p, 0, None)],
+            samples => samples
                 .iter()
                 .enumerate()
                 .map(|(i, c)| (p, i, Some(*c)))
                 .collect(),
-            None => vec![(p, 0, None)],
         })
         .collect();
     let next = AtomicUsize::new(0);
