@@ -11,15 +11,28 @@ use multipl_moe_core::{CausalLm, MultiplMoeConfig};
 use crate::error::{QwenError, Result, io_err};
 use crate::hf_config::config_json;
 use crate::params::{Layout, ParamVisitor, walk};
-use crate::tensors::{HostTensor, SaveDtype, write_file};
+use crate::tensors::{HostTensor, SaveDtype, write_streamed};
 
-/// Every parameter of `model` as host tensors in the file layout, by key.
+/// Every parameter of `model` as host tensors in the file layout, by key (the whole model
+/// copied to the host; [`save_model`] writes one tensor at a time instead).
 pub fn model_tensors<B: Backend>(model: &CausalLm<B>) -> Result<BTreeMap<String, HostTensor>> {
-    let mut collector = Collector(BTreeMap::new());
+    let mut tensors = BTreeMap::new();
+    each_tensor(model, |key, _, value| {
+        tensors.insert(key.to_string(), value());
+        Ok(())
+    })?;
+    Ok(tensors)
+}
+
+/// Calls `emit(key, shape, value)` for every parameter of `model` in the file layout, in a
+/// fixed order; `value()` reads that tensor to the host, only when called.
+fn each_tensor<B: Backend>(
+    model: &CausalLm<B>,
+    emit: impl FnMut(&str, Vec<usize>, &mut dyn FnMut() -> HostTensor) -> Result<()>,
+) -> Result<()> {
     multipl_moe_core::model::materialize(model);
     let mut model = model.clone();
-    walk(&mut model, &mut collector)?;
-    Ok(collector.0)
+    walk(&mut model, &mut Exporter(emit))
 }
 
 /// Files next to a model's weights that describe how to use it; [`save_model_from`] copies
@@ -100,8 +113,16 @@ fn write_dir<B: Backend>(
     dtype: SaveDtype,
     source: Option<&Path>,
 ) -> Result<()> {
-    let tensors = model_tensors(model)?;
-    write_file(&dir.join("model.safetensors"), &tensors, dtype)?;
+    // The layout first (keys and shapes, no values), then one tensor at a time: the file is
+    // written without a second copy of the model in memory.
+    let mut layout = Vec::new();
+    each_tensor(model, |key, shape, _| {
+        layout.push((key.to_string(), shape));
+        Ok(())
+    })?;
+    write_streamed(&dir.join("model.safetensors"), &layout, dtype, |sink| {
+        each_tensor(model, |key, _, value| sink.put(key, &value()))
+    })?;
     let torch_dtype = match dtype {
         SaveDtype::F32 => "float32",
         SaveDtype::Bf16 => "bfloat16",
@@ -135,7 +156,8 @@ fn remove_stale_partials(parent: &Path, name: &str) {
     }
 }
 
-struct Collector(BTreeMap<String, HostTensor>);
+/// A [`ParamVisitor`] handing each parameter, in the file layout, to its closure.
+struct Exporter<F>(F);
 
 /// Reads a tensor back to the host as f32 (export and tooling only, never in a forward pass).
 pub fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> HostTensor {
@@ -148,7 +170,11 @@ pub fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> HostTensor {
     HostTensor { shape, data }
 }
 
-impl<B: Backend> ParamVisitor<B> for Collector {
+impl<B, F> ParamVisitor<B> for Exporter<F>
+where
+    B: Backend,
+    F: FnMut(&str, Vec<usize>, &mut dyn FnMut() -> HostTensor) -> Result<()>,
+{
     fn tensor<const D: usize>(
         &mut self,
         key: &str,
@@ -161,8 +187,8 @@ impl<B: Backend> ParamVisitor<B> for Collector {
         } else {
             value
         };
-        self.0.insert(key.to_string(), host(value));
-        Ok(())
+        let shape = value.dims().to_vec();
+        (self.0)(key, shape, &mut || host(value.clone()))
     }
 
     fn bank(&mut self, prefix: &str, bank: &mut ExpertBank<B>) -> Result<()> {
@@ -172,12 +198,10 @@ impl<B: Backend> ParamVisitor<B> for Collector {
             let gate = gate_up.clone().narrow(1, 0, f).transpose();
             let up = gate_up.narrow(1, f, f).transpose();
             let down = expert.down.val().transpose();
-            self.0
-                .insert(format!("{prefix}.{i}.gate_proj.weight"), host(gate));
-            self.0
-                .insert(format!("{prefix}.{i}.up_proj.weight"), host(up));
-            self.0
-                .insert(format!("{prefix}.{i}.down_proj.weight"), host(down));
+            for (name, t) in [("gate_proj", gate), ("up_proj", up), ("down_proj", down)] {
+                let key = format!("{prefix}.{i}.{name}.weight");
+                (self.0)(&key, t.dims().to_vec(), &mut || host(t.clone()))?;
+            }
         }
         Ok(())
     }

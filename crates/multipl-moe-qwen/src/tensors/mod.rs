@@ -17,7 +17,7 @@ mod store;
 mod write;
 
 pub use store::TensorStore;
-pub use write::{SaveDtype, write_atomic, write_file};
+pub use write::{SaveDtype, TensorSink, write_atomic, write_file, write_streamed};
 
 /// One tensor read from a file, converted to f32.
 #[derive(Debug, Clone, PartialEq)]
