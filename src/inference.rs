@@ -295,7 +295,9 @@ pub struct EvalArgs {
     /// Memory limit of every process of a program (RLIMIT_DATA), in MiB.
     #[arg(long, default_value_t = 4096)]
     memory_mib: u64,
-    /// Process and thread limit (RLIMIT_NPROC; the kernel does not apply it to root).
+    /// Process and thread limit of a program (RLIMIT_NPROC, set inside the sandbox's user
+    /// namespace, where only the program's own processes count; the kernel does not apply it
+    /// to root).
     #[arg(long, default_value_t = 1024)]
     max_processes: u64,
     /// Largest file a program may write, its output included, in MiB.

@@ -336,6 +336,22 @@ fn resource_limits_stop_big_files_and_allocations() {
     assert!(ResourceLimits::new(u64::MAX, 1024, 1).is_err());
 }
 
+/// The process limit is set inside the sandbox (in its own user namespace, where only its
+/// processes count): the program has it, the sandbox's init (bwrap, PID 1 of the namespace),
+/// which started before, does not.
+#[test]
+fn the_process_limit_is_set_inside_the_sandbox() {
+    let limits = ResourceLimits::new(4096, 77, 256).expect("valid limits");
+    let body = "    def nproc(pid):\n        for line in open(f'/proc/{pid}/limits'):\n            \
+                if line.startswith('Max processes'):\n                return line.split()[2:4]\n\
+                \x20   assert nproc('self') == ['77', '77'], nproc('self')\n\
+                \x20   assert nproc(1) != ['77', '77'], nproc(1)\n    return x + y\n";
+    let report = eval_python(limits, None, &[("nproc", body)]);
+    for r in &report.results {
+        assert_eq!(r.status, Status::Ok, "{}", r.output);
+    }
+}
+
 /// The JVM runs under a 256 MiB memory limit (its default heap, sized from the host's RAM,
 /// did not start on a 24 GiB host): MultiPL-E's Java problem (javatuples header, a `Pair`)
 /// compiles and passes. Java is scored when a JDK and libjavatuples-java are installed.

@@ -11,9 +11,12 @@
 //! - no network, IPC or UTS sharing (`--unshare-all`), a new session (no terminal);
 //! - only the environment the harness gives (`--clearenv`);
 //! - resource limits set before bwrap starts and inherited by everything inside:
-//!   `RLIMIT_DATA` (memory), `RLIMIT_NPROC` (processes and threads of the user; the kernel does
-//!   not apply it to root), `RLIMIT_FSIZE` (largest file written; output goes to a pipe) and no core
-//!   dumps.
+//!   `RLIMIT_DATA` (memory), `RLIMIT_FSIZE` (largest file written; output goes to a pipe) and
+//!   no core dumps; `RLIMIT_NPROC` (processes and threads) is set inside the sandbox by
+//!   util-linux's `prlimit`, where the sandbox's own user namespace makes the kernel count only
+//!   the sandbox's processes (Linux ≥ 5.14 counts them per user namespace; set before bwrap,
+//!   every process the user runs elsewhere would count, and with many of them bwrap could not
+//!   even start). The kernel does not apply it to root.
 //!
 //! Without bubblewrap the harness refuses to run unless the caller asks for
 //! [`Sandbox::unsafe_none`], which keeps only the limits, the scrubbed environment and a
@@ -41,7 +44,9 @@ pub enum SandboxKind {
 pub struct ResourceLimits {
     /// `RLIMIT_DATA`: heap and private writable mappings, in bytes.
     pub memory_bytes: u64,
-    /// `RLIMIT_NPROC`: processes and threads of the user (not enforced for root).
+    /// `RLIMIT_NPROC`: processes and threads, counted in the sandbox's user namespace (its
+    /// own processes; with `--unsafe-no-sandbox`, every process of the user); not enforced
+    /// for root.
     pub processes: u64,
     /// `RLIMIT_FSIZE`: largest file a process may write, in bytes (output goes to a pipe).
     pub file_size_bytes: u64,
@@ -104,6 +109,9 @@ pub struct Mounts<'a> {
 #[derive(Debug, Clone)]
 pub struct Sandbox {
     bwrap: Option<PathBuf>,
+    /// util-linux's `prlimit`, which sets `RLIMIT_NPROC` inside the sandbox (see
+    /// [`ResourceLimits::processes`]); without it the limit is set before bwrap starts.
+    prlimit: Option<PathBuf>,
     limits: ResourceLimits,
 }
 
@@ -134,8 +142,11 @@ impl Sandbox {
         let bwrap = super::toolchain::which("bwrap").ok_or_else(|| EvalError::NoSandbox {
             reason: "`bwrap` is not on PATH".into(),
         })?;
+        // Inside the sandbox's mounts: only a prlimit under /usr is there.
+        let prlimit = super::toolchain::which("prlimit").filter(|p| p.starts_with("/usr"));
         let sandbox = Self {
             bwrap: Some(bwrap),
+            prlimit,
             limits,
         };
         let dir =
@@ -169,6 +180,7 @@ impl Sandbox {
     pub fn unsafe_none(limits: ResourceLimits) -> Self {
         Self {
             bwrap: None,
+            prlimit: None,
             limits,
         }
     }
@@ -213,7 +225,15 @@ impl Sandbox {
                 if status_fd.is_some() {
                     c.args(["--json-status-fd", &STATUS_FD.to_string()]);
                 }
-                c.arg("--").args(argv);
+                c.arg("--");
+                if let Some(prlimit) = &self.prlimit {
+                    // In the sandbox's user namespace the kernel counts only the sandbox's
+                    // processes against RLIMIT_NPROC; set before bwrap, every process of the
+                    // user would count, and bwrap itself could not start.
+                    let n = nproc_hard_limit().min(self.limits.processes);
+                    c.arg(prlimit).arg(format!("--nproc={n}:{n}")).arg("--");
+                }
+                c.args(argv);
                 c
             }
             None => {
@@ -226,7 +246,14 @@ impl Sandbox {
         #[cfg(unix)]
         {
             use std::os::unix::process::CommandExt;
-            let limits = self.limits;
+            let limits = ResourceLimits {
+                // Set inside the sandbox by prlimit instead (above).
+                processes: match self.prlimit {
+                    Some(_) if self.bwrap.is_some() => u64::MAX,
+                    _ => self.limits.processes,
+                },
+                ..self.limits
+            };
             let status_fd = status_fd.filter(|_| self.bwrap.is_some());
             command.process_group(0);
             // SAFETY: the closure only calls `dup2`, `fcntl` and `setrlimit`, which are
@@ -309,6 +336,27 @@ fn bwrap_args(mounts: &Mounts, vars: &[(String, String)]) -> Vec<String> {
     args
 }
 
+/// The caller's hard `RLIMIT_NPROC` (`u64::MAX` when unlimited or unreadable): the limit set
+/// inside the sandbox never asks for more.
+#[cfg(unix)]
+fn nproc_hard_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `getrlimit` writes the struct it is given and nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NPROC, &mut limit) } == 0 {
+        limit.rlim_max
+    } else {
+        u64::MAX
+    }
+}
+
+#[cfg(not(unix))]
+fn nproc_hard_limit() -> u64 {
+    u64::MAX
+}
+
 #[cfg(unix)]
 fn set_limits(limits: ResourceLimits) -> std::io::Result<()> {
     let set = |resource, value: u64| {
@@ -332,7 +380,9 @@ fn set_limits(limits: ResourceLimits) -> std::io::Result<()> {
         }
     };
     set(libc::RLIMIT_DATA, limits.memory_bytes)?;
-    set(libc::RLIMIT_NPROC, limits.processes)?;
+    if limits.processes != u64::MAX {
+        set(libc::RLIMIT_NPROC, limits.processes)?;
+    }
     set(libc::RLIMIT_FSIZE, limits.file_size_bytes)?;
     set(libc::RLIMIT_CORE, 0)
 }
