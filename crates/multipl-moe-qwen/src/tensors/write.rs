@@ -256,7 +256,8 @@ mod tests {
             .collect();
         let a = &tensors["a.bias"];
         let b = &tensors["b.weight"];
-        let cases: [(&str, &dyn Fn(&mut TensorSink<'_>) -> Result<()>); 3] = [
+        type Fill<'f> = &'f dyn Fn(&mut TensorSink<'_>) -> Result<()>;
+        let cases: [(&str, Fill<'_>); 3] = [
             ("order", &|sink| sink.put("b.weight", b)),
             ("shape", &|sink| sink.put("a.bias", b)),
             ("missing", &|sink| {
