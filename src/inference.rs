@@ -295,7 +295,7 @@ pub struct EvalArgs {
     /// Memory limit of every process of a program (RLIMIT_DATA), in MiB.
     #[arg(long, default_value_t = 4096)]
     memory_mib: u64,
-    /// Process and thread limit of a program (RLIMIT_NPROC, set inside the sandbox's user
+    /// Process and thread limit of a program (RLIMIT_NPROC, set in the sandbox's user
     /// namespace, where only the program's own processes count; the kernel does not apply it
     /// to root).
     #[arg(long, default_value_t = 1024)]

@@ -336,16 +336,15 @@ fn resource_limits_stop_big_files_and_allocations() {
     assert!(ResourceLimits::new(u64::MAX, 1024, 1).is_err());
 }
 
-/// The process limit is set inside the sandbox (in its own user namespace, where only its
-/// processes count): the program has it, the sandbox's init (bwrap, PID 1 of the namespace),
-/// which started before, does not.
+/// The process limit reaches the program (set on the sandbox's init once its user namespace
+/// exists, so that only the sandbox's processes count; the counting itself cannot be shown
+/// as root, whom the kernel never limits).
 #[test]
-fn the_process_limit_is_set_inside_the_sandbox() {
+fn the_process_limit_reaches_the_program() {
     let limits = ResourceLimits::new(4096, 77, 256).expect("valid limits");
     let body = "    def nproc(pid):\n        for line in open(f'/proc/{pid}/limits'):\n            \
                 if line.startswith('Max processes'):\n                return line.split()[2:4]\n\
-                \x20   assert nproc('self') == ['77', '77'], nproc('self')\n\
-                \x20   assert nproc(1) != ['77', '77'], nproc(1)\n    return x + y\n";
+                \x20   assert nproc('self') == ['77', '77'], nproc('self')\n    return x + y\n";
     let report = eval_python(limits, None, &[("nproc", body)]);
     for r in &report.results {
         assert_eq!(r.status, Status::Ok, "{}", r.output);

@@ -58,17 +58,33 @@ impl Sandbox {
         let status_fd = None;
         let (mut reader, writer) = std::io::pipe()?;
         set_nonblocking(&reader)?;
-        let mut command = self.command(argv, mounts, env, status_fd);
+        // bwrap's child waits on this pipe until the process limit is set (`release`).
+        let (block_reader, block_writer) = std::io::pipe()?;
+        #[cfg(unix)]
+        let block_fd = {
+            use std::os::fd::AsRawFd;
+            Some(block_reader.as_raw_fd()).filter(|_| self.kind() == SandboxKind::Bubblewrap)
+        };
+        #[cfg(not(unix))]
+        let block_fd = None;
+        let mut command = self.command(argv, mounts, env, status_fd, block_fd);
         command
             .stdin(Stdio::null())
             .stdout(writer.try_clone()?)
             .stderr(writer);
         let mut child = command.spawn()?;
-        // The parent's copies of the pipe's write end go with the command.
+        // The parent's copies of the pipes' child ends go with the command.
         drop(command);
         drop(status);
+        drop(block_reader);
         let mut output = Output::default();
         let start = Instant::now();
+        let mut released = None;
+        if block_fd.is_some() {
+            released = Some(self.release(&status_file, &mut child, block_writer, limit));
+        } else {
+            drop(block_writer);
+        }
         let (code, timed_out) = loop {
             let read = output.drain(&mut reader);
             if let Some(status) = child.try_wait()? {
@@ -88,15 +104,60 @@ impl Sandbox {
             wait_gone(init, TEARDOWN);
         }
         output.drain(&mut reader);
+        let mut output = String::from_utf8_lossy(&output.kept).into_owned();
+        let limit_failed = match released {
+            Some(Err(e)) => {
+                output = format!("setting the process limit of the sandbox failed: {e}\n{output}");
+                true
+            }
+            _ => false,
+        };
         Ok(Ended {
             code,
             timed_out,
-            output: String::from_utf8_lossy(&output.kept).into_owned(),
+            output,
             sandbox_failed: self.kind() == SandboxKind::Bubblewrap
-                && !timed_out
-                && code != Some(0)
-                && status.exit_code.is_none(),
+                && (limit_failed || !timed_out && code != Some(0) && status.exit_code.is_none()),
         })
+    }
+
+    /// Lets bwrap's child start the program once its process limit is set: waits (at most
+    /// `limit`) for the `child-pid` bwrap writes to its status file as soon as the sandbox's
+    /// namespaces exist, sets that process's `RLIMIT_NPROC` ([`Sandbox::nproc_limit`]), then
+    /// writes to `block` (bwrap's `--block-fd`). If bwrap ends first (it could not make the
+    /// sandbox), or the limit cannot be set, bwrap is killed rather than released: the
+    /// program never runs without its limit.
+    fn release(
+        &self,
+        status_file: &Path,
+        child: &mut std::process::Child,
+        mut block: std::io::PipeWriter,
+        limit: Duration,
+    ) -> std::io::Result<()> {
+        let start = Instant::now();
+        let pid = loop {
+            if let Some(pid) = BwrapStatus::read(status_file).child_pid {
+                break pid;
+            }
+            if child.try_wait()?.is_some() {
+                // bwrap ended before making the sandbox; its status says so.
+                return Ok(());
+            }
+            if start.elapsed() >= limit {
+                kill_group(child);
+                return Err(std::io::Error::other(
+                    "bwrap did not report its child within the time limit",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        #[cfg(unix)]
+        if let Err(e) = self.nproc_limit(pid) {
+            kill_group(child);
+            return Err(e);
+        }
+        use std::io::Write;
+        block.write_all(b"x")
     }
 }
 

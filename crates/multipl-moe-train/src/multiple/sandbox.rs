@@ -12,11 +12,12 @@
 //! - only the environment the harness gives (`--clearenv`);
 //! - resource limits set before bwrap starts and inherited by everything inside:
 //!   `RLIMIT_DATA` (memory), `RLIMIT_FSIZE` (largest file written; output goes to a pipe) and
-//!   no core dumps; `RLIMIT_NPROC` (processes and threads) is set inside the sandbox by
-//!   util-linux's `prlimit`, where the sandbox's own user namespace makes the kernel count only
-//!   the sandbox's processes (Linux ≥ 5.14 counts them per user namespace; set before bwrap,
-//!   every process the user runs elsewhere would count, and with many of them bwrap could not
-//!   even start). The kernel does not apply it to root.
+//!   no core dumps; `RLIMIT_NPROC` (processes and threads) is set on the sandbox's init once
+//!   its user namespace exists (bwrap's `--block-fd` holds the program until then;
+//!   `prlimit(2)` from the harness), so the kernel counts only the sandbox's processes (Linux
+//!   ≥ 5.14 counts them per user namespace; set before bwrap, every process the user runs
+//!   elsewhere would count, and with many of them bwrap could not even start). The kernel
+//!   does not apply it to root.
 //!
 //! Without bubblewrap the harness refuses to run unless the caller asks for
 //! [`Sandbox::unsafe_none`], which keeps only the limits, the scrubbed environment and a
@@ -109,9 +110,6 @@ pub struct Mounts<'a> {
 #[derive(Debug, Clone)]
 pub struct Sandbox {
     bwrap: Option<PathBuf>,
-    /// util-linux's `prlimit`, which sets `RLIMIT_NPROC` inside the sandbox (see
-    /// [`ResourceLimits::processes`]); without it the limit is set before bwrap starts.
-    prlimit: Option<PathBuf>,
     limits: ResourceLimits,
 }
 
@@ -142,11 +140,8 @@ impl Sandbox {
         let bwrap = super::toolchain::which("bwrap").ok_or_else(|| EvalError::NoSandbox {
             reason: "`bwrap` is not on PATH".into(),
         })?;
-        // Inside the sandbox's mounts: only a prlimit under /usr is there.
-        let prlimit = super::toolchain::which("prlimit").filter(|p| p.starts_with("/usr"));
         let sandbox = Self {
             bwrap: Some(bwrap),
-            prlimit,
             limits,
         };
         let dir =
@@ -157,7 +152,7 @@ impl Sandbox {
             readonly: &[],
         };
         let output = sandbox
-            .command(&["true".to_string()], &mounts, &[], None)
+            .command(&["true".to_string()], &mounts, &[], None, None)
             .stdin(Stdio::null())
             .output()
             .map_err(|e| EvalError::NoSandbox {
@@ -175,12 +170,38 @@ impl Sandbox {
         Ok(sandbox)
     }
 
+    /// Sets `RLIMIT_NPROC` of the process `pid` (the sandbox's init, in its own user
+    /// namespace, before it starts the program) to the limit, never above the harness's own
+    /// hard limit; the program and its descendants inherit it.
+    #[cfg(unix)]
+    pub(crate) fn nproc_limit(&self, pid: u32) -> std::io::Result<()> {
+        let mut own = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `getrlimit` writes the struct it is given and nothing else.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NPROC, &mut own) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let n = (self.limits.processes as libc::rlim_t).min(own.rlim_max);
+        let limit = libc::rlimit {
+            rlim_cur: n,
+            rlim_max: n,
+        };
+        let pid = libc::pid_t::try_from(pid).map_err(std::io::Error::other)?;
+        // SAFETY: `prlimit` reads `limit` and writes nothing (no old-limit pointer).
+        if unsafe { libc::prlimit(pid, libc::RLIMIT_NPROC, &limit, std::ptr::null_mut()) } == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+
     /// No isolation: only the limits, the scrubbed environment and a process group. For
     /// `--unsafe-no-sandbox`.
     pub fn unsafe_none(limits: ResourceLimits) -> Self {
         Self {
             bwrap: None,
-            prlimit: None,
             limits,
         }
     }
@@ -209,6 +230,7 @@ impl Sandbox {
         mounts: &Mounts,
         env: &[(String, String)],
         status_fd: Option<i32>,
+        block_fd: Option<i32>,
     ) -> Command {
         let work = mounts.work.to_string_lossy().into_owned();
         let mut vars: Vec<(String, String)> = vec![
@@ -225,15 +247,10 @@ impl Sandbox {
                 if status_fd.is_some() {
                     c.args(["--json-status-fd", &STATUS_FD.to_string()]);
                 }
-                c.arg("--");
-                if let Some(prlimit) = &self.prlimit {
-                    // In the sandbox's user namespace the kernel counts only the sandbox's
-                    // processes against RLIMIT_NPROC; set before bwrap, every process of the
-                    // user would count, and bwrap itself could not start.
-                    let n = nproc_hard_limit().min(self.limits.processes);
-                    c.arg(prlimit).arg(format!("--nproc={n}:{n}")).arg("--");
+                if block_fd.is_some() {
+                    c.args(["--block-fd", &BLOCK_FD.to_string()]);
                 }
-                c.args(argv);
+                c.arg("--").args(argv);
                 c
             }
             None => {
@@ -247,25 +264,28 @@ impl Sandbox {
         {
             use std::os::unix::process::CommandExt;
             let limits = ResourceLimits {
-                // Set inside the sandbox by prlimit instead (above).
-                processes: match self.prlimit {
-                    Some(_) if self.bwrap.is_some() => u64::MAX,
-                    _ => self.limits.processes,
+                // Under bubblewrap the process limit is set on the sandbox's init once its
+                // user namespace exists ([`Self::nproc_limit`]), not on bwrap.
+                processes: match self.bwrap {
+                    Some(_) => u64::MAX,
+                    None => self.limits.processes,
                 },
                 ..self.limits
             };
             let status_fd = status_fd.filter(|_| self.bwrap.is_some());
+            let block_fd = block_fd.filter(|_| self.bwrap.is_some());
             command.process_group(0);
             // SAFETY: the closure only calls `dup2`, `fcntl` and `setrlimit`, which are
             // async-signal-safe, and touches no memory shared with the parent.
             unsafe {
                 command.pre_exec(move || {
-                    if let Some(fd) = status_fd {
+                    for (fd, target) in [(status_fd, STATUS_FD), (block_fd, BLOCK_FD)] {
+                        let Some(fd) = fd else { continue };
                         // `dup2` onto itself keeps close-on-exec set: clear it instead.
-                        let kept = if fd == STATUS_FD {
+                        let kept = if fd == target {
                             libc::fcntl(fd, libc::F_SETFD, 0)
                         } else {
-                            libc::dup2(fd, STATUS_FD)
+                            libc::dup2(fd, target)
                         };
                         if kept < 0 {
                             return Err(std::io::Error::last_os_error());
@@ -281,6 +301,8 @@ impl Sandbox {
 
 /// The descriptor bwrap writes its JSON status to.
 const STATUS_FD: i32 = 3;
+/// The descriptor bwrap's child waits on (`--block-fd`) before it starts the program.
+const BLOCK_FD: i32 = 4;
 
 /// bubblewrap's options for `mounts` and the environment `vars`.
 fn bwrap_args(mounts: &Mounts, vars: &[(String, String)]) -> Vec<String> {
@@ -334,27 +356,6 @@ fn bwrap_args(mounts: &Mounts, vars: &[(String, String)]) -> Vec<String> {
     // The sandbox's root (a tmpfs holding the mount points) becomes read-only too.
     args.extend(["--remount-ro".into(), "/".into()]);
     args
-}
-
-/// The caller's hard `RLIMIT_NPROC` (`u64::MAX` when unlimited or unreadable): the limit set
-/// inside the sandbox never asks for more.
-#[cfg(unix)]
-fn nproc_hard_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `getrlimit` writes the struct it is given and nothing else.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NPROC, &mut limit) } == 0 {
-        limit.rlim_max
-    } else {
-        u64::MAX
-    }
-}
-
-#[cfg(not(unix))]
-fn nproc_hard_limit() -> u64 {
-    u64::MAX
 }
 
 #[cfg(unix)]
