@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use multipl_moe::backend::Backend;
 use multipl_moe::core::{CausalLm, SamplingConfig};
+use multipl_moe::train::data::corpus::Language;
 use multipl_moe::train::data::tokenizer::TextTokenizer;
 use multipl_moe::train::files::write_atomic;
 use multipl_moe::train::infer::textgen::{
@@ -118,6 +119,23 @@ pub struct GenerateArgs {
 
 /// Streams a completion to stdout, then prints prefill and decode speed.
 pub fn generate_cmd(args: GenerateArgs) -> Result<()> {
+    // Checked before the model loads.
+    if args.samples == 0 {
+        bail!("--samples must be at least 1");
+    }
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    if args.max_new_tokens == 0 {
+        bail!("--max-new-tokens must be at least 1");
+    }
+    if args.samples > 1 && args.temperature == 0.0 {
+        bail!(
+            "--samples {}: greedy decoding gives the same completion every time; sampling \
+             several needs --temperature above 0",
+            args.samples
+        );
+    }
     let (model, tokenizer, [model_seconds, tokenizer_seconds]) =
         load(&args.model, args.tokenizer.as_deref())?;
     eprintln!(
@@ -184,16 +202,6 @@ fn generate_samples(
     options: &TextGenerateOptions,
     special: &SpecialTokens,
 ) -> Result<()> {
-    if options.sampling.is_greedy() {
-        bail!(
-            "--samples {}: greedy decoding gives the same completion every time; sampling \
-             several needs --temperature above 0",
-            args.samples
-        );
-    }
-    if args.batch_size == 0 {
-        bail!("--batch-size must be at least 1");
-    }
     let rows: Vec<TextRow> = (0..args.samples)
         .map(|i| TextRow {
             prompt: args.prompt.clone(),
@@ -334,7 +342,10 @@ fn read_completions(
     for f in files {
         every.extend(read_problems(f, None)?);
     }
-    assign_languages(&every, &mut records).map_err(|reason| {
+    // Records of problems that --language or --limit left out are dropped; the others must
+    // each name one problem of the run.
+    records.retain(|c| problems.iter().any(|p| c.is_of(p)) || !every.iter().any(|p| c.is_of(p)));
+    assign_languages(problems, &mut records).map_err(|reason| {
         let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
         anyhow::anyhow!(
             "{}: {reason} (problems: {})",
@@ -342,7 +353,6 @@ fn read_completions(
             names.join(", ")
         )
     })?;
-    records.retain(|c| problems.iter().any(|p| c.is_of(p)));
     if cut {
         for c in &mut records {
             if let Some(p) = problems.iter().find(|p| c.is_of(p)) {
@@ -363,6 +373,10 @@ fn problem_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
                 .filter_map(|entry| entry.ok().map(|e| e.path()))
                 .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "jsonl"))
+                .filter(|p| {
+                    !p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                })
                 .collect();
             if found.is_empty() {
                 bail!(
@@ -376,7 +390,15 @@ fn problem_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             files.push(path.clone());
         }
     }
-    Ok(files)
+    // A file given twice (by name, or by name and through its directory) is read once; the
+    // order of the flags does not matter (it would change the digest --resume compares).
+    let mut keyed: Vec<(PathBuf, PathBuf)> = files
+        .into_iter()
+        .map(|f| (std::fs::canonicalize(&f).unwrap_or_else(|_| f.clone()), f))
+        .collect();
+    keyed.sort();
+    keyed.dedup_by(|a, b| a.0 == b.0);
+    Ok(keyed.into_iter().map(|(_, f)| f).collect())
 }
 
 /// The problems of every file, those of `language` when given; a problem (language and
@@ -418,7 +440,11 @@ fn generate_for_eval(
         model_sha256: model_sha256(model)?,
         tokenizer_sha256: sha256_files(std::slice::from_ref(&tokenizer_json))?,
         problems_sha256: sha256_files(files)?,
-        language: args.language.clone(),
+        // Canonical (`py` and `python` are one setting).
+        language: args
+            .language
+            .as_deref()
+            .map(|l| Language::from_name(l).map_or(l.to_string(), |lang| lang.name().to_string())),
         samples: sampling.samples,
         max_new_tokens: sampling.max_new_tokens,
         temperature: sampling.temperature,
@@ -486,13 +512,17 @@ pub fn eval_cmd(args: EvalArgs) -> Result<()> {
     if args.no_cut && args.completions.is_none() {
         bail!("--no-cut applies to --completions only (generated completions are always cut)");
     }
-    prepare_eval_out(&args.out, args.resume, args.overwrite, args.model.is_some())?;
+    if args.limit == Some(0) {
+        bail!("--limit must be at least 1");
+    }
+    match (&args.model, &args.completions) {
+        (Some(_), Some(_)) => bail!("give --model (to generate) or --completions, not both"),
+        (None, None) => bail!("give --model DIR to generate completions, or --completions FILE"),
+        _ => {}
+    }
     let files = problem_files(&args.problems)?;
     let mut problems = read_all_problems(&files, args.language.as_deref())?;
     if let Some(limit) = args.limit {
-        if limit == 0 {
-            bail!("--limit must be at least 1");
-        }
         let mut kept: BTreeMap<String, usize> = BTreeMap::new();
         problems.retain(|p| {
             let n = kept.entry(p.language_name()).or_default();
@@ -526,11 +556,17 @@ pub fn eval_cmd(args: EvalArgs) -> Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
-    let completions: Vec<Completion> = match (&args.model, &args.completions) {
-        (Some(_), Some(_)) => bail!("give --model (to generate) or --completions, not both"),
+    // Everything is checked (and given completions read) before an earlier evaluation in
+    // --out is replaced.
+    let read = match &args.completions {
+        Some(file) => Some(read_completions(file, &problems, &files, !args.no_cut)?),
+        None => None,
+    };
+    prepare_eval_out(&args.out, args.resume, args.overwrite, args.model.is_some())?;
+    let completions: Vec<Completion> = match (read, &args.model) {
+        (Some(records), _) => records,
+        (None, Some(model)) => generate_for_eval(model, &args, &files, &problems, &sampling)?,
         (None, None) => bail!("give --model DIR to generate completions, or --completions FILE"),
-        (None, Some(file)) => read_completions(file, &problems, &files, !args.no_cut)?,
-        (Some(model), None) => generate_for_eval(model, &args, &files, &problems, &sampling)?,
     };
     let jobs = args.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
@@ -541,7 +577,11 @@ pub fn eval_cmd(args: EvalArgs) -> Result<()> {
         jobs,
         java_classpath: args.java_classpath.as_deref(),
     };
-    let total = problems.len();
+    // One run per sample, or one per problem without a completion.
+    let total: usize = problems
+        .iter()
+        .map(|p| completions.iter().filter(|c| c.is_of(p)).count().max(1))
+        .sum();
     let progress = Progress::new("evaluate", total);
     let report = evaluate(&problems, &completions, &settings, |done, _, r| {
         progress.item(done.min(total), &format!("{} {}", r.name, r.status.name()));

@@ -123,6 +123,16 @@ fn bad_arguments_are_refused_by_name() {
         );
         assert!(!out.exists(), "nothing written for --expert-noise {noise}");
     }
+    for (args, name) in [
+        (&["--samples", "0"][..], "--samples"),
+        (&["--batch-size", "0"][..], "--batch-size"),
+        (&["--max-new-tokens", "0"][..], "--max-new-tokens"),
+        (&["--samples", "3"][..], "--temperature"),
+    ] {
+        let mut all = vec!["generate", "--prompt", "x"];
+        all.extend_from_slice(args);
+        refused(&all, &hybrid, name);
+    }
     let _ = std::fs::remove_dir_all(&hybrid);
     let _ = std::fs::remove_dir_all(&dense);
 }
@@ -471,11 +481,67 @@ fn eval_scores_several_languages_from_a_directory_of_problem_files() {
         stderr.contains("several languages") && stderr.contains("Shared_0_add"),
         "{stderr}"
     );
+    // A record naming a language no one knows is refused as such.
+    write_completions(&[record("Shared_0_add", Some("lua"), "x")]);
+    let out = eval(&[&problems], "lua");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown language `lua`"), "{stderr}");
+
+    // --language settles a name both languages have; the other language's records drop.
+    write_completions(&[
+        record("Shared_0_add", None, "    return x + y\n"),
+        record("Shared_1_double", None, "    return 2 * x\n"),
+    ]);
+    let mut cmd = bin();
+    cmd.args(["eval", "--language", "python", "--problems"])
+        .arg(&problems)
+        .arg("--completions")
+        .arg(&completions)
+        .arg("--out")
+        .arg(dir.join("python-only"));
+    let out = cmd.output().expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("1.000   (2/2)"), "{stdout}");
+
+    // The same file given twice (directly and through its directory) is read once; the same
+    // problem in two files is refused, naming both, and nothing in --out is replaced first.
+    write_completions(&[
+        record("Shared_0_add", Some("py"), "    return x + y\n"),
+        record("Shared_0_add", Some("rb"), "  x + y\nend\n"),
+    ]);
     let out = eval(&[&py, &problems], "twice");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let copy = dir.join("copy-of-py.jsonl");
+    std::fs::copy(&py, &copy).expect("copy");
+    let kept = dir.join("twice").join("results.json");
+    let before = std::fs::read(&kept).expect("results");
+    let mut cmd = bin();
+    cmd.args(["eval", "--overwrite", "--problems"])
+        .arg(&py)
+        .arg(&copy)
+        .arg("--completions")
+        .arg(&completions)
+        .arg("--out")
+        .arg(dir.join("twice"));
+    let out = cmd.output().expect("runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && stderr.contains("is in both"),
         "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&kept).ok(),
+        Some(before),
+        "--overwrite kept the earlier run"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -55,7 +55,8 @@ fn parse_line(line: &str) -> std::result::Result<Problem, String> {
 
 /// Reads problems (either format, see the module documentation), keeping those of
 /// `language` (any alias) when given. Malformed lines, unknown languages and duplicate names
-/// are errors naming the file, the line and the problem.
+/// are errors naming the file, the line and the problem (a file may hold several languages;
+/// a problem is its language and name).
 pub fn read_problems(path: &Path, language: Option<&str>) -> Result<Vec<Problem>> {
     let data_error = |reason: String| TrainError::Data {
         path: path.to_path_buf(),
@@ -85,12 +86,46 @@ pub fn read_problems(path: &Path, language: Option<&str>) -> Result<Vec<Problem>
                 p.name, p.language
             )));
         };
-        if !seen.insert(p.name.clone()) {
-            return Err(data_error(format!("problem `{}` appears twice", p.name)));
+        if !seen.insert((lang, p.name.clone())) {
+            return Err(data_error(format!(
+                "problem `{}` ({}) appears twice",
+                p.name,
+                lang.name()
+            )));
         }
         if wanted.is_none_or(|w| w == lang) {
             kept.push(p);
         }
     }
     Ok(kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_problems;
+
+    /// One file may hold several languages sharing problem names; the same problem twice in
+    /// one language is refused, naming it.
+    #[test]
+    fn a_problem_is_its_language_and_name() {
+        let dir = std::env::temp_dir().join(format!("formats-langs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("mixed.jsonl");
+        let row = |language: &str| {
+            serde_json::json!({"name": "P_0", "language": language, "prompt": "x",
+                               "tests": "y", "stop_tokens": []})
+            .to_string()
+        };
+        std::fs::write(&path, [row("py"), row("rb")].join("\n")).expect("write");
+        let both = read_problems(&path, None).expect("two languages, one name");
+        assert_eq!(both.len(), 2);
+        assert_eq!(read_problems(&path, Some("ruby")).expect("ruby").len(), 1);
+        std::fs::write(&path, [row("py"), row("python")].join("\n")).expect("write");
+        let err = read_problems(&path, None).expect_err("the same problem twice");
+        assert!(
+            err.to_string().contains("`P_0` (python) appears twice"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

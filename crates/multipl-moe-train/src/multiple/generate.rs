@@ -14,7 +14,7 @@ use super::log::CompletionLog;
 use super::{Completion, Problem, cut_at_stop};
 use crate::data::corpus::Language;
 use crate::data::tokenizer::TextTokenizer;
-use crate::error::Result;
+use crate::error::{Result, TrainError};
 use crate::infer::textgen::{SpecialTokens, TextBatchOptions, TextRow, generate_text_batch};
 
 /// How completions are sampled.
@@ -133,8 +133,21 @@ pub fn generate_completions<B: Backend>(
     let mut pending: Vec<(&Problem, usize, bool)> = Vec::new();
     for p in problems {
         let first = have.get(&(p.name.as_str(), p.lang())).copied().unwrap_or(0);
-        let fits = first >= settings.samples
-            || tokenizer.encode_prompt(&p.prompt)?.len() <= model.rope.max_positions();
+        if first >= settings.samples {
+            continue;
+        }
+        let tokens = tokenizer.encode_prompt(&p.prompt)?.len();
+        if tokens == 0 {
+            // Checked before anything is generated: one empty prompt would stop a batch.
+            return Err(TrainError::Data {
+                path: p.name.clone().into(),
+                reason: format!(
+                    "the prompt of this problem ({}) is empty: there is nothing to complete",
+                    p.language
+                ),
+            });
+        }
+        let fits = tokens <= model.rope.max_positions();
         pending.extend((first..settings.samples).map(|index| (p, index, fits)));
     }
     let options = TextBatchOptions {

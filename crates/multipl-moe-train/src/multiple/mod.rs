@@ -120,8 +120,22 @@ pub fn assign_languages(
     for p in problems {
         by_name.entry(p.name.as_str()).or_default().push(p);
     }
-    let (mut unknown, mut ambiguous) = (std::collections::BTreeSet::new(), Vec::new());
+    let (mut unknown, mut ambiguous) = (
+        std::collections::BTreeSet::new(),
+        std::collections::BTreeSet::new(),
+    );
     for c in completions.iter_mut() {
+        if let Some(l) = c
+            .language
+            .as_deref()
+            .filter(|l| Language::from_name(l).is_none())
+        {
+            return Err(format!(
+                "completion `{}` names the unknown language `{l}` (python, java, cpp, rust, go, \
+                 ruby or their MultiPL-E codes)",
+                c.name
+            ));
+        }
         let candidates = by_name.get(c.name.as_str()).map_or(&[][..], Vec::as_slice);
         let matching: Vec<&&Problem> = candidates.iter().filter(|p| c.is_of(p)).collect();
         match matching.as_slice() {
@@ -133,15 +147,17 @@ pub fn assign_languages(
                 };
                 unknown.insert(shown);
             }
-            several => ambiguous.push(format!(
-                "`{}` ({})",
-                c.name,
-                several
-                    .iter()
-                    .map(|p| p.language.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
+            several => {
+                ambiguous.insert(format!(
+                    "`{}` ({})",
+                    c.name,
+                    several
+                        .iter()
+                        .map(|p| p.language.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
         }
     }
     let list = |names: Vec<String>| {
@@ -159,12 +175,11 @@ pub fn assign_languages(
         ));
     }
     if !ambiguous.is_empty() {
-        ambiguous.dedup();
         return Err(format!(
             "{} completion name(s) belong to problems of several languages; give each record \
              a \"language\": {}",
             ambiguous.len(),
-            list(ambiguous)
+            list(ambiguous.into_iter().collect())
         ));
     }
     Ok(())
