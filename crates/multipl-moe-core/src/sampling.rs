@@ -85,10 +85,20 @@ impl Sampler {
             .map(score)
             .fold(f64::NEG_INFINITY, f64::max);
         let weight = |i: usize| ((score(i) - max) * inv_t).exp();
+        // Sums over the whole vocabulary skip the tokens whose weight is below e^-60 of the
+        // top one's: even 10^5 of them add under 10^-21 to a sum of at least 1, below f64's
+        // resolution, and at a low temperature that is nearly every token (no `exp` for them).
+        let cut = max - 60.0 * self.config.temperature;
+        let weight_sum = |scale: f64| -> f64 {
+            (0..logits.len())
+                .filter(|&i| score(i) >= cut)
+                .map(|i| weight(i) * scale)
+                .sum()
+        };
         let z: f64 = if n < logits.len() {
             order.first(n).iter().map(|&i| weight(i)).sum()
         } else {
-            (0..logits.len()).map(weight).sum()
+            weight_sum(1.0)
         };
         let prob = |i: usize| weight(i) / z;
         // Top-p: the shortest prefix whose probability reaches `top_p`.
@@ -116,7 +126,7 @@ impl Sampler {
         } else if n < logits.len() {
             1.0
         } else {
-            (0..logits.len()).map(prob).sum()
+            weight_sum(1.0 / z)
         };
         let mut target = self.rng.unit() * total;
         let mut k = 0;

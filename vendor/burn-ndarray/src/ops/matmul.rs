@@ -147,26 +147,31 @@ pub const GEMM_BELOW: usize = 64;
 /// rayon threads, `gemm` takes every product.
 pub const MATRIXMULTIPLY_MAX_THREADS: usize = 4;
 
-/// The dispatch rule of [`mat_mul_into`]: with the `gemm` feature and no BLAS, non-empty f32/f64
-/// products that overwrite `out` go to `gemm` when thin (`min(m, n) < GEMM_BELOW`), inside a
-/// parallel batch loop, when rayon has more threads than matrixmultiply can use, or on a CPU
-/// with AVX-512 on 256-bit units; everything else to `general_mat_mul`.
+/// The dispatch rule of [`mat_mul_into`]: with the `gemm` feature, non-empty f32/f64 products
+/// that overwrite `out` go to `gemm` when thin (`min(m, n) < GEMM_BELOW`) or inside a parallel
+/// batch loop; without BLAS also when rayon has more threads than matrixmultiply can use, or on
+/// a CPU with AVX-512 on 256-bit units; everything else to `general_mat_mul` (matrixmultiply,
+/// or the BLAS of a `blas-*` feature, whose own threads would oversubscribe a parallel batch
+/// loop and whose call overhead dominates thin products: decoding through OpenBLAS ran at
+/// 0.24–0.38× the speed of gemm on the SmolLM2 shape, BENCHMARKS.md).
 #[doc(hidden)]
 pub fn matmul_kernel(p: MatmulProduct) -> MatmulKernel {
-    let gemm_built = cfg!(all(
-        feature = "gemm",
-        not(any(
-            feature = "blas-accelerate",
-            feature = "blas-netlib",
-            feature = "blas-openblas",
-            feature = "blas-openblas-system"
-        ))
+    let gemm_built = cfg!(feature = "gemm");
+    let blas_built = cfg!(any(
+        feature = "blas-accelerate",
+        feature = "blas-netlib",
+        feature = "blas-openblas",
+        feature = "blas-openblas-system"
     ));
     let thin = p.m.min(p.n) < GEMM_BELOW;
     let matrixmultiply_threads_enough =
         p.parallel && p.rayon_threads <= MATRIXMULTIPLY_MAX_THREADS;
     let non_empty = p.m > 0 && p.n > 0 && p.k > 0;
-    let gemm_faster = thin || !matrixmultiply_threads_enough || p.avx512_on_256_bit_units;
+    let gemm_faster = if blas_built {
+        thin || !p.parallel
+    } else {
+        thin || !matrixmultiply_threads_enough || p.avx512_on_256_bit_units
+    };
     if gemm_built && p.float && p.beta_zero && non_empty && gemm_faster {
         MatmulKernel::Gemm
     } else {
@@ -183,8 +188,9 @@ pub fn matmul_kernel(p: MatmulProduct) -> MatmulKernel {
 /// ([`avx512_on_256_bit_units`]) go to the `gemm` crate, which reads any strides and
 /// threads through rayon; the rest keep upstream's `general_mat_mul` (matrixmultiply, threaded
 /// by its `threading` feature), which is faster there on the machines measured
-/// (`cargo bench --bench matmul`). Other element types, empty products and BLAS builds use
-/// `general_mat_mul`.
+/// (`cargo bench --bench matmul`). With a BLAS feature, thin products and those inside a
+/// parallel batch loop still go to `gemm` and the rest to the BLAS ([`matmul_kernel`]). Other
+/// element types and empty products use `general_mat_mul`.
 unsafe fn mat_mul_into<E: NdArrayElement>(
     alpha: E,
     lhs: &ndarray::ArrayView2<'_, E>,
@@ -193,15 +199,7 @@ unsafe fn mat_mul_into<E: NdArrayElement>(
     out: &mut ndarray::ArrayViewMut2<'_, E>,
     parallel: bool,
 ) {
-    #[cfg(all(
-        feature = "gemm",
-        not(any(
-            feature = "blas-accelerate",
-            feature = "blas-netlib",
-            feature = "blas-openblas",
-            feature = "blas-openblas-system"
-        ))
-    ))]
+    #[cfg(feature = "gemm")]
     {
         use core::any::TypeId;
         let (m, k) = lhs.dim();
