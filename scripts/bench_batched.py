@@ -33,7 +33,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_user_path import BIN, ROOT  # noqa: E402
+from bench_user_path import BIN, ROOT, bench_env, upcycled  # noqa: E402
 
 # A HumanEval-style prompt written for this benchmark (not a benchmark problem).
 PROMPT = '''from typing import List
@@ -118,18 +118,12 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--hybrid", action="store_true")
     args = ap.parse_args()
-    if not os.path.exists(BIN):
-        sys.exit(f"{BIN} is missing: run `cargo build --release` first")
-    env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
+    env = bench_env(args.threads)
     counts = [int(s) for s in args.samples.split(",")]
     print(f"host: {host()}; {args.threads} threads; {args.new_tokens} new tokens per "
           f"completion; medians of {args.rounds} rounds", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        hybrid = None
-        if args.hybrid:
-            hybrid = os.path.join(tmp, "hybrid")
-            subprocess.run([BIN, "upcycle", "--model", args.dir, "--out", hybrid], env=env,
-                           check=True, capture_output=True)
+        hybrid = upcycled(args.dir, env, tmp) if args.hybrid else None
         rows = []
         for n in counts:
             t = {"one": [], "batched": [], "torch": [], "hybrid": []}

@@ -108,6 +108,21 @@ def make_models():
     return open(note).read().strip()
 
 
+def bench_env(threads):
+    """The environment every timed run gets: `threads` threads for rayon and for PyTorch."""
+    if not os.path.exists(BIN):
+        sys.exit(f"{BIN} is missing: run `cargo build --release` first")
+    return dict(os.environ, RAYON_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+
+
+def upcycled(model, env, tmp):
+    """`multipl-moe upcycle` of `model` (paper preset) into `tmp/hybrid`; returns that path."""
+    hybrid = os.path.join(tmp, "hybrid")
+    subprocess.run([BIN, "upcycle", "--model", model, "--out", hybrid], env=env, check=True,
+                   capture_output=True)
+    return hybrid
+
+
 def ours(model, env, new_tokens, prompt=PROMPT):
     """`multipl-moe generate` on `model`: its load, prefill and decode times."""
     err = subprocess.run([BIN, "generate", "--model", model, "--prompt", prompt, "--ignore-eos",
@@ -132,11 +147,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--new-tokens", type=int, default=64)
     args = ap.parse_args()
-    if not os.path.exists(BIN):
-        sys.exit(f"{BIN} is missing: run `cargo build --release` first")
+    env = bench_env(args.threads)
     os.makedirs(BENCH, exist_ok=True)
     tokenizer = make_models()
-    env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
     rows = {"dense": [], "hybrid": [], "torch": []}
     for _ in range(args.rounds):
         rows["dense"].append(ours(DENSE, env, args.new_tokens))

@@ -22,12 +22,11 @@ Needs torch, transformers and `cargo build --release`.
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_user_path import BIN, ours, theirs  # noqa: E402  (the same timed runs)
+from bench_user_path import bench_env, ours, theirs, upcycled  # noqa: E402  (the same runs)
 from real_model_check import SOURCES, read_source  # noqa: E402  (the same real code)
 
 
@@ -56,17 +55,11 @@ def main():
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--hybrid", action="store_true")
     args = ap.parse_args()
-    if not os.path.exists(BIN):
-        sys.exit(f"{BIN} is missing: run `cargo build --release` first")
+    env = bench_env(args.threads)
     contexts = [int(c) for c in args.contexts.split(",")]
-    env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
     texts = prompts(args.dir, contexts)
     with tempfile.TemporaryDirectory() as tmp:
-        hybrid = None
-        if args.hybrid:
-            hybrid = os.path.join(tmp, "hybrid")
-            subprocess.run([BIN, "upcycle", "--model", args.dir, "--out", hybrid], env=env,
-                           check=True, capture_output=True)
+        hybrid = upcycled(args.dir, env, tmp) if args.hybrid else None
         results = {}
         for n in contexts:
             rows = {"ours": [], "eager": [], "sdpa": [], "hybrid": []}

@@ -158,36 +158,6 @@ impl<B: Backend> CausalLm<B> {
                 groups.push(merged);
             }
         }
-        let mut results: Vec<Option<Generated>> = vec![None; prompts.len()];
-        for group in groups {
-            let rows: Vec<&[usize]> = group.iter().map(|&r| prompts[r]).collect();
-            let mut group_samplers: Vec<Sampler> =
-                group.iter().map(|&r| samplers[r].clone()).collect();
-            let generated = self.decode_rows(&rows, options, &mut group_samplers, |i, id| {
-                on_token(group[i], id)
-            })?;
-            for ((row, out), sampler) in group.iter().zip(generated).zip(group_samplers) {
-                results[*row] = Some(out);
-                samplers[*row] = sampler;
-            }
-        }
-        Ok(results.into_iter().flatten().collect())
-    }
-
-    /// One batch of [`Self::generate_batch`]: the rows are decoded in lock step, left-padded
-    /// when their prompts differ. The prompts are checked.
-    fn decode_rows(
-        &self,
-        prompts: &[&[usize]],
-        options: &GenerateOptions,
-        samplers: &mut [Sampler],
-        mut on_token: impl FnMut(usize, usize) -> ControlFlow<()>,
-    ) -> Result<Vec<Generated>, GenerateError> {
-        let vocab = self.vocab_size();
-        let max = self.rope.max_positions();
-        let device = self.embed_tokens.weight.device();
-        let width = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
-        let shared = prompts.windows(2).all(|w| w[0] == w[1]);
         let mut out: Vec<Generated> = prompts
             .iter()
             .map(|p| Generated {
@@ -199,11 +169,34 @@ impl<B: Backend> CausalLm<B> {
                 decode_secs: 0.0,
             })
             .collect();
+        for group in groups {
+            self.decode_rows(prompts, &group, options, samplers, &mut out, &mut on_token)?;
+        }
+        Ok(out)
+    }
+
+    /// One batch of [`Self::generate_batch`]: the rows `group` (indices into `prompts`,
+    /// `samplers` and `out`) are decoded in lock step, left-padded when their prompts differ.
+    /// The prompts are checked.
+    fn decode_rows(
+        &self,
+        prompts: &[&[usize]],
+        group: &[usize],
+        options: &GenerateOptions,
+        samplers: &mut [Sampler],
+        out: &mut [Generated],
+        on_token: &mut impl FnMut(usize, usize) -> ControlFlow<()>,
+    ) -> Result<(), GenerateError> {
+        let vocab = self.vocab_size();
+        let max = self.rope.max_positions();
+        let device = self.embed_tokens.weight.device();
+        let width = group.iter().map(|&r| prompts[r].len()).max().unwrap_or(0);
+        let shared = group.windows(2).all(|w| prompts[w[0]] == prompts[w[1]]);
         // Every running row, left-padded with its first token to `width` columns.
-        let mut rows: Vec<Row> = prompts
+        let mut rows: Vec<Row> = group
             .iter()
-            .enumerate()
-            .map(|(index, p)| {
+            .map(|&index| {
+                let p = prompts[index];
                 let pad = width - p.len();
                 let mut ids = vec![p[0]; pad];
                 ids.extend_from_slice(p);
@@ -236,7 +229,7 @@ impl<B: Backend> CausalLm<B> {
             let tokens =
                 Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [batch, fed]), &device);
             let padding = (padded && fed == columns).then(|| {
-                let mask: Vec<bool> = rows
+                let mask: Vec<bool> = rows[..batch]
                     .iter()
                     .flat_map(|r| (0..columns).map(move |c| c < r.pad))
                     .collect();
@@ -308,7 +301,7 @@ impl<B: Backend> CausalLm<B> {
         for row in &rows {
             finish(&mut out[row.index], clock, prefill_end);
         }
-        Ok(out)
+        Ok(())
     }
 
     /// A prompt [`Self::generate`] can continue: not empty, every id in the vocabulary, no
@@ -333,7 +326,7 @@ impl<B: Backend> CausalLm<B> {
 
 /// A running row of [`CausalLm::generate_batch`].
 struct Row {
-    /// Index into the batch's prompts.
+    /// Index into the call's prompts.
     index: usize,
     /// Padding positions before the prompt.
     pad: usize,

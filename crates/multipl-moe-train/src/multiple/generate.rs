@@ -3,8 +3,6 @@
 //! so an interrupted run can be resumed. A prompt longer than the model's context gives a
 //! [`Status::PromptTooLong`] record instead of stopping the run.
 
-use std::collections::BTreeMap;
-
 use burn::tensor::backend::Backend;
 use multipl_moe_core::{CausalLm, SamplingConfig, StopReason};
 
@@ -12,7 +10,6 @@ use super::error::EvalError;
 use super::exec::Status;
 use super::log::CompletionLog;
 use super::{Completion, Problem, cut_at_stop};
-use crate::data::corpus::Language;
 use crate::data::tokenizer::TextTokenizer;
 use crate::error::{Result, TrainError};
 use crate::infer::textgen::{SpecialTokens, TextBatchOptions, TextRow, generate_text_batch};
@@ -117,22 +114,20 @@ pub fn generate_completions<B: Backend>(
     done: Vec<Completion>,
     mut progress: impl FnMut(usize, usize, &str),
 ) -> Result<Vec<Completion>> {
-    let mut all: Vec<Completion> = done
-        .into_iter()
-        .filter(|c| problems.iter().any(|p| c.is_of(p)))
-        .collect();
-    let mut have: BTreeMap<(&str, Option<Language>), usize> = BTreeMap::new();
-    for c in &all {
-        if let Some(p) = problems.iter().find(|p| c.is_of(p)) {
-            *have.entry((p.name.as_str(), p.lang())).or_default() += 1;
+    // The records of these problems, and how many samples each problem has.
+    let mut all: Vec<Completion> = Vec::new();
+    let mut have = vec![0usize; problems.len()];
+    for c in done {
+        if let Some(i) = problems.iter().position(|p| c.is_of(p)) {
+            have[i] += 1;
+            all.push(c);
         }
     }
     let total = problems.len() * settings.samples;
     // The samples still missing, problem by problem, and whether the prompt fits the
     // context (one past it is recorded as too long without generating).
     let mut pending: Vec<(&Problem, usize, bool)> = Vec::new();
-    for p in problems {
-        let first = have.get(&(p.name.as_str(), p.lang())).copied().unwrap_or(0);
+    for (p, &first) in problems.iter().zip(&have) {
         if first >= settings.samples {
             continue;
         }

@@ -388,7 +388,7 @@ fn run_sample(
     let lang = problem.lang();
     let result = |status, exit_code, output: String| ProblemResult {
         name: problem.name.clone(),
-        language: lang.map_or(problem.language.clone(), |l| l.name().to_string()),
+        language: problem.language_name(),
         sample,
         status,
         exit_code,
