@@ -23,6 +23,15 @@ enum Preset {
     ReleasedCode,
 }
 
+/// The preset of `demo --base`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum BasePreset {
+    /// Sized for a 2-core CPU (`BaseDemoConfig::cpu`).
+    Cpu,
+    /// The paper's scale (`BaseDemoConfig::paper`).
+    Paper,
+}
+
 fn dtype(bf16: bool) -> SaveDtype {
     if bf16 {
         SaveDtype::Bf16
@@ -120,8 +129,31 @@ enum Command {
         seeds: u64,
         /// Replace an earlier run's files in --out (report, table, charts, tokenizer, models,
         /// seed-N/; nothing else there is touched). Without it a non-empty --out is refused.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "resume")]
         overwrite: bool,
+        /// Start from this pretrained Hugging Face checkpoint (Llama or Qwen2, with its
+        /// tokenizer.json) instead of pre-training a tiny model, and score every model by
+        /// MultiPL-E pass@1 on --problems too. Needs --data and --problems.
+        #[arg(long, requires_all = ["data", "problems"])]
+        base: Option<PathBuf>,
+        /// With --base: MultiPL-E problem files or directories of them (e.g. the six
+        /// humaneval-*-reworded.jsonl).
+        #[arg(long, num_args = 1.., requires = "base")]
+        problems: Vec<PathBuf>,
+        /// With --base: `cpu` (2-core CPU, under 2 hours on SmolLM2-135M, reductions printed)
+        /// or `paper` (N_t = N_s = 6 on every layer, SPEC §5's recipe; a GPU's work).
+        #[arg(long, value_enum, default_value_t = BasePreset::Cpu, requires = "base")]
+        preset: BasePreset,
+        /// With --base: problems per language (overrides the preset's; 0: all).
+        #[arg(long, requires = "base")]
+        limit: Option<usize>,
+        /// With --base: continue an interrupted run in --out (finished stages and
+        /// measurements are reused, an interrupted training resumes from its checkpoint).
+        #[arg(long, requires = "base")]
+        resume: bool,
+        /// With --base: run completions without a sandbox when bubblewrap is unusable.
+        #[arg(long, requires = "base")]
+        unsafe_no_sandbox: bool,
     },
     /// Train on a corpus with a config file (TOML or JSON), optionally upcycling a Hugging
     /// Face checkpoint.
@@ -243,6 +275,86 @@ fn demo_cmd(out: &Path, data: Option<PathBuf>, seeds: u64, overwrite: bool) -> R
     Ok(())
 }
 
+/// Settings of `demo --base`.
+struct BaseArgs {
+    base: PathBuf,
+    data: PathBuf,
+    problems: Vec<PathBuf>,
+    preset: BasePreset,
+    limit: Option<usize>,
+    resume: bool,
+    unsafe_no_sandbox: bool,
+}
+
+/// The main job on a pretrained checkpoint (`demo --base`).
+fn base_demo_cmd(out: &Path, args: BaseArgs, seeds: u64, overwrite: bool) -> Result<()> {
+    use multipl_moe::train::demo::base::{BaseDemo, BaseDemoConfig, run_base_demo};
+    use multipl_moe::train::demo::pipeline::{DemoData, prepare_demo_out};
+    use multipl_moe::train::multiple::exec::LimitFlags;
+    use multipl_moe::train::multiple::report::EvalSettings;
+    use multipl_moe::train::multiple::sandbox::ResourceLimits;
+    let mut config = match args.preset {
+        BasePreset::Cpu => BaseDemoConfig::cpu(),
+        BasePreset::Paper => BaseDemoConfig::paper(),
+    };
+    if let Some(limit) = args.limit {
+        config.problems_per_language = limit;
+    }
+    // Everything is read and checked before an earlier run is touched.
+    for (flag, file) in [
+        ("--base", args.base.join("config.json")),
+        ("--base", args.base.join("tokenizer.json")),
+    ] {
+        if !file.is_file() {
+            anyhow::bail!(
+                "{flag}: no {} (a Hugging Face model directory with its tokenizer)",
+                file.display()
+            );
+        }
+    }
+    if !args.data.exists() {
+        anyhow::bail!("--data: {} does not exist", args.data.display());
+    }
+    let files = crate::inference::problem_files(&args.problems)?;
+    let problems = crate::inference::read_all_problems(&files, None)?;
+    if problems.is_empty() {
+        anyhow::bail!(
+            "--problems: {} file(s) and not one problem in them",
+            files.len()
+        );
+    }
+    let sandbox = crate::inference::sandbox(
+        ResourceLimits::new(4096, 1024, 256)?,
+        args.unsafe_no_sandbox,
+    )?;
+    if args.resume {
+        if !out.is_dir() {
+            anyhow::bail!("--resume: {} holds no earlier run", out.display());
+        }
+    } else {
+        prepare_demo_out(out, overwrite)?;
+    }
+    let device = ensure_backend()?;
+    println!("backend: {}", backend::NAME);
+    let seeds: Vec<u64> = (0..seeds).collect();
+    let run = BaseDemo {
+        base: &args.base,
+        data: &DemoData::Path(args.data),
+        problems: &problems,
+        eval: EvalSettings {
+            sandbox: &sandbox,
+            limits: LimitFlags::from_secs(None, None)?,
+            jobs: std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+            java_classpath: None,
+        },
+        seeds: &seeds,
+        out,
+        resume: args.resume,
+    };
+    run_base_demo::<TrainBackend>(&config, &run, &device)?;
+    Ok(())
+}
+
 /// Parses the command line and runs the subcommand.
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
@@ -251,6 +363,12 @@ pub fn run() -> Result<()> {
         data: None,
         seeds: 1,
         overwrite: false,
+        base: None,
+        problems: Vec::new(),
+        preset: BasePreset::Cpu,
+        limit: None,
+        resume: false,
+        unsafe_no_sandbox: false,
     });
     match command {
         Command::Demo {
@@ -258,7 +376,29 @@ pub fn run() -> Result<()> {
             data,
             seeds,
             overwrite,
-        } => demo_cmd(&out, data, seeds, overwrite),
+            base,
+            problems,
+            preset,
+            limit,
+            resume,
+            unsafe_no_sandbox,
+        } => match (base, data) {
+            (Some(base), Some(data)) => base_demo_cmd(
+                &out,
+                BaseArgs {
+                    base,
+                    data,
+                    problems,
+                    preset,
+                    limit,
+                    resume,
+                    unsafe_no_sandbox,
+                },
+                seeds,
+                overwrite,
+            ),
+            (_, data) => demo_cmd(&out, data, seeds, overwrite),
+        },
         Command::Train {
             config,
             data,

@@ -365,7 +365,7 @@ fn read_completions(
 
 /// The problem files of `--problems`: files as given, directories as their `*.jsonl` files
 /// in name order (an error when a directory has none).
-fn problem_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+pub(crate) fn problem_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {
@@ -403,7 +403,7 @@ fn problem_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 
 /// The problems of every file, those of `language` when given; a problem (language and
 /// name) in two files is an error naming both.
-fn read_all_problems(files: &[PathBuf], language: Option<&str>) -> Result<Vec<Problem>> {
+pub(crate) fn read_all_problems(files: &[PathBuf], language: Option<&str>) -> Result<Vec<Problem>> {
     let mut seen: BTreeMap<(String, String), &Path> = BTreeMap::new();
     let mut all = Vec::new();
     for file in files {
@@ -484,6 +484,27 @@ fn generate_for_eval(
     Ok(records)
 }
 
+/// Bubblewrap with `resources`; without it, no sandbox (with a warning) only when
+/// `unsafe_no_sandbox`.
+pub(crate) fn sandbox(resources: ResourceLimits, unsafe_no_sandbox: bool) -> Result<Sandbox> {
+    match Sandbox::bubblewrap(resources) {
+        Ok(sandbox) => Ok(sandbox),
+        Err(e) if unsafe_no_sandbox => {
+            // The cause, not the error's advice to pass the flag that was passed.
+            let cause = match &e {
+                EvalError::NoSandbox { reason } => reason.clone(),
+                other => other.to_string(),
+            };
+            eprintln!(
+                "warning: --unsafe-no-sandbox: no sandbox ({cause}); programs run with your \
+                 permissions"
+            );
+            Ok(Sandbox::unsafe_none(resources))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Generates (with a model) or reads completions, runs them in the sandbox and writes
 /// `results.json`.
 pub fn eval_cmd(args: EvalArgs) -> Result<()> {
@@ -540,22 +561,7 @@ pub fn eval_cmd(args: EvalArgs) -> Result<()> {
                 .map_or(String::new(), |l| format!(" for --language {l}"))
         );
     }
-    let sandbox = match Sandbox::bubblewrap(resources) {
-        Ok(sandbox) => sandbox,
-        Err(e) if args.unsafe_no_sandbox => {
-            // The cause, not the error's advice to pass the flag that was passed.
-            let cause = match &e {
-                EvalError::NoSandbox { reason } => reason.clone(),
-                other => other.to_string(),
-            };
-            eprintln!(
-                "warning: --unsafe-no-sandbox: no sandbox ({cause}); programs run with your \
-                 permissions"
-            );
-            Sandbox::unsafe_none(resources)
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let sandbox = sandbox(resources, args.unsafe_no_sandbox)?;
     // Everything is checked (and given completions read) before an earlier evaluation in
     // --out is replaced.
     let read = match &args.completions {

@@ -545,3 +545,53 @@ fn eval_scores_several_languages_from_a_directory_of_problem_files() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `demo --base` needs its model, corpus and problems, its flags need `--base`, and
+/// `--resume` needs an earlier run: each is refused by name before anything loads.
+#[test]
+fn demo_base_arguments_are_checked_first() {
+    let refused = |args: &[&str], name: &str| {
+        let out = bin().arg("demo").args(args).output().expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} accepted: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+        assert!(
+            stderr.contains(name),
+            "{args:?}: {name} not named in {stderr}"
+        );
+    };
+    let problems = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/multiple/problems.jsonl");
+    let problems = problems.to_str().expect("utf-8");
+    refused(&["--base", "m", "--problems", problems], "--data");
+    refused(&["--base", "m", "--data", "d"], "--problems");
+    refused(&["--problems", problems], "--base");
+    refused(&["--limit", "3"], "--base");
+    let base = saved_model("demo-base");
+    let b = base.to_str().expect("utf-8");
+    refused(
+        &["--base", "m", "--data", "d", "--problems", problems],
+        "m/config.json",
+    );
+    refused(
+        &[
+            "--base",
+            b,
+            "--data",
+            "/nonexistent",
+            "--problems",
+            problems,
+        ],
+        "--data: /nonexistent",
+    );
+    refused(
+        &["--base", b, "--data", b, "--problems", "/nonexistent.jsonl"],
+        "/nonexistent.jsonl",
+    );
+    let missing = std::env::temp_dir().join(format!("multipl-moe-no-run-{}", std::process::id()));
+    let missing = missing.to_str().expect("utf-8");
+    let resume = ["--resume", "--out", missing];
+    let mut args = vec!["--base", b, "--data", b, "--problems", problems];
+    args.extend(resume);
+    refused(&args, "holds no earlier run");
+    let _ = std::fs::remove_dir_all(base);
+}

@@ -5,6 +5,7 @@
 mod common;
 
 mod backend_parity;
+mod base_demo;
 mod borrowed_weights;
 mod cli;
 mod elementwise;

@@ -101,6 +101,9 @@ pub enum TrainError {
     /// The model config is invalid.
     #[error(transparent)]
     ModelConfig(#[from] multipl_moe_core::ConfigError),
+    /// Running completions failed (the sandbox, a toolchain, a temporary directory).
+    #[error(transparent)]
+    Eval(#[from] crate::multiple::error::EvalError),
 }
 
 impl TrainError {

@@ -45,15 +45,23 @@ fn chart_error(path: &Path, e: impl std::fmt::Display) -> TrainError {
 }
 
 /// The y range's top for `values`: the tallest bar with its error bar, plus headroom that
-/// keeps the legend off the bars; an error when nothing finite and positive is to be drawn.
+/// keeps the legend off the bars (1 when every bar is 0, e.g. a pass@1 of 0 everywhere); an
+/// error when no finite, non-negative value is to be drawn.
 fn bars_top(path: &Path, values: &[Vec<Bar>]) -> Result<f64> {
-    let tops = values
+    let tops: Vec<f64> = values
         .iter()
         .flatten()
-        .map(|b| b.mean + b.sd.unwrap_or(0.0));
-    let y_max = tops.fold(0.0_f64, f64::max) * 1.3;
+        .map(|b| b.mean + b.sd.unwrap_or(0.0))
+        .filter(|t| t.is_finite() && *t >= 0.0)
+        .collect();
+    let top = tops.iter().copied().fold(0.0_f64, f64::max);
+    let y_max = if top == 0.0 && !tops.is_empty() {
+        1.0
+    } else {
+        top * 1.3
+    };
     if !(y_max.is_finite() && y_max > 0.0) {
-        return Err(chart_error(path, "no finite positive value to draw"));
+        return Err(chart_error(path, "no finite, non-negative value to draw"));
     }
     Ok(y_max)
 }
@@ -248,6 +256,11 @@ mod tests {
         }
         // Values that do not match the labels are refused.
         assert!(grouped_bars(&path, "t", "y", &groups, &series, &values[..1]).is_err());
+        // Zero everywhere (a pass@1 of 0) is drawn; nothing finite is an error.
+        let zeros = vec![vec![bar(0.0, None); 2]; 2];
+        grouped_bars(&path, "pass@1", "p", &groups, &series, &zeros).expect("zeros draw");
+        let nans = vec![vec![bar(f64::NAN, None); 2]; 2];
+        assert!(grouped_bars(&path, "t", "y", &groups, &series, &nans).is_err());
 
         let path = temp("curves.svg");
         let curve = |label: &str, k: f64| Curve {

@@ -136,20 +136,39 @@ pub enum DemoData {
     Path(PathBuf),
 }
 
-fn log(msg: &str) {
+pub(crate) fn log(msg: &str) {
     println!("[demo] {msg}");
 }
 
 /// The tokenized data every seed shares: the split, the tokenizer, the packed sequences.
-struct Prepared {
-    tokenizer: TextTokenizer,
-    train: BTreeMap<Language, Vec<Sequence>>,
-    valid: BTreeMap<Language, Vec<Sequence>>,
+pub(crate) struct Prepared {
+    pub(crate) tokenizer: TextTokenizer,
+    pub(crate) train: BTreeMap<Language, Vec<Sequence>>,
+    pub(crate) valid: BTreeMap<Language, Vec<Sequence>>,
 }
 
-fn load(data: &DemoData, cfg: &DemoConfig) -> Result<Corpus> {
+/// How [`prepare`] gets its tokenizer.
+pub(crate) enum TokenizerSource {
+    /// A byte-level BPE of this many tokens trained on the training split, saved as
+    /// `tokenizer.json` in the output directory.
+    Train(usize),
+    /// A pretrained model's own tokenizer.
+    Given(Box<TextTokenizer>),
+}
+
+/// How [`prepare`] splits and packs the corpus.
+pub(crate) struct Split {
+    /// Held-out fraction of each language's documents.
+    pub(crate) valid_fraction: f64,
+    /// Most validation sequences per language (0: all).
+    pub(crate) max_valid_per_language: usize,
+    /// Tokens per packed sequence.
+    pub(crate) seq_len: usize,
+}
+
+fn load(data: &DemoData, documents_per_language: usize) -> Result<Corpus> {
     let corpus = match data {
-        DemoData::Embedded => embedded(cfg.documents_per_language),
+        DemoData::Embedded => embedded(documents_per_language),
         DemoData::Path(path) => read_path(path)?,
     };
     let missing = corpus.missing();
@@ -163,30 +182,44 @@ fn load(data: &DemoData, cfg: &DemoConfig) -> Result<Corpus> {
     Ok(corpus)
 }
 
-fn prepare(data: &DemoData, cfg: &DemoConfig, out: &Path) -> Result<Prepared> {
-    let corpus = load(data, cfg)?;
+/// Reads the corpus (`documents_per_language` applies to the embedded one), splits its
+/// documents into training and validation (seed 7), gets the tokenizer and packs both splits.
+pub(crate) fn prepare(
+    data: &DemoData,
+    documents_per_language: usize,
+    tokenizer: TokenizerSource,
+    split: &Split,
+    out: &Path,
+) -> Result<Prepared> {
+    let corpus = load(data, documents_per_language)?;
     let (train_docs, valid_docs): (Vec<Document>, Vec<Document>) =
-        split_documents(&corpus.documents, cfg.valid_fraction, 7);
+        split_documents(&corpus.documents, split.valid_fraction, 7);
     log(&format!(
         "corpus: {} documents ({} train, {} valid), 6 languages",
         corpus.documents.len(),
         train_docs.len(),
         valid_docs.len()
     ));
-    let texts: Vec<String> = train_docs.iter().map(|d| d.text.clone()).collect();
-    let tokenizer = TextTokenizer::train(&texts, cfg.vocab_size)?;
     std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
-    tokenizer.save(&out.join("tokenizer.json"))?;
-    log(&format!(
-        "tokenizer: byte-level BPE, {} tokens",
-        tokenizer.vocab_size()
-    ));
-    let seq = cfg.pretrain.seq_len;
+    let tokenizer = match tokenizer {
+        TokenizerSource::Train(vocab_size) => {
+            let texts: Vec<String> = train_docs.iter().map(|d| d.text.clone()).collect();
+            let tokenizer = TextTokenizer::train(&texts, vocab_size)?;
+            tokenizer.save(&out.join("tokenizer.json"))?;
+            log(&format!(
+                "tokenizer: byte-level BPE, {} tokens",
+                tokenizer.vocab_size()
+            ));
+            tokenizer
+        }
+        TokenizerSource::Given(tokenizer) => *tokenizer,
+    };
+    let seq = split.seq_len;
     let train = pack(&tokenize(&train_docs, &tokenizer)?, seq, tokenizer.eos());
     let mut valid = pack(&tokenize(&valid_docs, &tokenizer)?, seq, tokenizer.eos());
-    if cfg.max_valid_per_language > 0 {
+    if split.max_valid_per_language > 0 {
         for sequences in valid.values_mut() {
-            sequences.truncate(cfg.max_valid_per_language);
+            sequences.truncate(split.max_valid_per_language);
         }
     }
     for (lang, sequences) in &train {
@@ -260,7 +293,7 @@ fn pretrain<B: AutodiffBackend>(
 
 /// What stage (b′) trains: the dense FFNs only, and by how much they are widened so that
 /// it trains `moe_trainable` parameters (what the upcycled model trains under SPEC §5).
-fn matched_widening<B: burn::tensor::backend::Backend>(
+pub(crate) fn matched_widening<B: burn::tensor::backend::Backend>(
     dense: &CausalLm<B>,
     moe_trainable: usize,
 ) -> (usize, FreezePolicy) {
@@ -381,6 +414,8 @@ pub fn prepare_demo_out(out: &Path, overwrite: bool) -> Result<()> {
             "table.txt",
             "validation-loss.svg",
             "training-curves.svg",
+            "pass-at-1.svg",
+            "demo-settings.json",
             "tokenizer.json",
         ]
         .contains(&name.as_str())
@@ -410,7 +445,18 @@ pub fn run_demo<B: AutodiffBackend>(
     out: &Path,
     device: &B::Device,
 ) -> Result<DemoReport> {
-    let prepared = prepare(data, cfg, out)?;
+    let split = Split {
+        valid_fraction: cfg.valid_fraction,
+        max_valid_per_language: cfg.max_valid_per_language,
+        seq_len: cfg.pretrain.seq_len,
+    };
+    let prepared = prepare(
+        data,
+        cfg.documents_per_language,
+        TokenizerSource::Train(cfg.vocab_size),
+        &split,
+        out,
+    )?;
     let valid_all: Vec<Sequence> = prepared.valid.values().flatten().cloned().collect();
     let mut per_seed = Vec::new();
     let mut trainable = Vec::new();
@@ -444,7 +490,7 @@ pub fn run_demo<B: AutodiffBackend>(
 }
 
 /// Exports the models (each dir replaced whole, with the run's tokenizer.json copied in).
-fn save_models<B: burn::tensor::backend::Backend>(
+pub(crate) fn save_models<B: burn::tensor::backend::Backend>(
     models: &[(CausalLm<B>, MultiplMoeConfig)],
     out: &Path,
 ) -> Result<()> {

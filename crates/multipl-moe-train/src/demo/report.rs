@@ -56,13 +56,13 @@ pub struct DemoReport {
 }
 
 /// A language's name in the table and the charts, marked when it is low-resource.
-fn label(lang: Language) -> String {
+pub(crate) fn label(lang: Language) -> String {
     let tag = if lang.is_low_resource() { " (low)" } else { "" };
     format!("{}{tag}", lang.name())
 }
 
 /// The mean loss over the low-resource (`low`) or high-resource languages of one model.
-fn group_mean(losses: &BTreeMap<Language, f64>, low: bool) -> f64 {
+pub(crate) fn group_mean(losses: &BTreeMap<Language, f64>, low: bool) -> f64 {
     let v: Vec<f64> = Language::ALL
         .iter()
         .filter(|l| l.is_low_resource() == low)
