@@ -7,9 +7,10 @@
 //! `MATMUL_NUM_THREADS` (default: physical cores, at most 4); gemm uses rayon's pool
 //! (`RAYON_NUM_THREADS`, default: all cores). With `--features openblas` the burn column is
 //! OpenBLAS. All three outputs are compared before anything is timed. The run starts with the
-//! CPU's f32 FMA peak on rayon's thread count (`fma_peak`), the ceiling for the GFLOP/s column.
+//! CPU's f32 FMA peak on rayon's thread count (`multipl_moe::host`, printed first with the rest
+//! of the host), the ceiling for the GFLOP/s column, whose share of it is the `of FMA peak` column.
 
-mod fma_peak;
+use multipl_moe::host::Host;
 
 use std::time::Instant;
 
@@ -191,16 +192,12 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(cores);
-    match fma_peak::f32_fma_peak(rayon_threads) {
-        Some((peak, how)) => {
-            println!("CPU f32 FMA peak on {rayon_threads} threads: {peak:.1} GFLOP/s ({how})")
-        }
-        None => println!("(no FMA peak measured on this CPU)"),
-    }
+    let host = Host::measure(rayon_threads);
+    println!("{host}");
     println!(
-        "| product | m × k × n | matrixmultiply µs | gemm µs | {ours} µs | GFLOP/s | vs the faster |"
+        "| product | m × k × n | matrixmultiply µs | gemm µs | {ours} µs | GFLOP/s | of FMA peak | vs the faster |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
     for s in SHAPES {
         let a = values(s.m * s.k, 1);
         let b = values(s.k * s.n, 2);
@@ -236,8 +233,12 @@ fn main() {
         let gm = time(|| drop(gemm(&a, &b, s)));
         let burn = time(|| drop(lhs.clone().matmul(rhs.clone())));
         let gflops = 2.0 * (s.m * s.k * s.n) as f64 / burn / 1e9;
+        let share = host.fma_peak.map_or_else(
+            || "-".into(),
+            |(peak, _)| format!("{:.0} %", 100.0 * gflops / peak),
+        );
         println!(
-            "| {} | {} × {} × {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}× |",
+            "| {} | {} × {} × {} | {:.1} | {:.1} | {:.1} | {:.1} | {share} | {:.2}× |",
             s.name,
             s.m,
             s.k,

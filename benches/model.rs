@@ -324,6 +324,7 @@ fn main() {
     let steps = env("MODEL_BENCH_STEPS", 3);
     let decode = env("MODEL_BENCH_DECODE", 32);
     let resettable = reset_peak();
+    println!("{}", multipl_moe::host::Host::measure(common::threads()));
     println!(
         "backend {NAME}; peak RSS per phase {}",
         if resettable {

@@ -17,7 +17,7 @@
 //! take at that peak is the floor no CPU implementation of this layer goes below.
 
 mod common;
-mod fma_peak;
+use multipl_moe::host::fma_peak;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -253,6 +253,7 @@ impl Timings {
 
 fn main() {
     multipl_moe::allocator::reuse_freed_memory();
+    println!("{}", multipl_moe::host::Host::measure(common::threads()));
     let device = Default::default();
     let (d, ff, n) = (
         env("MOE_BENCH_D", 1024),

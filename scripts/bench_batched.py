@@ -25,7 +25,6 @@ Needs torch, transformers and `cargo build --release`.
 import argparse
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -33,7 +32,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_user_path import BIN, ROOT, bench_env, upcycled  # noqa: E402
+from bench_user_path import BIN, bench_env, host_line, upcycled  # noqa: E402
 
 # A HumanEval-style prompt written for this benchmark (not a benchmark problem).
 PROMPT = '''from typing import List
@@ -97,18 +96,6 @@ def theirs(model, env, threads, n, new_tokens, rounds):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def host():
-    name = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            name = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
-    return f"{name} ({platform.machine()}), commit {commit}"
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("dir")
@@ -120,7 +107,8 @@ def main():
     args = ap.parse_args()
     env = bench_env(args.threads)
     counts = [int(s) for s in args.samples.split(",")]
-    print(f"host: {host()}; {args.threads} threads; {args.new_tokens} new tokens per "
+    print(host_line(env, args.threads), flush=True)
+    print(f"{args.threads} threads; {args.new_tokens} new tokens per "
           f"completion; medians of {args.rounds} rounds", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         hybrid = upcycled(args.dir, env, tmp) if args.hybrid else None

@@ -115,6 +115,16 @@ def bench_env(threads):
     return dict(os.environ, RAYON_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
 
 
+def host_line(env, threads):
+    """`multipl-moe host`: CPU, vendor, family/model, ISA, FMA peak and read bandwidth on
+    `threads` threads, with the commit the figures belong to."""
+    line = subprocess.run([BIN, "host", "--threads", str(threads)], env=env, check=True,
+                          capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    return f"{line}; commit {commit}"
+
+
 def upcycled(model, env, tmp):
     """`multipl-moe upcycle` of `model` (paper preset) into `tmp/hybrid`; returns that path."""
     hybrid = os.path.join(tmp, "hybrid")
@@ -148,6 +158,7 @@ def main():
     ap.add_argument("--new-tokens", type=int, default=64)
     args = ap.parse_args()
     env = bench_env(args.threads)
+    print(host_line(env, args.threads), flush=True)
     os.makedirs(BENCH, exist_ok=True)
     tokenizer = make_models()
     rows = {"dense": [], "hybrid": [], "torch": []}

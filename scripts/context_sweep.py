@@ -26,7 +26,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_user_path import bench_env, ours, theirs, upcycled  # noqa: E402  (the same runs)
+from bench_user_path import bench_env, host_line, ours, theirs, upcycled  # noqa: E402  (the same runs)
 from real_model_check import SOURCES, read_source  # noqa: E402  (the same real code)
 
 
@@ -73,6 +73,7 @@ def main():
             results[n] = {who: (median_rate(r, "prefill", "prompt"),
                                 median_rate(r, "decode", "steps"), r[0]["prompt"])
                           for who, r in rows.items() if r}
+    print(host_line(env, args.threads), flush=True)
     print(f"### context sweep: {args.threads} threads, {args.new_tokens} new tokens, medians of "
           f"{args.rounds} alternating rounds\n")
     head = ("| context | ours prefill tok/s | eager | sdpa | prefill ours / best | ours decode "

@@ -243,6 +243,13 @@ enum Command {
     /// Measure how often inference routing of the segment level agrees with training routing
     /// on validation data, and the validation loss of each.
     Routing(RoutingArgs),
+    /// Print this machine as the benches do: CPU name, vendor, family and model, the vector
+    /// extensions detected, the f32 FMA peak and the read bandwidth (about two seconds).
+    Host {
+        /// Threads the peak and the bandwidth are measured on (default: every core).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=4096))]
+        threads: Option<u64>,
+    },
     /// Run one forward pass of a randomly initialised hybrid model and print its routing.
     Forward {
         /// Model config (JSON); default: the tiny preset.
@@ -417,6 +424,14 @@ pub fn run() -> Result<()> {
                 multipl_moe::train::training::run::RunMode { resume, overwrite },
                 &backend::devices(usize::try_from(devices)?),
             )?;
+            Ok(())
+        }
+        Command::Host { threads } => {
+            let threads = match threads {
+                Some(n) => usize::try_from(n)?,
+                None => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            };
+            println!("{}", multipl_moe::host::Host::measure(threads));
             Ok(())
         }
         Command::Forward {

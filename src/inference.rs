@@ -274,19 +274,19 @@ pub struct EvalArgs {
     #[arg(long, conflicts_with = "resume")]
     overwrite: bool,
     /// Completions per problem (needs --temperature above 0 when above 1).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, conflicts_with = "completions")]
     samples: usize,
     /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, conflicts_with = "completions")]
     temperature: f64,
     /// Nucleus sampling threshold when sampling.
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = 0.95, conflicts_with = "completions")]
     top_p: f64,
     /// Sampling seed.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, conflicts_with = "completions")]
     seed: u64,
     /// Most tokens per completion.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, conflicts_with = "completions")]
     max_new_tokens: usize,
     /// Time limit of each program run, in seconds, for every language (default: MultiPL-E's
     /// per language: 5 s for Rust and Ruby, 15 s for the others, Go 30 s with its build).
@@ -317,13 +317,13 @@ pub struct EvalArgs {
     unsafe_no_sandbox: bool,
     /// Completions decoded together: the samples of a problem share its prompt's prefill; a
     /// model without hybrid layers also batches several problems (left-padded).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, conflicts_with = "completions")]
     batch_size: usize,
     /// Programs run in parallel (default: the number of CPUs).
     #[arg(long)]
     jobs: Option<usize>,
     /// tokenizer.json, if not in the model directory.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "completions")]
     tokenizer: Option<PathBuf>,
 }
 
@@ -372,7 +372,11 @@ pub(crate) fn problem_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             let mut found: Vec<PathBuf> = std::fs::read_dir(path)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
                 .filter_map(|entry| entry.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "jsonl"))
+                .filter(|p| {
+                    p.is_file()
+                        && p.extension()
+                            .is_some_and(|e| e.eq_ignore_ascii_case("jsonl"))
+                })
                 .filter(|p| {
                     !p.file_name()
                         .is_some_and(|n| n.to_string_lossy().starts_with('.'))

@@ -10,3 +10,4 @@ pub use multipl_moe_train as train;
 
 pub mod allocator;
 pub mod backend;
+pub mod host;

@@ -390,7 +390,8 @@ fn eval_scores_several_languages_from_a_directory_of_problem_files() {
     let problems = dir.join("problems");
     std::fs::create_dir_all(&problems).expect("dir");
     let py = problems.join("humaneval-py-reworded.jsonl");
-    let rb = problems.join("humaneval-rb-reworded.jsonl");
+    // An upper-case extension is a problem file too.
+    let rb = problems.join("humaneval-rb-reworded.JSONL");
     let py_stops = ["\ndef", "\n#", "\nif", "\nclass"];
     std::fs::write(
         &py,
@@ -470,6 +471,30 @@ fn eval_scores_several_languages_from_a_directory_of_problem_files() {
     };
     assert!(line("python").contains("1.000   (2/2)"), "{stdout}");
     assert!(line("ruby").contains("0.000   (0/1)"), "{stdout}");
+    // Generation settings do nothing to given completions: they are refused by name.
+    for flag in [
+        "--temperature=0.2",
+        "--samples=5",
+        "--max-new-tokens=9",
+        "--batch-size=2",
+    ] {
+        let mut cmd = bin();
+        cmd.arg("eval").arg("--problems").arg(&problems);
+        let out = cmd
+            .arg("--completions")
+            .arg(&completions)
+            .arg(flag)
+            .arg("--out")
+            .arg(dir.join("flag"))
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let name = flag.split('=').next().unwrap_or_default();
+        assert!(
+            !out.status.success() && stderr.contains(name),
+            "{flag}: {stderr}"
+        );
+    }
 
     // The two files named one by one give the same; a name both have, with no language, is
     // refused by name.
