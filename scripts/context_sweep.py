@@ -13,7 +13,9 @@ rounds on the same threads; medians. Decode runs over the context N .. N + new t
 
 Prints one Markdown table: prefill and decode tokens/s of each, ours / the faster of
 transformers' two, and each decode rate against its own rate at the shortest context (goal
-≥ 0.7 at 2048). With `--hybrid`, the model is also upcycled (`multipl-moe upcycle`, paper
+≥ 0.7 at 2048), and the bytes our decode reads per second — every weight once (the file's
+f32 bytes) plus the KV cache of the context, per token — against the host's read bandwidth
+(`multipl-moe host`, printed first; issue 26, point 4). With `--hybrid`, the model is also upcycled (`multipl-moe upcycle`, paper
 preset, every layer) into a temporary directory and our decode time per token of the hybrid is
 given against the dense model's at each length (goal ≤ 1.5).
 
@@ -40,6 +42,23 @@ def prompts(model_dir, contexts):
     if len(ids) < max(contexts):
         sys.exit(f"only {len(ids)} tokens of real code found, {max(contexts)} asked for")
     return {n: tok.decode(ids[:n]) for n in contexts}
+
+
+def bytes_per_token(model, context):
+    """What one decode step reads at least: every weight once (f32 as stored; the tied
+    embedding is the LM head) and the KV cache of `context` tokens."""
+    import json
+    weights = sum(os.path.getsize(os.path.join(model, f)) for f in os.listdir(model)
+                  if f.endswith(".safetensors"))
+    cfg = json.load(open(os.path.join(model, "config.json")))
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    kv = context * cfg["num_hidden_layers"] * 2 * cfg["num_key_value_heads"] * head_dim * 4
+    return weights + kv
+
+
+def read_bandwidth(line):
+    """GB/s from `multipl-moe host`'s line."""
+    return float(line.split("read bandwidth ")[1].split()[0])
 
 
 def median_rate(rows, phase, count):
@@ -73,12 +92,14 @@ def main():
             results[n] = {who: (median_rate(r, "prefill", "prompt"),
                                 median_rate(r, "decode", "steps"), r[0]["prompt"])
                           for who, r in rows.items() if r}
-    print(host_line(env, args.threads), flush=True)
+    host = host_line(env, args.threads)
+    bandwidth = read_bandwidth(host)
+    print(host, flush=True)
     print(f"### context sweep: {args.threads} threads, {args.new_tokens} new tokens, medians of "
           f"{args.rounds} alternating rounds\n")
     head = ("| context | ours prefill tok/s | eager | sdpa | prefill ours / best | ours decode "
             "tok/s | eager | sdpa | decode ours / best | ours decode / at shortest | "
-            "transformers decode / at shortest |")
+            "transformers decode / at shortest | ours decode GB/s read | of read bandwidth |")
     if hybrid:
         head += " hybrid decode tok/s | hybrid / dense time per token |"
     print(head)
@@ -93,6 +114,8 @@ def main():
                 f"{r['sdpa'][0]:.0f} | **{r['ours'][0] / best_pre:.2f}** | {r['ours'][1]:.1f} | "
                 f"{r['eager'][1]:.1f} | {r['sdpa'][1]:.1f} | **{r['ours'][1] / best_dec:.2f}** | "
                 f"{r['ours'][1] / first['ours'][1]:.2f} | {best_dec / first_best:.2f} |")
+        read = r["ours"][1] * bytes_per_token(args.dir, r["ours"][2]) / 1e9
+        line += f" {read:.1f} | {100 * read / bandwidth:.0f} % |"
         if hybrid:
             line += f" {r['hybrid'][1]:.1f} | **{r['ours'][1] / r['hybrid'][1]:.2f}** |"
         print(line)
