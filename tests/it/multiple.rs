@@ -543,12 +543,18 @@ fn cli_rejects_invalid_eval_arguments() {
         ("--file-size-mib", "0", "--file-size-mib"),
     ] {
         let setting = format!("{flag}={value}");
+        // Sampling settings go with a model (with --completions they are refused as such);
+        // they are checked before it loads.
+        let source = match flag {
+            "--samples" | "--temperature" | "--top-p" => ["--model", "/nonexistent-model"],
+            _ => ["--completions", completions.as_str()],
+        };
         let out = cli(&[
             "eval",
             "--problems",
             &problems,
-            "--completions",
-            &completions,
+            source[0],
+            source[1],
             &setting,
         ]);
         let stderr = String::from_utf8_lossy(&out.stderr);
