@@ -147,6 +147,13 @@ enum Command {
         /// With --base: problems per language (overrides the preset's; 0: all).
         #[arg(long, requires = "base")]
         limit: Option<usize>,
+        /// With --base: also a sampled pass@1 from this many completions per problem
+        /// (overrides the preset's; 0: greedy only).
+        #[arg(long, requires = "base")]
+        samples: Option<usize>,
+        /// With --base: temperature of the sampled completions (default: the preset's, 0.2).
+        #[arg(long, requires = "samples")]
+        temperature: Option<f64>,
         /// With --base: continue an interrupted run in --out (finished stages and
         /// measurements are reused, an interrupted training resumes from its checkpoint).
         #[arg(long, requires = "base")]
@@ -289,6 +296,8 @@ struct BaseArgs {
     problems: Vec<PathBuf>,
     preset: BasePreset,
     limit: Option<usize>,
+    samples: Option<usize>,
+    temperature: Option<f64>,
     resume: bool,
     unsafe_no_sandbox: bool,
 }
@@ -307,6 +316,13 @@ fn base_demo_cmd(out: &Path, args: BaseArgs, seeds: u64, overwrite: bool) -> Res
     if let Some(limit) = args.limit {
         config.problems_per_language = limit;
     }
+    if let Some(samples) = args.samples {
+        config.samples = samples;
+    }
+    if let Some(temperature) = args.temperature {
+        config.temperature = temperature;
+    }
+    config.validate()?;
     // Everything is read and checked before an earlier run is touched.
     for (flag, file) in [
         ("--base", args.base.join("config.json")),
@@ -374,6 +390,8 @@ pub fn run() -> Result<()> {
         problems: Vec::new(),
         preset: BasePreset::Cpu,
         limit: None,
+        samples: None,
+        temperature: None,
         resume: false,
         unsafe_no_sandbox: false,
     });
@@ -387,6 +405,8 @@ pub fn run() -> Result<()> {
             problems,
             preset,
             limit,
+            samples,
+            temperature,
             resume,
             unsafe_no_sandbox,
         } => match (base, data) {
@@ -398,6 +418,8 @@ pub fn run() -> Result<()> {
                     problems,
                     preset,
                     limit,
+                    samples,
+                    temperature,
                     resume,
                     unsafe_no_sandbox,
                 },

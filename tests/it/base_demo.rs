@@ -58,6 +58,8 @@ fn config() -> BaseDemoConfig {
         finetune_sequences: 4,
         problems_per_language: 1,
         max_new_tokens: 4,
+        samples: 2,
+        temperature: 0.8,
         ..cpu
     }
 }
@@ -115,6 +117,18 @@ fn the_main_job_runs_from_a_pretrained_llama() {
             "{}: the first problem of each language",
             m.model
         );
+        assert!(
+            m.problems.iter().all(|p| p.scored == 1),
+            "{}: one greedy sample",
+            m.model
+        );
+        let sampled: Vec<&str> = m.sampled.iter().map(|p| p.language.name()).collect();
+        assert_eq!(sampled, languages, "{}: sampled too", m.model);
+        assert!(
+            m.sampled.iter().all(|p| p.scored == 2),
+            "{}: two samples",
+            m.model
+        );
     }
     // A function-preserving upcycle computes the dense model at step 0.
     let at = |model: &str, step0: bool| {
@@ -142,8 +156,9 @@ fn the_main_job_runs_from_a_pretrained_llama() {
     for part in [
         "at step 0",
         "fine-tuned",
-        "pass@1",
-        "verdicts on pass@1",
+        "n = 2 samples at temperature 0.8",
+        "verdicts on greedy pass@1",
+        "verdicts on sampled pass@1",
         "reduced from the paper",
     ] {
         assert!(table.contains(part), "{part} missing:\n{table}");

@@ -591,6 +591,7 @@ fn demo_base_arguments_are_checked_first() {
     refused(&["--base", "m", "--data", "d"], "--problems");
     refused(&["--problems", problems], "--base");
     refused(&["--limit", "3"], "--base");
+    refused(&["--samples", "3"], "--base");
     let base = saved_model("demo-base");
     let b = base.to_str().expect("utf-8");
     refused(
@@ -618,5 +619,8 @@ fn demo_base_arguments_are_checked_first() {
     let mut args = vec!["--base", b, "--data", b, "--problems", problems];
     args.extend(resume);
     refused(&args, "holds no earlier run");
+    let mut args = vec!["--base", b, "--data", b, "--problems", problems];
+    args.extend(["--samples", "5", "--temperature", "0"]);
+    refused(&args, "--temperature");
     let _ = std::fs::remove_dir_all(base);
 }

@@ -88,6 +88,11 @@ pub struct BaseDemoConfig {
     pub problems_per_language: usize,
     /// Most tokens per completion.
     pub max_new_tokens: usize,
+    /// Besides the greedy completion, this many sampled completions per problem for a
+    /// sampled pass@1 (0: greedy only; MultiPL-E reports n = 20–200).
+    pub samples: usize,
+    /// Temperature of the sampled completions (MultiPL-E: 0.2 for pass@1), top-p 0.95.
+    pub temperature: f64,
     /// Completions decoded together.
     pub eval_batch_size: usize,
     /// Validation sequences per forward.
@@ -124,6 +129,8 @@ impl BaseDemoConfig {
             widen_noise: 0.01,
             problems_per_language: 10,
             max_new_tokens: 256,
+            samples: 0,
+            temperature: 0.2,
             eval_batch_size: 20,
             valid_batch_size: 4,
         }
@@ -146,6 +153,8 @@ impl BaseDemoConfig {
             widen_noise: 0.01,
             problems_per_language: 0,
             max_new_tokens: 512,
+            samples: 20,
+            temperature: 0.2,
             eval_batch_size: 20,
             valid_batch_size: 8,
         }
@@ -200,6 +209,13 @@ impl BaseDemoConfig {
                 self.max_new_tokens, paper.max_new_tokens
             ));
         }
+        if self.samples == 0 {
+            out.push(
+                "greedy pass@1 only (MultiPL-E: pass@1 from 20 or more samples at temperature \
+                 0.2; --samples N adds it)"
+                    .into(),
+            );
+        }
         if self.max_valid_per_language > 0 {
             out.push(format!(
                 "validation on {} held-out sequences of {} tokens per language",
@@ -207,6 +223,25 @@ impl BaseDemoConfig {
             ));
         }
         out
+    }
+
+    /// Checks the sampling settings by `eval`'s rules (the error names `--samples` or
+    /// `--temperature`).
+    ///
+    /// # Errors
+    /// [`TrainError::Eval`] naming the setting.
+    pub fn validate(&self) -> Result<()> {
+        if self.samples > 0 {
+            SampleSettings {
+                samples: self.samples,
+                max_new_tokens: self.max_new_tokens,
+                temperature: self.temperature,
+                top_p: 0.95,
+                seed: 0,
+            }
+            .validate()?;
+        }
+        Ok(())
     }
 
     /// The MoE config for a base model of `num_layers` layers.
@@ -287,9 +322,35 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     write_atomic(path, json.as_bytes())
 }
 
-/// Whether `status` is the program's verdict (a harness fault or a skipped language is not).
-fn scored(status: Status) -> bool {
-    status != Status::HarnessError
+/// Each problem's samples passed and scored, in the report's order (a harness fault is not
+/// the program's verdict and is not scored).
+fn per_problem(report: &EvalReport) -> Vec<ProblemPass> {
+    let mut out: Vec<ProblemPass> = Vec::new();
+    for r in &report.results {
+        let Some(language) = Language::from_name(&r.language) else {
+            continue;
+        };
+        let index = match out
+            .iter()
+            .position(|p| p.language == language && p.name == r.name)
+        {
+            Some(i) => i,
+            None => {
+                out.push(ProblemPass {
+                    language,
+                    name: r.name.clone(),
+                    passed: 0,
+                    scored: 0,
+                });
+                out.len() - 1
+            }
+        };
+        if r.status != Status::HarnessError {
+            out[index].scored += 1;
+            out[index].passed += usize::from(r.status == Status::Ok);
+        }
+    }
+    out
 }
 
 impl Context<'_> {
@@ -339,61 +400,80 @@ impl Context<'_> {
                     device,
                 ))
             })?;
-        let report: EvalReport = self.cached(&dir.join("results.json"), || {
-            log(&format!(
-                "seed {seed}: {name} ({when}): pass@1 on {} problems",
-                self.problems.len()
-            ));
-            self.pass_at_1(model, dir)
-        })?;
-        let problems = report
-            .results
-            .iter()
-            .filter_map(|r| {
-                let language = Language::from_name(&r.language)?;
-                Some(ProblemPass {
-                    language,
-                    name: r.name.clone(),
-                    passed: scored(r.status).then_some(r.status == Status::Ok),
-                })
-            })
-            .collect();
-        let measurement = Measurement {
-            model: name.to_string(),
-            seed,
-            step0,
-            valid_loss,
-            problems,
-            seconds: start.elapsed().as_secs_f64(),
-        };
-        write_json(&done, &measurement)?;
-        Ok(measurement)
-    }
-
-    /// Greedy completions of every problem (resumable in `dir/completions.jsonl`), run.
-    fn pass_at_1<B: Backend>(&self, model: &CausalLm<B>, dir: &Path) -> Result<EvalReport> {
-        let (mut log, done) = CompletionLog::open(&dir.join("completions.jsonl"), self.run.resume)?;
-        let settings = SampleSettings {
+        let greedy = SampleSettings {
             samples: 1,
             max_new_tokens: self.cfg.max_new_tokens,
             temperature: 0.0,
             top_p: 1.0,
             seed: 0,
         };
-        let progress = Progress::new("generate", self.problems.len());
+        let report: EvalReport = self.cached(&dir.join("results.json"), || {
+            log(&format!(
+                "seed {seed}: {name} ({when}): greedy pass@1 on {} problems",
+                self.problems.len()
+            ));
+            self.run_problems(model, dir, &greedy)
+        })?;
+        let problems = per_problem(&report);
+        let mut sampled = Vec::new();
+        if self.cfg.samples > 0 {
+            let settings = SampleSettings {
+                samples: self.cfg.samples,
+                temperature: self.cfg.temperature,
+                top_p: 0.95,
+                seed,
+                ..greedy
+            };
+            let sub = dir.join("sampled");
+            let report: EvalReport = self.cached(&sub.join("results.json"), || {
+                log(&format!(
+                    "seed {seed}: {name} ({when}): pass@1 of {} samples at temperature {} on {} \
+                     problems",
+                    settings.samples,
+                    settings.temperature,
+                    self.problems.len()
+                ));
+                self.run_problems(model, &sub, &settings)
+            })?;
+            sampled = per_problem(&report);
+        }
+        let measurement = Measurement {
+            model: name.to_string(),
+            seed,
+            step0,
+            valid_loss,
+            problems,
+            sampled,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        write_json(&done, &measurement)?;
+        Ok(measurement)
+    }
+
+    /// Completions of every problem under `settings` (resumable in `dir/completions.jsonl`),
+    /// run in the sandbox.
+    fn run_problems<B: Backend>(
+        &self,
+        model: &CausalLm<B>,
+        dir: &Path,
+        settings: &SampleSettings,
+    ) -> Result<EvalReport> {
+        let (mut log, done) = CompletionLog::open(&dir.join("completions.jsonl"), self.run.resume)?;
+        let total = self.problems.len() * settings.samples;
+        let progress = Progress::new("generate", total);
         let completions: Vec<Completion> = generate_completions(
             model,
             &self.data.tokenizer,
             &self.special,
             &self.problems,
-            &settings,
+            settings,
             self.cfg.eval_batch_size,
             &mut log,
             done,
             |n, _, name| progress.item(n, name),
         )?;
         progress.finish();
-        let progress = Progress::new("evaluate", self.problems.len());
+        let progress = Progress::new("evaluate", total);
         let report = evaluate(&self.problems, &completions, &self.run.eval, |n, _, r| {
             progress.item(n, &format!("{} {}", r.name, r.status.name()));
         })?;
@@ -619,7 +699,7 @@ fn record_settings(cfg: &BaseDemoConfig, run: &BaseDemo, problems: &[Problem]) -
     if run.resume {
         let earlier: Settings = read_json(&path)?;
         let differs = if earlier.config != settings.config {
-            Some("the preset or its overrides (--preset, --limit)")
+            Some("the preset or its overrides (--preset, --limit, --samples, --temperature)")
         } else if earlier.base != settings.base {
             Some("--base")
         } else if earlier.seeds != settings.seeds {
@@ -656,6 +736,7 @@ pub fn run_base_demo<B: AutodiffBackend>(
     run: &BaseDemo,
     device: &B::Device,
 ) -> Result<BaseReport> {
+    cfg.validate()?;
     let reductions = cfg.reductions();
     for line in &reductions {
         log(&format!("reduced from the paper: {line}"));
@@ -749,6 +830,7 @@ pub fn run_base_demo<B: AutodiffBackend>(
         trainable,
         seconds,
         reductions,
+        (cfg.samples > 0).then_some((cfg.samples, cfg.temperature)),
     );
     println!("\n{}", report.table());
     report.write(run.out)?;
@@ -776,6 +858,7 @@ mod tests {
             "96 optimizer steps",
             "first 10 problems",
             "256 tokens",
+            "greedy pass@1 only",
         ] {
             assert!(cpu.contains(part), "{part} missing from {cpu}");
         }

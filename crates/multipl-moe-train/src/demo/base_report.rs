@@ -17,15 +17,33 @@ use crate::demo::stats::{PairedDifference, Summary};
 use crate::error::{Result, TrainError};
 use crate::files::write_atomic;
 
-/// One problem's verdict for one model.
+/// One problem's samples for one model.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProblemPass {
     /// Its language.
     pub language: Language,
     /// MultiPL-E's problem name.
     pub name: String,
-    /// Whether the greedy completion passed; `None` when the harness could not run it.
-    pub passed: Option<bool>,
+    /// Samples that passed.
+    pub passed: usize,
+    /// Samples the harness ran (a harness fault is not the model's and is left out).
+    pub scored: usize,
+}
+
+impl ProblemPass {
+    /// The problem's pass@1: passed / scored; `None` when nothing was scored.
+    pub fn rate(&self) -> Option<f64> {
+        (self.scored > 0).then(|| self.passed as f64 / self.scored as f64)
+    }
+}
+
+/// Which pass@1 a table or a verdict reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoding {
+    /// One greedy completion per problem.
+    Greedy,
+    /// `n` completions per problem at a temperature.
+    Sampled,
 }
 
 /// One model measured at one point of one seed.
@@ -39,8 +57,11 @@ pub struct Measurement {
     pub step0: bool,
     /// Validation cross-entropy per language (nats/token).
     pub valid_loss: BTreeMap<Language, f64>,
-    /// Every problem's verdict, in problem order.
+    /// Every problem's greedy completion, in problem order.
     pub problems: Vec<ProblemPass>,
+    /// Every problem's sampled completions (empty unless sampled pass@1 was asked for).
+    #[serde(default)]
+    pub sampled: Vec<ProblemPass>,
     /// Wall-clock seconds the measurement took.
     pub seconds: f64,
 }
@@ -62,8 +83,24 @@ pub struct BaseReport {
     pub reductions: Vec<String>,
     /// Verdicts on validation loss (paired over seeds).
     pub loss_verdicts: Vec<Verdict>,
-    /// Verdicts on pass@1 (paired over seeds × problems).
+    /// Verdicts on greedy pass@1 (paired over seeds × problems).
     pub pass_verdicts: Vec<Verdict>,
+    /// Samples per problem and temperature of the sampled pass@1, if measured.
+    #[serde(default)]
+    pub sampling: Option<(usize, f64)>,
+    /// Verdicts on sampled pass@1 (paired over seeds × problems).
+    #[serde(default)]
+    pub sampled_verdicts: Vec<Verdict>,
+}
+
+impl Measurement {
+    /// The problems' results under `decoding`.
+    fn passes(&self, decoding: Decoding) -> &[ProblemPass] {
+        match decoding {
+            Decoding::Greedy => &self.problems,
+            Decoding::Sampled => &self.sampled,
+        }
+    }
 }
 
 /// Which measurement of a model a table column or a verdict uses.
@@ -89,6 +126,7 @@ impl BaseReport {
         trainable_params: BTreeMap<String, usize>,
         seconds: BTreeMap<String, f64>,
         reductions: Vec<String>,
+        sampling: Option<(usize, f64)>,
     ) -> Self {
         let mut report = Self {
             base,
@@ -99,16 +137,27 @@ impl BaseReport {
             reductions,
             loss_verdicts: Vec::new(),
             pass_verdicts: Vec::new(),
+            sampling,
+            sampled_verdicts: Vec::new(),
         };
         report.loss_verdicts = report.verdicts(|r, a, b, low| {
             PairedDifference::of(&r.group_losses(a, low), &r.group_losses(b, low))
         });
         // Higher pass@1 is better: `b − a` so that a positive value means the same as for
         // the loss (a is worse than b).
-        report.pass_verdicts = report.verdicts(|r, a, b, low| {
-            let (pa, pb) = r.paired_passes(a, b, low);
-            PairedDifference::of(&pb, &pa)
-        });
+        for decoding in [Decoding::Greedy, Decoding::Sampled] {
+            let verdicts = report.verdicts(|r, a, b, low| {
+                let (pa, pb) = r.paired_passes(a, b, low, decoding);
+                PairedDifference::of(&pb, &pa)
+            });
+            match decoding {
+                Decoding::Greedy => report.pass_verdicts = verdicts,
+                Decoding::Sampled if report.sampling.is_some() => {
+                    report.sampled_verdicts = verdicts;
+                }
+                Decoding::Sampled => {}
+            }
+        }
         report
     }
 
@@ -138,26 +187,29 @@ impl BaseReport {
             .collect()
     }
 
-    /// The fine-tuned pass/fail (1/0) of `a` and `b` on every (seed, problem) of the group
-    /// that the harness scored for both.
-    fn paired_passes(&self, a: &str, b: &str, low: bool) -> (Vec<f64>, Vec<f64>) {
+    /// The fine-tuned pass@1 of `a` and `b` on every (seed, problem) of the group that the
+    /// harness scored for both.
+    fn paired_passes(
+        &self,
+        a: &str,
+        b: &str,
+        low: bool,
+        decoding: Decoding,
+    ) -> (Vec<f64>, Vec<f64>) {
         let mut pairs = (Vec::new(), Vec::new());
         for &seed in &self.seeds {
             let (Some(ma), Some(mb)) = (self.fine_tuned(a, seed), self.fine_tuned(b, seed)) else {
                 continue;
             };
-            for pa in ma
-                .problems
-                .iter()
-                .filter(|p| p.language.is_low_resource() == low)
-            {
+            let group = ma.passes(decoding).iter();
+            for pa in group.filter(|p| p.language.is_low_resource() == low) {
                 let pb = mb
-                    .problems
+                    .passes(decoding)
                     .iter()
                     .find(|p| p.language == pa.language && p.name == pa.name);
-                if let (Some(x), Some(Some(y))) = (pa.passed, pb.map(|p| p.passed)) {
-                    pairs.0.push(f64::from(u8::from(x)));
-                    pairs.1.push(f64::from(u8::from(y)));
+                if let (Some(x), Some(Some(y))) = (pa.rate(), pb.map(ProblemPass::rate)) {
+                    pairs.0.push(x);
+                    pairs.1.push(y);
                 }
             }
         }
@@ -223,20 +275,25 @@ impl BaseReport {
         (!values.is_empty()).then(|| Summary::of(&values))
     }
 
-    /// Problems passed and scored of `model` on `lang` at `point`, over every seed; `None`
-    /// when no problem of `lang` was measured.
-    fn passes(&self, model: &str, lang: Language, point: Point) -> Option<(usize, usize)> {
+    /// Samples passed and scored of `model` on `lang` at `point`, over every seed and
+    /// problem; `None` when no problem of `lang` was measured. (Every problem has the same
+    /// number of samples, so their ratio is the mean of the problems' pass@1.)
+    fn passes(
+        &self,
+        model: &str,
+        lang: Language,
+        point: Point,
+        decoding: Decoding,
+    ) -> Option<(usize, usize)> {
         let (mut found, mut passed, mut total) = (false, 0, 0);
         for &s in &self.seeds {
             let Some(m) = self.at(model, s, point) else {
                 continue;
             };
-            for p in m.problems.iter().filter(|p| p.language == lang) {
+            for p in m.passes(decoding).iter().filter(|p| p.language == lang) {
                 found = true;
-                if let Some(ok) = p.passed {
-                    total += 1;
-                    passed += usize::from(ok);
-                }
+                passed += p.passed;
+                total += p.scored;
             }
         }
         found.then_some((passed, total))
@@ -276,22 +333,32 @@ impl BaseReport {
                 }
                 s.push('\n');
             }
-            s += &header(&format!(
-                "\nMultiPL-E pass@1 (greedy, n = 1; passed/scored over seeds), {when}"
-            ));
-            for lang in Language::ALL {
-                s += &format!("{:<13}", label(lang));
-                for (model, _) in BASE_MODELS {
-                    let cell = match self.passes(model, lang, point) {
-                        Some((p, t)) if t > 0 => {
-                            format!("{:.3} ({p}/{t})", p as f64 / t as f64)
-                        }
-                        Some(_) => "not run".into(),
-                        None => "-".into(),
-                    };
-                    s += &format!("{cell:>width$}");
+            let mut blocks = vec![(
+                Decoding::Greedy,
+                "greedy, n = 1; passed/scored over seeds".to_string(),
+            )];
+            if let Some((n, t)) = self.sampling {
+                blocks.push((
+                    Decoding::Sampled,
+                    format!("n = {n} samples at temperature {t}; passed/scored samples over seeds"),
+                ));
+            }
+            for (decoding, how) in blocks {
+                s += &header(&format!("\nMultiPL-E pass@1 ({how}), {when}"));
+                for lang in Language::ALL {
+                    s += &format!("{:<13}", label(lang));
+                    for (model, _) in BASE_MODELS {
+                        let cell = match self.passes(model, lang, point, decoding) {
+                            Some((p, t)) if t > 0 => {
+                                format!("{:.3} ({p}/{t})", p as f64 / t as f64)
+                            }
+                            Some(_) => "not run".into(),
+                            None => "-".into(),
+                        };
+                        s += &format!("{cell:>width$}");
+                    }
+                    s.push('\n');
                 }
-                s.push('\n');
             }
         }
         s += "\ntrainable parameters:";
@@ -307,9 +374,15 @@ impl BaseReport {
         for v in &self.loss_verdicts {
             s += &verdict_line(v);
         }
-        s += "verdicts on pass@1 (paired over seeds × problems; b − a):\n";
+        s += "verdicts on greedy pass@1 (paired over seeds × problems; b − a):\n";
         for v in &self.pass_verdicts {
             s += &verdict_line(v);
+        }
+        if !self.sampled_verdicts.is_empty() {
+            s += "verdicts on sampled pass@1 (paired over seeds × problems; b − a):\n";
+            for v in &self.sampled_verdicts {
+                s += &verdict_line(v);
+            }
         }
         s
     }
@@ -356,7 +429,7 @@ impl BaseReport {
             &groups,
             &series,
             &bars(&|m, lang| Bar {
-                mean: match self.passes(m, lang, Point::FineTuned) {
+                mean: match self.passes(m, lang, Point::FineTuned, Decoding::Greedy) {
                     Some((p, t)) if t > 0 => p as f64 / t as f64,
                     _ => f64::NAN,
                 },
@@ -408,13 +481,14 @@ mod tests {
                         )
                     })
                     .collect();
-                let problems = Language::ALL
+                let problems: Vec<ProblemPass> = Language::ALL
                     .iter()
                     .flat_map(|&language| {
                         (0..4).map(move |i| ProblemPass {
                             language,
                             name: format!("p{i}"),
-                            passed: Some(!step0 && i < passes[m] || m == 0 && i < passes[0]),
+                            passed: usize::from(!step0 && i < passes[m] || m == 0 && i < passes[0]),
+                            scored: 1,
                         })
                     })
                     .collect();
@@ -423,6 +497,14 @@ mod tests {
                     seed,
                     step0,
                     valid_loss,
+                    // Two samples per problem, the greedy one's verdict in one of them.
+                    sampled: problems
+                        .iter()
+                        .map(|p| ProblemPass {
+                            scored: 2,
+                            ..p.clone()
+                        })
+                        .collect(),
                     problems,
                     seconds: 1.0,
                 });
@@ -442,6 +524,7 @@ mod tests {
             BTreeMap::new(),
             BTreeMap::new(),
             vec!["a reduction".into()],
+            Some((2, 0.2)),
         );
         // pass@1 of MultiPL-MoE fine-tuned: 3 of 4 problems per language and seed.
         let table = report.table();
@@ -463,5 +546,14 @@ mod tests {
         assert_eq!(l.difference.exceeds_two_se, Some(true));
         // Step 0 rows are the step-0 measurements (no problem passes there but dense's).
         assert!(table.contains("at step 0"));
+        // Sampled pass@1: half the greedy rate, in its own table and verdicts.
+        assert!(
+            table.contains("n = 2 samples at temperature 0.2"),
+            "{table}"
+        );
+        assert!(table.contains("0.375 (6/16)"), "{table}");
+        let sampled = &report.sampled_verdicts[2];
+        assert_eq!(sampled.comparison, v.comparison);
+        assert!((sampled.difference.summary.mean - 0.25).abs() < 1e-12);
     }
 }
