@@ -24,9 +24,10 @@ enum Preset {
 }
 
 /// The preset of `demo --base`.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
 enum BasePreset {
     /// Sized for a 2-core CPU (`BaseDemoConfig::cpu`).
+    #[default]
     Cpu,
     /// The paper's scale (`BaseDemoConfig::paper`).
     Paper,
@@ -113,9 +114,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// The main job: pre-train a tiny dense model, fine-tune it densely (all weights, and
-    /// FFNs widened to MultiPL-MoE's trainable parameter count), upcycle it to MultiPL-MoE and
-    /// train that, then compare validation loss per language over seeds.
+    /// The main job: pre-train a tiny dense model (or start from a pretrained one with
+    /// --base), fine-tune it densely (all weights, and FFNs widened to MultiPL-MoE's trainable
+    /// parameter count), upcycle it to MultiPL-MoE and train that, then compare validation
+    /// loss per language over seeds (and MultiPL-E pass@1 with --base).
     Demo {
         /// Output directory for checkpoints, models, the report and the charts.
         #[arg(long, default_value = "runs/demo")]
@@ -131,36 +133,9 @@ enum Command {
         /// seed-N/; nothing else there is touched). Without it a non-empty --out is refused.
         #[arg(long, conflicts_with = "resume")]
         overwrite: bool,
-        /// Start from this pretrained Hugging Face checkpoint (Llama or Qwen2, with its
-        /// tokenizer.json) instead of pre-training a tiny model, and score every model by
-        /// MultiPL-E pass@1 on --problems too. Needs --data and --problems.
-        #[arg(long, requires_all = ["data", "problems"])]
-        base: Option<PathBuf>,
-        /// With --base: MultiPL-E problem files or directories of them (e.g. the six
-        /// humaneval-*-reworded.jsonl).
-        #[arg(long, num_args = 1.., requires = "base")]
-        problems: Vec<PathBuf>,
-        /// With --base: `cpu` (2-core CPU, under 2 hours on SmolLM2-135M, reductions printed)
-        /// or `paper` (N_t = N_s = 6 on every layer, SPEC §5's recipe; a GPU's work).
-        #[arg(long, value_enum, default_value_t = BasePreset::Cpu, requires = "base")]
-        preset: BasePreset,
-        /// With --base: problems per language (overrides the preset's; 0: all).
-        #[arg(long, requires = "base")]
-        limit: Option<usize>,
-        /// With --base: also a sampled pass@1 from this many completions per problem
-        /// (overrides the preset's; 0: greedy only).
-        #[arg(long, requires = "base")]
-        samples: Option<usize>,
-        /// With --base: temperature of the sampled completions (default: the preset's, 0.2).
-        #[arg(long, requires = "samples")]
-        temperature: Option<f64>,
-        /// With --base: continue an interrupted run in --out (finished stages and
-        /// measurements are reused, an interrupted training resumes from its checkpoint).
-        #[arg(long, requires = "base")]
-        resume: bool,
-        /// With --base: run completions without a sandbox when bubblewrap is unusable.
-        #[arg(long, requires = "base")]
-        unsafe_no_sandbox: bool,
+        /// The main job on a pretrained checkpoint (`--base` and its flags).
+        #[command(flatten)]
+        base: BaseFlags,
     },
     /// Train on a corpus with a config file (TOML or JSON), optionally upcycling a Hugging
     /// Face checkpoint.
@@ -289,21 +264,50 @@ fn demo_cmd(out: &Path, data: Option<PathBuf>, seeds: u64, overwrite: bool) -> R
     Ok(())
 }
 
-/// Settings of `demo --base`.
-struct BaseArgs {
-    base: PathBuf,
-    data: PathBuf,
+/// The flags of `demo --base`.
+#[derive(clap::Args, Debug, Default)]
+struct BaseFlags {
+    /// Start from this pretrained Hugging Face checkpoint (Llama or Qwen2, with its
+    /// tokenizer.json) instead of pre-training a tiny model, and score every model by
+    /// MultiPL-E pass@1 on --problems too. Needs --data and --problems.
+    #[arg(long, requires_all = ["data", "problems"])]
+    base: Option<PathBuf>,
+    /// With --base: MultiPL-E problem files or directories of them (e.g. the six
+    /// humaneval-*-reworded.jsonl).
+    #[arg(long, num_args = 1.., requires = "base")]
     problems: Vec<PathBuf>,
+    /// With --base: `cpu` (2-core CPU, under 2 hours on SmolLM2-135M, reductions printed)
+    /// or `paper` (N_t = N_s = 6 on every layer, SPEC §5's recipe; a GPU's work).
+    #[arg(long, value_enum, default_value_t = BasePreset::Cpu, requires = "base")]
     preset: BasePreset,
+    /// With --base: problems per language (overrides the preset's; 0: all).
+    #[arg(long, requires = "base")]
     limit: Option<usize>,
+    /// With --base: also a sampled pass@1 from this many completions per problem
+    /// (overrides the preset's; 0: greedy only).
+    #[arg(long, requires = "base")]
     samples: Option<usize>,
+    /// With --base: temperature of the sampled completions (default: the preset's, 0.2).
+    #[arg(long, requires = "samples")]
     temperature: Option<f64>,
+    /// With --base: continue an interrupted run in --out (finished stages and
+    /// measurements are reused, an interrupted training resumes from its checkpoint).
+    #[arg(long, requires = "base")]
     resume: bool,
+    /// With --base: run completions without a sandbox when bubblewrap is unusable.
+    #[arg(long, requires = "base")]
     unsafe_no_sandbox: bool,
 }
 
 /// The main job on a pretrained checkpoint (`demo --base`).
-fn base_demo_cmd(out: &Path, args: BaseArgs, seeds: u64, overwrite: bool) -> Result<()> {
+fn base_demo_cmd(
+    out: &Path,
+    base: PathBuf,
+    data: PathBuf,
+    args: BaseFlags,
+    seeds: u64,
+    overwrite: bool,
+) -> Result<()> {
     use multipl_moe::train::demo::base::{BaseDemo, BaseDemoConfig, run_base_demo};
     use multipl_moe::train::demo::pipeline::{DemoData, prepare_demo_out};
     use multipl_moe::train::multiple::exec::LimitFlags;
@@ -325,8 +329,8 @@ fn base_demo_cmd(out: &Path, args: BaseArgs, seeds: u64, overwrite: bool) -> Res
     config.validate()?;
     // Everything is read and checked before an earlier run is touched.
     for (flag, file) in [
-        ("--base", args.base.join("config.json")),
-        ("--base", args.base.join("tokenizer.json")),
+        ("--base", base.join("config.json")),
+        ("--base", base.join("tokenizer.json")),
     ] {
         if !file.is_file() {
             anyhow::bail!(
@@ -335,8 +339,8 @@ fn base_demo_cmd(out: &Path, args: BaseArgs, seeds: u64, overwrite: bool) -> Res
             );
         }
     }
-    if !args.data.exists() {
-        anyhow::bail!("--data: {} does not exist", args.data.display());
+    if !data.exists() {
+        anyhow::bail!("--data: {} does not exist", data.display());
     }
     let files = crate::inference::problem_files(&args.problems)?;
     let problems = crate::inference::read_all_problems(&files, None)?;
@@ -361,8 +365,8 @@ fn base_demo_cmd(out: &Path, args: BaseArgs, seeds: u64, overwrite: bool) -> Res
     println!("backend: {}", backend::NAME);
     let seeds: Vec<u64> = (0..seeds).collect();
     let run = BaseDemo {
-        base: &args.base,
-        data: &DemoData::Path(args.data),
+        base: &base,
+        data: &DemoData::Path(data),
         problems: &problems,
         eval: EvalSettings {
             sandbox: &sandbox,
@@ -386,14 +390,7 @@ pub fn run() -> Result<()> {
         data: None,
         seeds: 1,
         overwrite: false,
-        base: None,
-        problems: Vec::new(),
-        preset: BasePreset::Cpu,
-        limit: None,
-        samples: None,
-        temperature: None,
-        resume: false,
-        unsafe_no_sandbox: false,
+        base: BaseFlags::default(),
     });
     match command {
         Command::Demo {
@@ -402,30 +399,8 @@ pub fn run() -> Result<()> {
             seeds,
             overwrite,
             base,
-            problems,
-            preset,
-            limit,
-            samples,
-            temperature,
-            resume,
-            unsafe_no_sandbox,
-        } => match (base, data) {
-            (Some(base), Some(data)) => base_demo_cmd(
-                &out,
-                BaseArgs {
-                    base,
-                    data,
-                    problems,
-                    preset,
-                    limit,
-                    samples,
-                    temperature,
-                    resume,
-                    unsafe_no_sandbox,
-                },
-                seeds,
-                overwrite,
-            ),
+        } => match (base.base.clone(), data) {
+            (Some(model), Some(data)) => base_demo_cmd(&out, model, data, base, seeds, overwrite),
             (_, data) => demo_cmd(&out, data, seeds, overwrite),
         },
         Command::Train {
