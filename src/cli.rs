@@ -288,7 +288,7 @@ struct BaseFlags {
     #[arg(long, requires = "base")]
     samples: Option<usize>,
     /// With --base: temperature of the sampled completions (default: the preset's, 0.2).
-    #[arg(long, requires = "samples")]
+    #[arg(long, requires = "base")]
     temperature: Option<f64>,
     /// With --base: continue an interrupted run in --out (finished stages and
     /// measurements are reused, an interrupted training resumes from its checkpoint).
@@ -324,6 +324,12 @@ fn base_demo_cmd(
         config.samples = samples;
     }
     if let Some(temperature) = args.temperature {
+        if config.samples == 0 {
+            anyhow::bail!(
+                "--temperature {temperature}: only sampled pass@1 uses it, and this run samples \
+                 nothing (pass --samples N)"
+            );
+        }
         config.temperature = temperature;
     }
     config.validate()?;
@@ -344,6 +350,15 @@ fn base_demo_cmd(
     }
     let files = crate::inference::problem_files(&args.problems)?;
     let problems = crate::inference::read_all_problems(&files, None)?;
+    // The main job scores the six languages; another one would be generated for nothing.
+    if let Some(p) = problems.iter().find(|p| p.lang().is_none()) {
+        anyhow::bail!(
+            "--problems: `{}` is in language `{}`, not one of the six the main job compares \
+             (python, java, cpp, rust, go, ruby)",
+            p.name,
+            p.language_name()
+        );
+    }
     if problems.is_empty() {
         anyhow::bail!(
             "--problems: {} file(s) and not one problem in them",

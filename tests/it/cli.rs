@@ -622,5 +622,9 @@ fn demo_base_arguments_are_checked_first() {
     let mut args = vec!["--base", b, "--data", b, "--problems", problems];
     args.extend(["--samples", "5", "--temperature", "0"]);
     refused(&args, "--temperature");
+    // A temperature with nothing sampled would do nothing.
+    let mut args = vec!["--base", b, "--data", b, "--problems", problems];
+    args.extend(["--temperature", "0.8"]);
+    refused(&args, "--temperature 0.8");
     let _ = std::fs::remove_dir_all(base);
 }

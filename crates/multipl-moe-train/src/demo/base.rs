@@ -122,6 +122,7 @@ impl BaseDemoConfig {
                 grad_accumulation: 1,
                 seq_len: 256,
                 max_valid_batches: 4,
+                checkpoint_every: 24,
                 ..TrainConfig::paper_recipe()
             },
             finetune_sequences: 384,
@@ -147,7 +148,10 @@ impl BaseDemoConfig {
             max_valid_per_language: 0,
             moe: MoeConfig::paper(),
             hybrid_last_layers: 0,
-            finetune: TrainConfig::paper_recipe(),
+            finetune: TrainConfig {
+                checkpoint_every: 100,
+                ..TrainConfig::paper_recipe()
+            },
             finetune_sequences: 64_000,
             low_resource_share: 0.8,
             widen_noise: 0.01,
@@ -322,8 +326,8 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     write_atomic(path, json.as_bytes())
 }
 
-/// Each problem's samples passed and scored, in the report's order (a harness fault is not
-/// the program's verdict and is not scored).
+/// Each problem's samples passed and scored, in the report's order (a harness fault or a
+/// skipped language is not the program's verdict and is not scored).
 fn per_problem(report: &EvalReport) -> Vec<ProblemPass> {
     let mut out: Vec<ProblemPass> = Vec::new();
     for r in &report.results {
@@ -345,7 +349,8 @@ fn per_problem(report: &EvalReport) -> Vec<ProblemPass> {
                 out.len() - 1
             }
         };
-        if r.status != Status::HarnessError {
+        // A harness fault or a language without its toolchain is not the program's verdict.
+        if !matches!(r.status, Status::HarnessError | Status::Skipped) {
             out[index].scored += 1;
             out[index].passed += usize::from(r.status == Status::Ok);
         }
@@ -509,14 +514,30 @@ impl Context<'_> {
             ..self.cfg.finetune.clone()
         };
         let target = TrainTarget::<B>::new(dir).with_resume(self.run.resume);
-        let trained = train(
-            CausalLm::<B>::from_inner(start),
-            balance_coef,
-            mix.to_vec(),
-            valid_mix.to_vec(),
-            &cfg,
-            &target,
-        )?;
+        let run = |target: &TrainTarget<B>| {
+            train(
+                CausalLm::<B>::from_inner(start.clone()),
+                balance_coef,
+                mix.to_vec(),
+                valid_mix.to_vec(),
+                &cfg,
+                target,
+            )
+        };
+        let trained = match run(&target) {
+            // Training finished but the run stopped before its export was complete: the
+            // checkpoints hold no model to export from, so the stage trains again.
+            Err(TrainError::Config {
+                field: "resume", ..
+            }) => {
+                log(&format!(
+                    "{}: training had finished but its export had not; training it again",
+                    dir.display()
+                ));
+                run(&target.clone().with_resume(false))?
+            }
+            other => other?,
+        };
         if model_dir.exists() {
             // An export that a killed run finished before its time was recorded.
             std::fs::remove_dir_all(&model_dir).map_err(|e| TrainError::io(&model_dir, e))?;
@@ -679,6 +700,7 @@ impl Context<'_> {
 struct Settings {
     config: BaseDemoConfig,
     base: String,
+    data: String,
     seeds: Vec<u64>,
     problems: Vec<(String, String)>,
 }
@@ -689,6 +711,10 @@ fn record_settings(cfg: &BaseDemoConfig, run: &BaseDemo, problems: &[Problem]) -
     let settings = Settings {
         config: cfg.clone(),
         base: run.base.display().to_string(),
+        data: match run.data {
+            DemoData::Embedded => "embedded".into(),
+            DemoData::Path(path) => path.display().to_string(),
+        },
         seeds: run.seeds.to_vec(),
         problems: problems
             .iter()
@@ -696,12 +722,15 @@ fn record_settings(cfg: &BaseDemoConfig, run: &BaseDemo, problems: &[Problem]) -
             .collect(),
     };
     let path = run.out.join("demo-settings.json");
-    if run.resume {
+    // A run killed before it wrote its settings has nothing to compare: it starts here.
+    if run.resume && path.is_file() {
         let earlier: Settings = read_json(&path)?;
         let differs = if earlier.config != settings.config {
             Some("the preset or its overrides (--preset, --limit, --samples, --temperature)")
         } else if earlier.base != settings.base {
             Some("--base")
+        } else if earlier.data != settings.data {
+            Some("--data")
         } else if earlier.seeds != settings.seeds {
             Some("--seeds")
         } else if earlier.problems != settings.problems {

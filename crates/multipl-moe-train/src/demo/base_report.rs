@@ -2,7 +2,7 @@
 //! cross-entropy per language (mean ± sd over seeds) and MultiPL-E pass@1 per language (passed
 //! problems over seeds pooled) of every model at step 0 and after fine-tuning, and the verdict
 //! lines, each a paired difference tested against two standard errors: over seeds for the
-//! loss, over the (seed, problem) pairs for pass@1.
+//! loss, over problems (each averaged over the seeds) for pass@1.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -83,12 +83,12 @@ pub struct BaseReport {
     pub reductions: Vec<String>,
     /// Verdicts on validation loss (paired over seeds).
     pub loss_verdicts: Vec<Verdict>,
-    /// Verdicts on greedy pass@1 (paired over seeds × problems).
+    /// Verdicts on greedy pass@1 (paired over problems, each averaged over seeds).
     pub pass_verdicts: Vec<Verdict>,
     /// Samples per problem and temperature of the sampled pass@1, if measured.
     #[serde(default)]
     pub sampling: Option<(usize, f64)>,
-    /// Verdicts on sampled pass@1 (paired over seeds × problems).
+    /// Verdicts on sampled pass@1 (paired over problems, each averaged over seeds).
     #[serde(default)]
     pub sampled_verdicts: Vec<Verdict>,
 }
@@ -187,8 +187,10 @@ impl BaseReport {
             .collect()
     }
 
-    /// The fine-tuned pass@1 of `a` and `b` on every (seed, problem) of the group that the
-    /// harness scored for both.
+    /// The fine-tuned pass@1 of `a` and `b` on every problem of the group that the harness
+    /// scored for both, each averaged over the seeds first: the problems, not the (seed,
+    /// problem) pairs, are the independent units (the dense base is one measurement for
+    /// every seed).
     fn paired_passes(
         &self,
         a: &str,
@@ -196,7 +198,8 @@ impl BaseReport {
         low: bool,
         decoding: Decoding,
     ) -> (Vec<f64>, Vec<f64>) {
-        let mut pairs = (Vec::new(), Vec::new());
+        // (language, name) → sums of a's and b's rates and their count over seeds.
+        let mut sums: Vec<((Language, String), f64, f64, usize)> = Vec::new();
         for &seed in &self.seeds {
             let (Some(ma), Some(mb)) = (self.fine_tuned(a, seed), self.fine_tuned(b, seed)) else {
                 continue;
@@ -208,12 +211,21 @@ impl BaseReport {
                     .iter()
                     .find(|p| p.language == pa.language && p.name == pa.name);
                 if let (Some(x), Some(Some(y))) = (pa.rate(), pb.map(ProblemPass::rate)) {
-                    pairs.0.push(x);
-                    pairs.1.push(y);
+                    let key = (pa.language, pa.name.clone());
+                    match sums.iter_mut().find(|s| s.0 == key) {
+                        Some(s) => {
+                            s.1 += x;
+                            s.2 += y;
+                            s.3 += 1;
+                        }
+                        None => sums.push((key, x, y, 1)),
+                    }
                 }
             }
         }
-        pairs
+        sums.iter()
+            .map(|(_, x, y, n)| (x / *n as f64, y / *n as f64))
+            .unzip()
     }
 
     /// The verdict lines: dense-FT's forgetting, then for each MultiPL-MoE variant its
@@ -374,12 +386,12 @@ impl BaseReport {
         for v in &self.loss_verdicts {
             s += &verdict_line(v);
         }
-        s += "verdicts on greedy pass@1 (paired over seeds × problems; b − a):\n";
+        s += "verdicts on greedy pass@1 (paired over problems, averaged over seeds; b − a):\n";
         for v in &self.pass_verdicts {
             s += &verdict_line(v);
         }
         if !self.sampled_verdicts.is_empty() {
-            s += "verdicts on sampled pass@1 (paired over seeds × problems; b − a):\n";
+            s += "verdicts on sampled pass@1 (paired over problems, averaged over seeds; b − a):\n";
             for v in &self.sampled_verdicts {
                 s += &verdict_line(v);
             }
@@ -530,15 +542,15 @@ mod tests {
         let table = report.table();
         assert!(table.contains("0.750 (6/8)"), "{table}");
         assert!(table.contains("reduced from the paper: a reduction"));
-        // dense-FT vs MultiPL-MoE on the low-resource languages: 2 seeds × 3 languages × 4
-        // problems, MultiPL-MoE passes 2 more problems of 4 in each.
+        // dense-FT vs MultiPL-MoE on the low-resource languages: 3 languages × 4 problems
+        // (each averaged over the 2 seeds), MultiPL-MoE passes 2 more problems of 4 in each.
         let v = &report.pass_verdicts[2];
         assert!(
             v.comparison
                 .contains("low-resource: dense-FT vs MultiPL-MoE"),
             "{v:?}"
         );
-        assert_eq!(v.difference.summary.n, 24);
+        assert_eq!(v.difference.summary.n, 12);
         assert!((v.difference.summary.mean - 0.5).abs() < 1e-12);
         // Losses: dense-FT (m = 1) − MultiPL-MoE (m = 3) = 0.2 in every seed.
         let l = &report.loss_verdicts[2];
