@@ -12,6 +12,24 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     replace_with(path, |w| w.write_all(bytes)).map_err(|e| TrainError::io(path, e))
 }
 
+/// Reads `path` as JSON into a `T`; errors name the file.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| TrainError::Data {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// Writes `value` to `path` as pretty-printed JSON with [`write_atomic`].
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    let json = serde_json::to_string_pretty(value).map_err(|e| TrainError::Data {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    write_atomic(path, json.as_bytes())
+}
+
 /// Deletes `path`: a directory with everything in it, or a file. One that is not there is
 /// fine (the `--overwrite` of `train` and `demo` deletes a list of entries).
 pub fn remove_entry(path: &Path) -> Result<()> {

@@ -36,7 +36,7 @@ use crate::demo::pipeline::{
     DemoData, Prepared, Split, TokenizerSource, log, matched_widening, prepare,
 };
 use crate::error::{Result, TrainError};
-use crate::files::write_atomic;
+use crate::files::{read_json, write_json};
 use crate::infer::textgen::SpecialTokens;
 use crate::multiple::exec::Status;
 use crate::multiple::generate::{SampleSettings, generate_completions};
@@ -308,22 +308,6 @@ fn first_problems(problems: &[Problem], per_language: usize) -> Vec<Problem> {
         })
         .cloned()
         .collect()
-}
-
-fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| TrainError::Data {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
-}
-
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let json = serde_json::to_string_pretty(value).map_err(|e| TrainError::Data {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    write_atomic(path, json.as_bytes())
 }
 
 /// Each problem's samples passed and scored, in the report's order (a harness fault or a

@@ -14,8 +14,8 @@ use crate::demo::base::BASE_MODELS;
 use crate::demo::charts::{Bar, grouped_bars};
 use crate::demo::report::{Verdict, group_mean, label};
 use crate::demo::stats::{PairedDifference, Summary};
-use crate::error::{Result, TrainError};
-use crate::files::write_atomic;
+use crate::error::Result;
+use crate::files::{write_atomic, write_json};
 
 /// One problem's samples for one model.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -405,11 +405,7 @@ impl BaseReport {
     /// # Errors
     /// A file cannot be written or a chart cannot be drawn.
     pub fn write(&self, out: &Path) -> Result<()> {
-        let json = serde_json::to_string_pretty(self).map_err(|e| TrainError::Data {
-            path: out.join("report.json"),
-            reason: e.to_string(),
-        })?;
-        write_atomic(&out.join("report.json"), json.as_bytes())?;
+        write_json(&out.join("report.json"), self)?;
         write_atomic(&out.join("table.txt"), self.table().as_bytes())?;
         let groups: Vec<String> = Language::ALL.into_iter().map(label).collect();
         let series: Vec<String> = BASE_MODELS.iter().map(|(m, _)| m.to_string()).collect();

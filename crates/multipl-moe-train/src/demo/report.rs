@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::data::corpus::Language;
 use crate::demo::charts::{Bar, Curve, curve_panels, grouped_bars, smooth};
 use crate::demo::stats::{PairedDifference, Summary};
-use crate::error::{Result, TrainError};
-use crate::files::write_atomic;
+use crate::error::Result;
+use crate::files::{write_atomic, write_json};
 use crate::training::loss_log::read_loss_csv;
 
 /// The models compared, in table order.
@@ -197,11 +197,7 @@ impl DemoReport {
 /// # Errors
 /// A file cannot be written, a `loss.csv` is malformed, or a chart cannot be drawn.
 pub fn write_outputs(report: &DemoReport, out: &Path) -> Result<()> {
-    let json = serde_json::to_string_pretty(report).map_err(|e| TrainError::Data {
-        path: out.join("report.json"),
-        reason: e.to_string(),
-    })?;
-    write_atomic(&out.join("report.json"), json.as_bytes())?;
+    write_json(&out.join("report.json"), report)?;
     write_atomic(&out.join("table.txt"), report.table().as_bytes())?;
     let groups: Vec<String> = Language::ALL.into_iter().map(label).collect();
     let series: Vec<String> = MODELS.iter().map(|m| m.to_string()).collect();

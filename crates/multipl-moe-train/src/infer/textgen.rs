@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::data::tokenizer::TextTokenizer;
 use crate::error::TrainError;
+use crate::files::read_json;
 
 /// Special tokens that end a completion when the tokenizer knows them (Qwen's chat and
 /// document ends), besides the tokenizer's EOS.
@@ -46,13 +47,7 @@ impl SpecialTokens {
         tokenizer_json: &Path,
         generation_config: &Path,
     ) -> crate::Result<Self> {
-        let read = |path: &Path| -> crate::Result<serde_json::Value> {
-            let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-            serde_json::from_str(&text).map_err(|e| TrainError::Data {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })
-        };
+        let read = read_json::<serde_json::Value>;
         let mut stop_ids: Vec<usize> = END_TOKENS
             .iter()
             .filter_map(|t| tokenizer.token_to_id(t))
