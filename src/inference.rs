@@ -23,7 +23,8 @@ use multipl_moe::train::multiple::log::{
 use multipl_moe::train::multiple::report::{EvalSettings, evaluate};
 use multipl_moe::train::multiple::sandbox::{ResourceLimits, Sandbox};
 use multipl_moe::train::multiple::{
-    Completion, Problem, assign_languages, cut_at_stop, read_jsonl, read_problems,
+    Completion, Problem, assign_languages, cut_at_stop, first_per_language, read_jsonl,
+    read_problems,
 };
 use multipl_moe::train::progress::Progress;
 
@@ -548,12 +549,7 @@ pub fn eval_cmd(args: EvalArgs) -> Result<()> {
     let files = problem_files(&args.problems)?;
     let mut problems = read_all_problems(&files, args.language.as_deref())?;
     if let Some(limit) = args.limit {
-        let mut kept: BTreeMap<String, usize> = BTreeMap::new();
-        problems.retain(|p| {
-            let n = kept.entry(p.language_name()).or_default();
-            *n += 1;
-            *n <= limit
-        });
+        problems = first_per_language(&problems, limit);
     }
     if problems.is_empty() {
         let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();

@@ -42,7 +42,7 @@ use crate::multiple::exec::Status;
 use crate::multiple::generate::{SampleSettings, generate_completions};
 use crate::multiple::log::CompletionLog;
 use crate::multiple::report::{EvalReport, EvalSettings, evaluate};
-use crate::multiple::{Completion, Problem};
+use crate::multiple::{Completion, Problem, first_per_language};
 use crate::progress::Progress;
 use crate::training::trainer::{TrainConfig, TrainTarget, train};
 use crate::training::validation::loss_per_language;
@@ -294,20 +294,6 @@ struct SeedResult {
     measured: Vec<Measurement>,
     trainable: BTreeMap<String, usize>,
     seconds: BTreeMap<String, f64>,
-}
-
-/// The first `per_language` problems of each language (0: all), in their order.
-fn first_problems(problems: &[Problem], per_language: usize) -> Vec<Problem> {
-    let mut kept: BTreeMap<String, usize> = BTreeMap::new();
-    problems
-        .iter()
-        .filter(|p| {
-            let n = kept.entry(p.language_name()).or_default();
-            *n += 1;
-            per_language == 0 || *n <= per_language
-        })
-        .cloned()
-        .collect()
 }
 
 /// Each problem's samples passed and scored, in the report's order (a harness fault or a
@@ -797,7 +783,10 @@ pub fn run_base_demo<B: AutodiffBackend>(
         &split,
         run.out,
     )?;
-    let problems = first_problems(run.problems, cfg.problems_per_language);
+    let problems = match cfg.problems_per_language {
+        0 => run.problems.to_vec(),
+        n => first_per_language(run.problems, n),
+    };
     if problems.is_empty() {
         return Err(TrainError::NotEnoughData(
             "no MultiPL-E problem to evaluate".into(),

@@ -197,6 +197,21 @@ pub fn cut_at_stop(text: &str, stop_tokens: &[String]) -> String {
     text[..end].to_string()
 }
 
+/// The first `limit` problems of each language, in their order (`eval --limit`, the main
+/// job's problems per language).
+pub fn first_per_language(problems: &[Problem], limit: usize) -> Vec<Problem> {
+    let mut kept: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    problems
+        .iter()
+        .filter(|p| {
+            let n = kept.entry(p.language_name()).or_default();
+            *n += 1;
+            *n <= limit
+        })
+        .cloned()
+        .collect()
+}
+
 /// Reads JSONL records; the error names the file and the line.
 pub fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
     let file = std::fs::File::open(path).map_err(|e| TrainError::io(path, e))?;
