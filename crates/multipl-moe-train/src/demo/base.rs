@@ -288,6 +288,24 @@ struct Context<'a> {
     valid: Vec<Sequence>,
 }
 
+/// A model of one seed to fine-tune: where it starts and how it trains.
+struct Candidate<B: Backend> {
+    /// Its index in [`BASE_MODELS`].
+    index: usize,
+    /// The model at step 0.
+    model: CausalLm<B>,
+    /// Its config (for the export).
+    config: MultiplMoeConfig,
+    /// What trains.
+    freeze: FreezePolicy,
+    /// α of the load-balance loss (0 for a dense model).
+    balance_coef: f64,
+    /// Whether to measure it at step 0 (not when it starts as the dense model itself).
+    step0: bool,
+    /// How it trains, for the log.
+    training: String,
+}
+
 /// What one seed gave: its measurements, each model's trainable parameters, each training's
 /// wall-clock seconds.
 struct SeedResult {
@@ -524,6 +542,46 @@ impl Context<'_> {
         Ok((trained, seconds))
     }
 
+    /// Measures `candidate` at step 0 (when it is not the dense model itself), fine-tunes it
+    /// in `dir/<its directory>`, measures it again, and records its trainable parameters and
+    /// training time in `out`.
+    fn fine_tune_and_measure<B: AutodiffBackend>(
+        &self,
+        candidate: Candidate<B::InnerBackend>,
+        data: (&[Sequence], &[Sequence]),
+        seed: u64,
+        dir: &Path,
+        device: &B::Device,
+        out: &mut SeedResult,
+    ) -> Result<()> {
+        let (name, sub) = BASE_MODELS[candidate.index];
+        let dir = dir.join(sub);
+        let trainable = trainable_params(&candidate.model, &candidate.freeze);
+        out.trainable.insert(name.to_string(), trainable);
+        if candidate.step0 {
+            let step0 = &dir.join("step-0");
+            out.measured
+                .push(self.measure(&candidate.model, name, seed, true, step0, device)?);
+        }
+        log(&format!("seed {seed}: {name}: {}", candidate.training));
+        let (trained, secs) = self.fine_tune::<B>(
+            candidate.model,
+            &candidate.config,
+            candidate.freeze,
+            candidate.balance_coef,
+            data,
+            seed,
+            &dir,
+            device,
+        )?;
+        out.seconds
+            .insert(format!("seed {seed}: {name} training"), secs);
+        let after = &dir.join("fine-tuned");
+        out.measured
+            .push(self.measure(&trained, name, seed, false, after, device)?);
+        Ok(())
+    }
+
     /// The four fine-tuned models of `seed`, each measured at step 0 and after fine-tuning.
     fn run_seed<B: AutodiffBackend>(
         &self,
@@ -541,126 +599,62 @@ impl Context<'_> {
             4 + 1000 * seed,
         )?;
         let data = (mix.as_slice(), valid_mix.as_slice());
-        let mut measured = Vec::new();
-        let mut trainable = BTreeMap::new();
-        let mut seconds = BTreeMap::new();
-        let mut timed = |name: &str, secs: f64| {
-            seconds.insert(format!("seed {seed}: {name}"), secs);
+        let mut out = SeedResult {
+            measured: Vec::new(),
+            trainable: BTreeMap::new(),
+            seconds: BTreeMap::new(),
         };
-        let (_, ft_dir) = BASE_MODELS[1];
-        let (_, wide_dir) = BASE_MODELS[2];
-
-        let all = FreezePolicy::all();
-        trainable.insert(BASE_MODELS[1].0.to_string(), trainable_params(dense, &all));
-        log(&format!("seed {seed}: dense-FT: fine-tuning every weight"));
-        let (ft, secs) = self.fine_tune::<B>(
-            dense.clone(),
-            dense_cfg,
-            all,
-            0.0,
-            data,
-            seed,
-            &dir.join(ft_dir),
-            device,
-        )?;
-        timed("dense-FT training", secs);
-        measured.push(self.measure(
-            &ft,
-            BASE_MODELS[1].0,
-            seed,
-            false,
-            &dir.join(ft_dir).join("fine-tuned"),
-            device,
-        )?);
-        drop(ft);
-
+        let mut run = |candidate| {
+            self.fine_tune_and_measure::<B>(candidate, data, seed, &dir, device, &mut out)
+        };
+        // dense-FT starts as the dense model, measured once for every seed.
+        run(Candidate {
+            index: 1,
+            model: dense.clone(),
+            config: dense_cfg.clone(),
+            freeze: FreezePolicy::all(),
+            balance_coef: 0.0,
+            step0: false,
+            training: "fine-tuning every weight".into(),
+        })?;
         let moe = self.cfg.moe_for(dense_cfg.model.num_hidden_layers);
         let mut moe_trainable = 0;
-        for (i, function_preserving) in [(3, false), (4, true)] {
-            let (name, sub) = BASE_MODELS[i];
+        for (index, function_preserving) in [(3, false), (4, true)] {
             let options = UpcycleOptions {
                 seed,
                 function_preserving,
                 ..UpcycleOptions::default()
             };
             let (hybrid, hybrid_cfg) = upcycle(dense.clone(), dense_cfg, &moe, &options)?;
-            let paper = FreezePolicy::paper();
-            moe_trainable = trainable_params(&hybrid, &paper);
-            trainable.insert(name.to_string(), moe_trainable);
-            measured.push(self.measure(
-                &hybrid,
-                name,
-                seed,
-                true,
-                &dir.join(sub).join("step-0"),
-                device,
-            )?);
-            log(&format!(
-                "seed {seed}: {name}: training with the SPEC §5 freeze ({moe_trainable} trainable \
-                 parameters)"
-            ));
-            let (trained, secs) = self.fine_tune::<B>(
-                hybrid,
-                &hybrid_cfg,
-                paper,
-                moe.balance_coef,
-                data,
-                seed,
-                &dir.join(sub),
-                device,
-            )?;
-            timed(&format!("{name} training"), secs);
-            measured.push(self.measure(
-                &trained,
-                name,
-                seed,
-                false,
-                &dir.join(sub).join("fine-tuned"),
-                device,
-            )?);
+            let freeze = FreezePolicy::paper();
+            moe_trainable = trainable_params(&hybrid, &freeze);
+            run(Candidate {
+                index,
+                model: hybrid,
+                config: hybrid_cfg,
+                freeze,
+                balance_coef: moe.balance_coef,
+                step0: true,
+                training: format!(
+                    "training with the SPEC §5 freeze ({moe_trainable} trainable parameters)"
+                ),
+            })?;
         }
-
-        let (name, _) = BASE_MODELS[2];
         let (factor, ffn_only) = matched_widening(dense, moe_trainable);
         let (wide, wide_cfg) =
             widen_dense_ffn(dense.clone(), dense_cfg, factor, self.cfg.widen_noise, seed)?;
-        trainable.insert(name.to_string(), trainable_params(&wide, &ffn_only));
-        measured.push(self.measure(
-            &wide,
-            name,
-            seed,
-            true,
-            &dir.join(wide_dir).join("step-0"),
-            device,
-        )?);
-        log(&format!(
-            "seed {seed}: {name}: fine-tuning the FFNs widened {factor}× (function-preserving), \
-             the rest frozen"
-        ));
-        let (matched, secs) = self.fine_tune::<B>(
-            wide,
-            &wide_cfg,
-            ffn_only,
-            0.0,
-            data,
-            seed,
-            &dir.join(wide_dir),
-            device,
-        )?;
-        timed(&format!("{name} training"), secs);
-        measured.push(self.measure(
-            &matched,
-            name,
-            seed,
-            false,
-            &dir.join(wide_dir).join("fine-tuned"),
-            device,
-        )?);
-        Ok(SeedResult {
-            measured,
-            trainable,
-            seconds,
-        })
+        run(Candidate {
+            index: 2,
+            model: wide,
+            config: wide_cfg,
+            freeze: ffn_only,
+            balance_coef: 0.0,
+            step0: true,
+            training: format!(
+                "fine-tuning the FFNs widened {factor}× (function-preserving), the rest frozen"
+            ),
+        })?;
+        Ok(out)
     }
 }
 
