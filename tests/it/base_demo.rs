@@ -2,7 +2,7 @@
 //! Llama-shaped checkpoint, the embedded corpus and the harness's fixture problems, so that
 //! the path a user takes with SmolLM2 cannot rot.
 
-use crate::common::{TestAutodiff, TestBackend};
+use crate::common::{TestAutodiff, TestBackend, run_dir};
 use multipl_moe::core::config::ModelType;
 use multipl_moe::core::{MoeConfig, MultiplMoeConfig, QwenConfig};
 use multipl_moe::qwen::{SaveDtype, save_model_from};
@@ -13,13 +13,7 @@ use multipl_moe::train::multiple::exec::LimitFlags;
 use multipl_moe::train::multiple::read_problems;
 use multipl_moe::train::multiple::report::EvalSettings;
 use multipl_moe::train::multiple::sandbox::{ResourceLimits, Sandbox};
-use std::path::{Path, PathBuf};
-
-fn temp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("multipl-moe-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
+use std::path::Path;
 
 /// A random Llama (no biases, GQA, tied embeddings) with the fixture tokenizer (400 tokens),
 /// written as a Hugging Face checkpoint.
@@ -69,7 +63,7 @@ fn config() -> BaseDemoConfig {
 /// written; `resume` reuses all of it and gives the same report.
 #[test]
 fn the_main_job_runs_from_a_pretrained_llama() {
-    let dir = temp("base-demo");
+    let dir = run_dir("base-demo");
     let base = dir.join("base");
     tiny_llama(&base);
     let problems = read_problems(

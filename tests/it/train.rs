@@ -1,7 +1,7 @@
 //! Training: loss goes down, the freeze holds through burn-train's Learner, a NaN stops the
 //! run, the schedule, and the data pipeline.
 
-use crate::common::{TestAutodiff, TestBackend, assert_close};
+use crate::common::{TestAutodiff, TestBackend, assert_close, run_dir};
 use burn::module::{AutodiffModule, Param};
 use burn::optim::{AdamWConfig, Optimizer, SgdConfig};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -477,12 +477,6 @@ fn resumable_cfg() -> TrainConfig {
         checkpoint_every: 3,
         ..TrainConfig::tiny()
     }
-}
-
-fn run_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("multipl-moe-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
 }
 
 fn fresh_model() -> multipl_moe::core::CausalLm<A> {

@@ -16,6 +16,13 @@ pub type TestBackend = burn::backend::Wgpu;
 #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
 pub type TestBackend = burn::backend::NdArray;
 
+/// `multipl-moe-NAME-PID` in the temporary directory, emptied: a test's own directory.
+pub fn run_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("multipl-moe-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
 /// Autodiff over the backend under test.
 pub type TestAutodiff = burn::backend::Autodiff<TestBackend>;
 
