@@ -365,10 +365,8 @@ fn base_demo_cmd(
             files.len()
         );
     }
-    let sandbox = crate::inference::sandbox(
-        ResourceLimits::new(4096, 1024, 256)?,
-        args.unsafe_no_sandbox,
-    )?;
+    // eval's default limits (4 GiB, 1024 processes, 256 MiB files).
+    let sandbox = crate::inference::sandbox(ResourceLimits::default(), args.unsafe_no_sandbox)?;
     if args.resume {
         if !out.is_dir() {
             anyhow::bail!("--resume: {} holds no earlier run", out.display());

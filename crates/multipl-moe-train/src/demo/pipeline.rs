@@ -490,7 +490,7 @@ pub fn run_demo<B: AutodiffBackend>(
 }
 
 /// Exports the models (each dir replaced whole, with the run's tokenizer.json copied in).
-pub(crate) fn save_models<B: burn::tensor::backend::Backend>(
+fn save_models<B: burn::tensor::backend::Backend>(
     models: &[(CausalLm<B>, MultiplMoeConfig)],
     out: &Path,
 ) -> Result<()> {
