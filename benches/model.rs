@@ -7,7 +7,10 @@
 //! `MODEL_BENCH_STEPS` (timed training steps, default 3; 0 skips training),
 //! `MODEL_BENCH_DECODE` (decoded tokens, default 32), `MODEL_BENCH_PROMPT` (prompt tokens,
 //! default 64 for tiny and 128 for qwen05b-2l; long prompts show what the KV cache costs at
-//! long contexts).
+//! long contexts), `MODEL_BENCH_BATCH` (training sequences per step instead of the config's),
+//! `MODEL_BENCH_BASE` (a Hugging Face checkpoint directory: the `smollm2` config is then that
+//! real model, imported and upcycled with the paper preset as `multipl-moe upcycle` does,
+//! instead of random weights of its shape).
 //!
 //! Configs: `tiny` is the demo's model (d = 128, 3 layers, vocab 512) upcycled with window 16,
 //! batch 8 × 64 tokens; `qwen05b-2l` is Qwen1.5-0.5B's shape (d = 1024, FFN 2816, 16 heads,
@@ -23,6 +26,10 @@
 //! logits (`check.safetensors`); `bench/torch_model.py` rebuilds the same hybrid model in
 //! PyTorch from that export, checks that its logits and losses equal ours, and times the same
 //! training step; `MODEL_BENCH_TORCH_ROUNDS` (default 3) rounds alternate our steps and torch's.
+//! When two copies of the training state (f32 weights, gradients and AdamW moments of the
+//! trainable set) would not fit in the available memory, as for the paper preset on SmolLM2
+//! on a 24 GiB machine, our model and optimizer are dropped before each torch round and
+//! rebuilt (then one untimed warm-up step) after it, so the two never hold memory at once.
 
 mod common;
 
@@ -31,7 +38,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::{Int, Tensor, TensorData};
 use multipl_moe::backend::{Backend, NAME, TrainBackend};
@@ -41,7 +48,10 @@ use multipl_moe::core::{
 };
 use multipl_moe::qwen::export::host;
 use multipl_moe::qwen::tensors::{HostTensor, write_file};
-use multipl_moe::qwen::{FreezePolicy, SaveDtype, apply_freeze, save_model};
+use multipl_moe::qwen::{
+    FreezePolicy, SaveDtype, UpcycleOptions, apply_freeze, load_model, save_model,
+    trainable_params, upcycle,
+};
 use multipl_moe::train::data::corpus::Language;
 use multipl_moe::train::data::dataset::LmBatch;
 use multipl_moe::train::training::lm::LanguageModel;
@@ -106,6 +116,39 @@ fn reset_peak() -> bool {
         libc::malloc_trim(0);
     }
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// `MemAvailable` of /proc/meminfo in bytes (Linux).
+fn available_bytes() -> Option<f64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024.0)
+}
+
+/// The model a training row starts from: `bench`'s config with seeded random weights, or, for
+/// `smollm2` with `MODEL_BENCH_BASE=DIR`, the checkpoint in DIR upcycled with the paper preset;
+/// SPEC §5's freeze either way. Returns the model and its config.
+fn initial_model(
+    bench: &Bench,
+    device: &burn::tensor::Device<Backend>,
+) -> (CausalLm<TrainBackend>, MultiplMoeConfig) {
+    let base = std::env::var("MODEL_BENCH_BASE").ok();
+    let (model, config) = match base {
+        Some(dir) if bench.name == "smollm2" => {
+            let (config, dense) = load_model::<TrainBackend>(Path::new(&dir), device)
+                .expect("MODEL_BENCH_BASE loads");
+            let moe = bench.config.moe.clone().expect("a hybrid config");
+            upcycle(dense, &config, &moe, &UpcycleOptions::default()).expect("upcycles")
+        }
+        _ => {
+            let model =
+                seeded::<TrainBackend, _>(device, 1, || bench.config.init::<TrainBackend>(device))
+                    .expect("valid config");
+            (model, bench.config.clone())
+        }
+    };
+    (apply_freeze(model, &FreezePolicy::paper()), config)
 }
 
 fn env(name: &str, default: usize) -> usize {
@@ -208,51 +251,82 @@ fn train_row(
     torch: bool,
 ) -> (CausalLm<Backend>, Option<TorchComparison>) {
     let vocab = bench.config.model.vocab_size;
+    let batch_size = env("MODEL_BENCH_BATCH", bench.batch);
     reset_peak();
-    let model = seeded::<TrainBackend, _>(device, 1, || bench.config.init::<TrainBackend>(device))
-        .expect("valid config");
-    let model = apply_freeze(model, &FreezePolicy::paper());
-    let mut lm = LanguageModel::new(model, 0.01);
-    let mut optim = AdamWConfig::new().with_weight_decay(0.1).init();
+    let (model, config) = initial_model(bench, device);
+    let (params, trainable) = (
+        model.num_params() as f64,
+        trainable_params(&model, &FreezePolicy::paper()) as f64,
+    );
+    let lm = LanguageModel::new(model, 0.01);
     let batch = || LmBatch::<TrainBackend> {
-        tokens: tokens(bench.batch, bench.seq, vocab, device),
-        languages: vec![Language::Rust; bench.batch],
+        tokens: tokens(batch_size, bench.seq, vocab, device),
+        languages: vec![Language::Rust; batch_size],
     };
     let dir = PathBuf::from(format!("target/model_bench/{}", bench.name));
     let mut torch = torch
         && dump_for_torch(
             &lm,
-            &bench.config,
-            tokens(bench.batch, bench.seq, vocab, device),
+            &config,
+            tokens(batch_size, bench.seq, vocab, device),
             &dir,
         )
         .map_err(|e| println!("(PyTorch comparison skipped: {e})"))
         .is_ok();
+    // f32 weights, gradients and AdamW's two moments: can PyTorch's copy run beside ours?
+    let state = 4.0 * params + 12.0 * trainable;
+    let alone = torch && available_bytes().is_some_and(|free| 2.0 * state > free);
+    if alone {
+        println!(
+            "({}: two training states of {:.1} GiB do not fit in the available memory: our \
+             model is dropped for each PyTorch round and rebuilt after it)",
+            bench.name,
+            state / f64::from(1u32 << 30)
+        );
+    }
     reset_peak(); // the export's host copies are not part of training
     let mut comparison = TorchComparison {
         name: bench.name,
         matched: String::new(),
         rounds: common::Rounds::default(),
     };
-    let mut step = |lm: LanguageModel<TrainBackend>| {
+    let step = |lm: LanguageModel<TrainBackend>, optim: &mut Optim| {
         let out = lm.forward_loss(batch());
         let grads = GradientsParams::from_grads(out.loss.backward(), &lm);
         optim.step(1e-5, lm, grads)
     };
-    lm = step(lm); // warm-up
+    let warmed_up = |lm: LanguageModel<TrainBackend>| {
+        let mut optim: Optim = AdamWConfig::new().with_weight_decay(0.1).init();
+        let lm = step(lm, &mut optim);
+        (lm, optim)
+    };
+    let rebuilt = || {
+        reset_peak();
+        warmed_up(LanguageModel::new(initial_model(bench, device).0, 0.01))
+    };
+    let mut state = Some(warmed_up(lm));
     let rounds = if torch {
         env("MODEL_BENCH_TORCH_ROUNDS", 3)
     } else {
         1
     };
     let mut ours = Vec::new();
+    let mut peak = 0.0f64;
     for _ in 0..rounds {
+        let (mut lm, mut optim) = state.take().unwrap_or_else(rebuilt);
         let start = Instant::now();
         for _ in 0..steps {
-            lm = step(lm);
+            lm = step(lm, &mut optim);
         }
         let secs = start.elapsed().as_secs_f64() / steps as f64;
         ours.push(secs);
+        peak = peak.max(peak_rss_mib().unwrap_or(f64::NAN));
+        if alone {
+            drop((lm, optim));
+            reset_peak();
+        } else {
+            state = Some((lm, optim));
+        }
         if torch {
             match torch_round(&dir, steps) {
                 Ok((matched, theirs)) => {
@@ -268,17 +342,26 @@ fn train_row(
     }
     ours.sort_by(f64::total_cmp);
     let secs = ours[ours.len() / 2];
-    let n = bench.batch * (bench.seq - 1);
+    let n = batch_size * (bench.seq - 1);
     println!(
-        "| {} | train step (fwd + bwd + AdamW) | {n} | {secs:.3} | {:.0} | {:.0} |",
+        "| {} | train step (fwd + bwd + AdamW), {batch_size} × {} | {n} | {secs:.3} | {:.0} | {peak:.0} |",
         bench.name,
+        bench.seq,
         n as f64 / secs,
-        peak_rss_mib().unwrap_or(f64::NAN)
     );
-    let model = lm.lm.valid();
-    drop((lm, optim));
+    let model = match state {
+        Some((lm, _)) => lm.lm.valid(),
+        None => initial_model(bench, device).0.valid(),
+    };
     (model, torch.then_some(comparison))
 }
+
+/// burn's AdamW over the training wrapper.
+type Optim = burn::optim::adaptor::OptimizerAdaptor<
+    burn::optim::AdamW,
+    LanguageModel<TrainBackend>,
+    TrainBackend,
+>;
 
 /// Times prefill and greedy decoding with the KV cache and prints their rows.
 fn generation_rows(bench: &Bench, model: &CausalLm<Backend>, decode: usize) {

@@ -5,14 +5,21 @@
 /// that the large temporaries a training step frees (the `[T, vocab]` logits, their log-softmax
 /// and gradient: 310 MB each at T = 511, vocab 151 936) are reused by the next step instead of
 /// being page-faulted and zeroed again. The process's resident memory then stays near its peak
-/// instead of falling between steps; the peak itself does not grow (BENCHMARKS.md). Called
-/// once at the start of `main`; a no-op off Linux/glibc. Library users choose their own
-/// allocator settings.
+/// instead of falling between steps; the peak itself does not grow (BENCHMARKS.md).
+///
+/// All threads also share one arena (`M_ARENA_MAX` 1): kept memory is only reused by the
+/// arena that freed it, and burn-train reads a checkpoint on its checkpointer's thread, so with
+/// per-thread arenas a resumed segment's first optimizer step held the checkpoint's freed
+/// buffers next to the new ones (SmolLM2 with the paper preset: peak 18.9 GiB against 18.1
+/// with one arena, and no slower; `scripts/train_memory.py`, BENCHMARKS.md). Called once at
+/// the start of `main`; a no-op off Linux/glibc. Library users choose their own allocator
+/// settings.
 pub fn reuse_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator thresholds; it is called before any thread starts.
+    // SAFETY: mallopt only changes allocator settings; it is called before any thread starts.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, i32::MAX);
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }

@@ -18,5 +18,6 @@ mod multiple;
 mod qwen_config;
 mod qwen_import;
 mod qwen_upcycle;
+mod shared_data;
 mod tokenizer;
 mod train;

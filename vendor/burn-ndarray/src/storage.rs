@@ -10,7 +10,8 @@
 
 use alloc::{vec, vec::Vec};
 use burn_backend::Element;
-use burn_std::{Bytes, Shape};
+use burn_backend::TensorData;
+use burn_std::{AllocationProperty, Bytes, Shape};
 use core::mem;
 use ndarray::{ArcArray, ArrayView, IxDyn, ShapeBuilder};
 
@@ -215,11 +216,64 @@ impl<E: Element> NdArrayStorage<E> {
     /// - **Owned + shared**: Clones the data.
     pub fn into_owned(self) -> ArcArray<E, IxDyn> {
         match self {
-            // `to_owned` keeps the memory order of a view that is contiguous in any order
-            // (a transposed weight stays column-major), as an owned array would be.
-            borrowed @ Self::Borrowed { .. } => borrowed.view().to_owned().into_shared(),
+            borrowed @ Self::Borrowed { .. } => borrowed.standard_copy(),
             Self::Owned(arr) => arr,
         }
+    }
+
+    /// The tensor's elements in row-major order, without a copy where none is needed.
+    ///
+    /// multipl-moe patch (vendor/README.md fix 10): upstream copies every array that another
+    /// tensor still shares, so reading a model's parameters (a checkpoint's `into_record` →
+    /// `into_item`, an export) made a second full copy of the model and of the optimizer's
+    /// state while the training still held them. Here a shared standard-layout array and
+    /// borrowed row-major bytes become the [`TensorData`]'s bytes as they are
+    /// ([`Bytes::from_shared`]: reads are zero-copy, a mutable access copies first); the
+    /// extra reference makes `is_unique()` false, so no operation writes in place into a
+    /// buffer a `TensorData` reads. A uniquely owned array is moved, as upstream does; any
+    /// other layout is copied in logical order.
+    pub fn into_data(self) -> TensorData {
+        let shape = Shape::from(self.shape().to_vec());
+        let byte_len = shape.num_elements().checked_mul(mem::size_of::<E>());
+        match self {
+            Self::Borrowed { bytes, strides, .. }
+                if row_major_strides(&shape).as_deref() == Some(strides.as_slice())
+                    && byte_len == Some(bytes.len()) =>
+            {
+                TensorData::from_bytes(bytes, shape, E::dtype())
+            }
+            borrowed @ Self::Borrowed { .. } => {
+                TensorData::new(borrowed.view().iter().copied().collect(), shape)
+            }
+            Self::Owned(array) if !array.is_standard_layout() => {
+                TensorData::new(array.iter().copied().collect(), shape)
+            }
+            Self::Owned(array) => match array.try_into_owned_nocopy() {
+                Ok(owned) => {
+                    let (mut vec, offset) = owned.into_raw_vec_and_offset();
+                    if let Some(offset) = offset {
+                        vec.drain(..offset);
+                    }
+                    vec.truncate(shape.num_elements());
+                    TensorData::new(vec, shape)
+                }
+                Err(shared) => {
+                    let bytes = bytes::Bytes::from_owner(SharedArray(shared));
+                    let bytes = Bytes::from_shared(bytes, AllocationProperty::Native);
+                    TensorData::from_bytes(bytes, shape, E::dtype())
+                }
+            },
+        }
+    }
+
+    /// A row-major copy of the elements, whatever the strides.
+    ///
+    /// multipl-moe patch (vendor/README.md fix 10): a transposed borrowed weight used to be
+    /// copied in its memory order (column-major), so a trained weight (its first update copies
+    /// it) stayed column-major for the rest of training, and every read of it for a
+    /// checkpoint (row-major [`TensorData`]) had to copy it again.
+    fn standard_copy(&self) -> ArcArray<E, IxDyn> {
+        self.view().as_standard_layout().into_owned().into_shared()
     }
 
     /// Convert to shared ArcArray, suitable for returning from operations.
@@ -273,7 +327,7 @@ impl<E: Element> NdArrayStorage<E> {
     /// Converts borrowed to owned if necessary.
     pub fn ensure_owned(&mut self) -> &mut ArcArray<E, IxDyn> {
         if self.is_borrowed() {
-            *self = Self::Owned(self.view().to_owned().into_shared());
+            *self = Self::Owned(self.standard_copy());
         }
         match self {
             Self::Owned(arr) => arr,
@@ -284,6 +338,17 @@ impl<E: Element> NdArrayStorage<E> {
 
 /// Row-major element strides of `shape`; `None` when one overflows `usize` (possible only
 /// beside an empty axis, since the bytes hold every element).
+/// A standard-layout array shared with a [`TensorData`] (fix 10): its elements as bytes, kept
+/// alive (and unmodified: the array is only read) as long as the bytes are.
+struct SharedArray<E>(ArcArray<E, IxDyn>);
+
+impl<E: Element> AsRef<[u8]> for SharedArray<E> {
+    fn as_ref(&self) -> &[u8] {
+        // Only standard-layout arrays are wrapped, so `as_slice` is always `Some`.
+        self.0.as_slice().map(bytemuck::cast_slice).unwrap_or_default()
+    }
+}
+
 fn row_major_strides(shape: &[usize]) -> Option<Vec<usize>> {
     let mut strides = vec![1usize; shape.len()];
     for axis in (1..shape.len()).rev() {

@@ -436,74 +436,20 @@ impl ShapeOps for &[usize] {
 }
 
 mod utils {
-    use burn_std::tensor::is_contiguous;
-
     use super::*;
 
     impl NdArrayTensor {
         pub(crate) fn into_data(self) -> TensorData {
-            let shape = self.shape();
-            let contiguous = self.is_contiguous();
-
-            fn inner<E: Element>(
-                shape: Shape,
-                is_contiguous: bool,
-                array: ArcArray<E, IxDyn>,
-            ) -> TensorData {
-                let vec = if is_contiguous {
-                    match array.try_into_owned_nocopy() {
-                        Ok(owned) => {
-                            let (mut vec, offset) = owned.into_raw_vec_and_offset();
-                            if let Some(offset) = offset {
-                                vec.drain(..offset);
-                            }
-                            if vec.len() > shape.num_elements() {
-                                vec.drain(shape.num_elements()..vec.len());
-                            }
-                            vec
-                        }
-                        Err(array) => array.into_iter().collect(),
-                    }
-                } else {
-                    array.into_iter().collect()
-                };
-
-                TensorData::new(vec, shape)
-            }
-
-            // Convert storage to owned array before extracting data
-            execute_with_dtype!(self, |arr| inner(shape, contiguous, arr))
-        }
-
-        pub(crate) fn is_contiguous(&self) -> bool {
-            // Borrowed or owned, the strides say.
-            macro_rules! check_contiguous {
+            // multipl-moe patch (vendor/README.md fix 10): `NdArrayStorage::into_data`
+            // shares what upstream copied.
+            macro_rules! into_data {
                 ($($variant:ident),*) => {
                     match self {
-                        $(NdArrayTensor::$variant(storage) => {
-                            match storage {
-                                // multipl-moe patch (fix 8): borrowed storage is row-major
-                                // until `relayout` transposes or permutes it.
-                                NdArrayStorage::Borrowed { shape, strides, .. } => {
-                                    is_contiguous(shape, strides)
-                                }
-                                NdArrayStorage::Owned(array) => {
-                                    let shape = array.shape();
-                                    let mut strides = Vec::with_capacity(array.strides().len());
-                                    for &stride in array.strides() {
-                                        if stride <= 0 {
-                                            return false;
-                                        }
-                                        strides.push(stride as usize);
-                                    }
-                                    is_contiguous(shape, &strides)
-                                }
-                            }
-                        })*
+                        $(NdArrayTensor::$variant(storage) => storage.into_data(),)*
                     }
                 };
             }
-            check_contiguous!(F64, F32, I64, I32, I16, I8, U64, U32, U16, U8, Bool)
+            into_data!(F64, F32, I64, I32, I16, I8, U64, U32, U16, U8, Bool)
         }
     }
 }

@@ -14,6 +14,7 @@ use multipl_moe_core::{CausalLm, combined_loss};
 
 use crate::data::dataset::LmBatch;
 use crate::training::loss_log::LossLog;
+use crate::training::memory;
 use crate::training::metrics::{LmOutput, RoutingStats};
 
 /// Watches the training loss: keeps every micro-batch's value (and appends it to the run's
@@ -53,6 +54,11 @@ impl NonFiniteGuard {
     /// `(loss, step)` of the first non-finite loss, if any.
     pub fn seen(&self) -> Option<(f64, usize)> {
         self.seen.lock().ok().and_then(|s| *s)
+    }
+
+    /// How many micro-batches it has seen.
+    pub fn micro_batches(&self) -> usize {
+        self.steps.load(Ordering::SeqCst)
     }
 
     /// The training loss of every micro-batch seen, in order.
@@ -166,6 +172,11 @@ impl<B: AutodiffBackend> TrainStep for LanguageModel<B> {
     type Output = LmOutput<B>;
 
     fn step(&self, batch: LmBatch<B>) -> TrainOutput<LmOutput<B>> {
+        if self.non_finite.micro_batches() == self.micro_batches_per_step.max(1) {
+            // The first optimizer step has replaced every tensor a resumed segment read from
+            // its checkpoint (on the checkpointer's thread, so in that thread's arena).
+            memory::return_freed_memory();
+        }
         let out = self.forward_loss(batch);
         self.non_finite.observe(out.loss_value(), out.balance);
         let grads = match self.micro_batches_per_step {

@@ -10,6 +10,7 @@
 //! | [`run`] | `multipl-moe train`: a run file, a corpus, optionally an upcycled checkpoint |
 //! | [`strict`] | run files where an unknown key is an error naming it |
 //! | [`checkpoint`] | checkpoints that survive a kill; which one a resume takes |
+//! | [`memory`] | freed memory handed back to the kernel where a model's worth was freed |
 //! | [`loss_log`] | `loss.csv`, one row per micro-batch, consistent with the checkpoints |
 //! | [`metrics`] | the dashboard's metrics and the plain-line renderer |
 //! | [`validation`] | validation loss per language |
@@ -18,6 +19,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod lm;
 pub mod loss_log;
+pub mod memory;
 pub mod metrics;
 pub mod run;
 pub mod schedule;

@@ -25,6 +25,7 @@ use crate::error::{Result, TrainError};
 use crate::training::checkpoint::{self, AtomicRecorder, SaveOnly, check_record, newest_complete};
 use crate::training::lm::{LanguageModel, NonFiniteGuard};
 use crate::training::loss_log::{LossLog, complete_rows};
+use crate::training::memory;
 use crate::training::metrics::{
     PerplexityMetric, PlainRenderer, Stat, StatMetric, TokensPerSecond,
 };
@@ -280,6 +281,10 @@ pub fn train<B: AutodiffBackend>(
     )?));
     let mut trained = None;
     for number in resumed + 1..=run.plan.segments.len() {
+        // The next segment starts from the checkpoint: the previous segment's model would be
+        // a second copy of the weights while it trains.
+        drop(trained.take());
+        memory::return_freed_memory();
         trained = Some(run.segment(number, &loss_log)?);
     }
     trained.ok_or_else(|| TrainError::NotEnoughData("no training step to run".into()))

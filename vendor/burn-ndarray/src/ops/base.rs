@@ -386,14 +386,18 @@ where
         arrays: &[ndarray::ArrayView<E, IxDyn>],
         dim: usize,
     ) -> SharedArray<E> {
-        let array = ndarray::concatenate(Axis(dim), arrays)
-            .unwrap()
-            .into_shared();
+        let array = ndarray::concatenate(Axis(dim), arrays).unwrap();
 
         // Transform column-major layout into row-major (standard) layout. (fix #1053)
-        // Get shape first (via reference), then pass ownership to avoid clone
-        let shape = array.shape().into_shape();
-        Self::reshape(array, shape)
+        // multipl-moe patch (vendor/README.md fix 10): upstream did this with a reshape to the
+        // same shape, which fixes 1 and 6 made copy-free, so the concatenation of transposed
+        // weights (an upcycled expert's `[gate | up]`) stayed column-major, and so did the
+        // trained parameter.
+        if array.is_standard_layout() {
+            array.into_shared()
+        } else {
+            array.as_standard_layout().into_owned().into_shared()
+        }
     }
 
     pub fn cat(tensors: Vec<SharedArray<E>>, dim: usize) -> SharedArray<E> {
