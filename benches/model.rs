@@ -243,17 +243,18 @@ struct TorchComparison {
 /// Times a training step (forward + backward + AdamW, SPEC §5 freeze) of `bench`'s model and
 /// prints its row (the median round); with `torch`, alternates rounds with
 /// bench/torch_model.py on the same model and batch. Returns the trained model for the
-/// generation rows.
+/// generation rows (the initial one when ours was dropped for PyTorch's rounds: generation
+/// speed does not depend on the weights' values).
 fn train_row(
     bench: &Bench,
     device: &burn::tensor::Device<Backend>,
     steps: usize,
     torch: bool,
 ) -> (CausalLm<Backend>, Option<TorchComparison>) {
-    let vocab = bench.config.model.vocab_size;
     let batch_size = env("MODEL_BENCH_BATCH", bench.batch);
     reset_peak();
     let (model, config) = initial_model(bench, device);
+    let vocab = config.model.vocab_size;
     let (params, trainable) = (
         model.num_params() as f64,
         trainable_params(&model, &FreezePolicy::paper()) as f64,
@@ -308,8 +309,9 @@ fn train_row(
         (lm, optim)
     };
     let rebuilt = || {
-        reset_peak();
-        warmed_up(LanguageModel::new(initial_model(bench, device).0, 0.01))
+        let lm = LanguageModel::new(initial_model(bench, device).0, 0.01);
+        reset_peak(); // the import and upcycle are not part of training
+        warmed_up(lm)
     };
     let mut state = Some(warmed_up(lm));
     let rounds = if torch {
@@ -377,7 +379,7 @@ type Optim = burn::optim::adaptor::OptimizerAdaptor<
 
 /// Times prefill and greedy decoding with the KV cache and prints their rows.
 fn generation_rows(bench: &Bench, model: &CausalLm<Backend>, decode: usize) {
-    let vocab = bench.config.model.vocab_size;
+    let vocab = model.embed_tokens.weight.dims()[0];
     reset_peak();
     let length = env("MODEL_BENCH_PROMPT", bench.prompt);
     let prompt: Vec<usize> = (0..length).map(|i| (i * 31 + 7) % vocab).collect();
@@ -440,8 +442,7 @@ fn main() {
         .filter(|b| wanted.split(',').any(|w| w.trim() == b.name))
     {
         let model = if steps == 0 {
-            seeded::<Backend, _>(&device, 1, || bench.config.init::<Backend>(&device))
-                .expect("valid config")
+            initial_model(&bench, &device).0.valid()
         } else {
             let (model, comparison) = train_row(&bench, &device, steps, torch);
             comparisons.extend(comparison);

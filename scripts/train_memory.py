@@ -7,8 +7,8 @@ Runs `multipl-moe train --config CONFIG --model MODEL --data DATA --out OUT` (re
 the run is doing, read from its files: `load` (before the first row of `loss.csv`), `train`,
 `checkpoint` (a `checkpoint/.*.mpk.tmp` file is being written), `export` (after the last
 checkpoint, while `model/` is written). At the end it reads the export's safetensors header and
-counts the parameters, total and trainable (SPEC §5's freeze: the routed and segment experts and
-both routers; any other key is frozen), and prints a Markdown table: the f32 weights, their
+counts the parameters, total and trainable (by the config's `[train.freeze]`, SPEC §5's freeze
+where it is absent, applied to docs/FORMAT.md's key names), and prints a Markdown table: the f32 weights, their
 gradients and AdamW's two moments (trainable only) -- the state a training step cannot do
 without -- the peak RSS of each phase, and each peak over that minimum. What a step holds beyond
 the minimum (saved activations, logits, the optimizer's temporaries) is the training peak minus
@@ -21,6 +21,7 @@ Needs only the Python standard library and a release build (`cargo build --relea
 """
 import argparse
 import json
+import tomllib
 import os
 import struct
 import subprocess
@@ -31,7 +32,35 @@ import time
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 BIN = os.path.join(ROOT, "target", "release", "multipl-moe")
 GIB = 1024 ** 3
-TRAINABLE = (".token_experts.", ".segment_experts.", ".token_router.", ".segment_router.")
+# `[train.freeze]` switches (crates/multipl-moe-qwen/src/freeze.rs) and the export's keys each
+# one governs (docs/FORMAT.md); every other key is the backbone's.
+FREEZE_KEYS = {
+    "routed_experts": (".token_experts.",),
+    "segment_experts": (".segment_experts.",),
+    "routers": (".token_router.", ".segment_router."),
+    "shared_and_dense_ffn": (".shared_expert.", ".mlp.gate_proj.", ".mlp.up_proj.",
+                             ".mlp.down_proj."),
+}
+# SPEC §5's freeze, `FreezePolicy::paper()`: what a config without `[train.freeze]` trains.
+PAPER_FREEZE = {"routed_experts": True, "segment_experts": True, "routers": True,
+                "shared_and_dense_ffn": False, "backbone": False}
+
+
+def freeze_policy(config):
+    """`[train.freeze]` of the run config (TOML), with the paper's values for absent keys."""
+    if not config.endswith(".toml"):
+        sys.exit(f"{config}: this script reads TOML run configs only")
+    with open(config, "rb") as f:
+        given = tomllib.load(f).get("train", {}).get("freeze", {})
+    return {k: bool(given.get(k, v)) for k, v in PAPER_FREEZE.items()}
+
+
+def trains(key, policy):
+    """Whether `policy` trains the export's tensor `key`."""
+    for switch, parts in FREEZE_KEYS.items():
+        if any(p in key for p in parts):
+            return policy[switch]
+    return policy["backbone"]
 
 
 def rss_bytes(pid):
@@ -63,7 +92,7 @@ def phase(out):
     return ("train" if rows > 0 else "load"), rows
 
 
-def counts(model_dir):
+def counts(model_dir, policy):
     """(total, trainable) parameter counts from the export's safetensors header."""
     total = trainable = 0
     for name in sorted(os.listdir(model_dir)):
@@ -79,7 +108,7 @@ def counts(model_dir):
             for d in info["shape"]:
                 size *= d
             total += size
-            if any(t in key for t in TRAINABLE):
+            if trains(key, policy):
                 trainable += size
     return total, trainable
 
@@ -139,7 +168,7 @@ def main():
         sys.exit(f"train exited with status {proc.returncode} after {wall:.0f} s; "
                  f"peaks so far (GiB): "
                  + ", ".join(f"{k} {v / GIB:.2f}" for k, v in peaks.items()))
-    total, trainable = counts(os.path.join(args.out, "model"))
+    total, trainable = counts(os.path.join(args.out, "model"), freeze_policy(args.config))
     weights, grads, moments = 4 * total, 4 * trainable, 8 * trainable
     minimum = weights + grads + moments
     print(f"\n{total / 1e9:.3f} B parameters, {trainable / 1e9:.3f} B trainable; "

@@ -7,10 +7,11 @@
 /// being page-faulted and zeroed again. The process's resident memory then stays near its peak
 /// instead of falling between steps; the peak itself does not grow (BENCHMARKS.md).
 ///
-/// All threads also share one arena (`M_ARENA_MAX` 1): kept memory is only reused by the
-/// arena that freed it, and burn-train reads a checkpoint on its checkpointer's thread, so with
-/// per-thread arenas a resumed segment's first optimizer step held the checkpoint's freed
-/// buffers next to the new ones (SmolLM2 with the paper preset: peak 18.9 GiB against 18.1
+/// All threads also share one arena (`M_ARENA_MAX` 1, unless the user set `MALLOC_ARENA_MAX`
+/// or `GLIBC_TUNABLES`): a freed block goes back to the arena that allocated it, and
+/// burn-train reads a checkpoint on its checkpointer's thread, so with per-thread arenas a
+/// resumed segment's first optimizer step held the checkpoint's freed buffers, kept in that
+/// thread's arena, next to the new ones the training thread allocated (SmolLM2 with the paper preset: peak 18.9 GiB against 18.1
 /// with one arena, and no slower; `scripts/train_memory.py`, BENCHMARKS.md). Called once at
 /// the start of `main`; a no-op off Linux/glibc. Library users choose their own allocator
 /// settings.
@@ -20,6 +21,11 @@ pub fn reuse_freed_memory() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, i32::MAX);
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-        libc::mallopt(libc::M_ARENA_MAX, 1);
+        let user_set = ["MALLOC_ARENA_MAX", "GLIBC_TUNABLES"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some());
+        if !user_set {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
     }
 }

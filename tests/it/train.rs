@@ -931,3 +931,29 @@ fn the_demo_repeats_itself_exactly() {
         let _ = std::fs::remove_dir_all(out);
     }
 }
+
+/// The SmolLM2 examples (README, "A real pretrained model"; BENCHMARKS.md's memory table) parse
+/// with the strict run config and hold what their comments say.
+#[test]
+fn smollm2_examples_parse_as_documented() {
+    let paper = RunConfig::from_file(Path::new("examples/smollm2-paper.toml")).unwrap();
+    let moe = paper.moe.as_ref().expect("a [moe] section");
+    assert_eq!(
+        (
+            moe.token.num_experts,
+            moe.token.top_k,
+            moe.segment.num_experts
+        ),
+        (6, 2, 6)
+    );
+    assert_eq!((moe.segment.window, moe.hybrid_layers.clone()), (64, None));
+    let t = &paper.train;
+    assert_eq!((t.batch_size, t.seq_len, t.checkpoint_every), (4, 256, 3));
+    assert_eq!(t.freeze, FreezePolicy::paper());
+    assert!(!paper.upcycle.function_preserving);
+    let small = RunConfig::from_file(Path::new("examples/smollm2.toml")).unwrap();
+    let moe = small.moe.as_ref().expect("a [moe] section");
+    assert_eq!(moe.hybrid_layers, Some(vec![0, 6, 12, 18, 24]));
+    assert_eq!(small.train.freeze, FreezePolicy::paper());
+    assert!(small.upcycle.function_preserving);
+}

@@ -258,7 +258,7 @@ impl<E: Element> NdArrayStorage<E> {
                     TensorData::new(vec, shape)
                 }
                 Err(shared) => {
-                    let bytes = bytes::Bytes::from_owner(SharedArray(shared));
+                    let bytes = bytes::Bytes::from_owner(ArrayBytes(shared));
                     let bytes = Bytes::from_shared(bytes, AllocationProperty::Native);
                     TensorData::from_bytes(bytes, shape, E::dtype())
                 }
@@ -336,19 +336,22 @@ impl<E: Element> NdArrayStorage<E> {
     }
 }
 
-/// Row-major element strides of `shape`; `None` when one overflows `usize` (possible only
-/// beside an empty axis, since the bytes hold every element).
 /// A standard-layout array shared with a [`TensorData`] (fix 10): its elements as bytes, kept
 /// alive (and unmodified: the array is only read) as long as the bytes are.
-struct SharedArray<E>(ArcArray<E, IxDyn>);
+struct ArrayBytes<E>(ArcArray<E, IxDyn>);
 
-impl<E: Element> AsRef<[u8]> for SharedArray<E> {
+impl<E: Element> AsRef<[u8]> for ArrayBytes<E> {
     fn as_ref(&self) -> &[u8] {
-        // Only standard-layout arrays are wrapped, so `as_slice` is always `Some`.
-        self.0.as_slice().map(bytemuck::cast_slice).unwrap_or_default()
+        let elements = self
+            .0
+            .as_slice()
+            .expect("only standard-layout arrays are wrapped (`NdArrayStorage::into_data`)");
+        bytemuck::cast_slice(elements)
     }
 }
 
+/// Row-major element strides of `shape`; `None` when one overflows `usize` (possible only
+/// beside an empty axis, since the bytes hold every element).
 fn row_major_strides(shape: &[usize]) -> Option<Vec<usize>> {
     let mut strides = vec![1usize; shape.len()];
     for axis in (1..shape.len()).rev() {

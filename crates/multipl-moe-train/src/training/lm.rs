@@ -173,8 +173,10 @@ impl<B: AutodiffBackend> TrainStep for LanguageModel<B> {
 
     fn step(&self, batch: LmBatch<B>) -> TrainOutput<LmOutput<B>> {
         if self.non_finite.micro_batches() == self.micro_batches_per_step.max(1) {
-            // The first optimizer step has replaced every tensor a resumed segment read from
-            // its checkpoint (on the checkpointer's thread, so in that thread's arena).
+            // The first optimizer step has replaced every trained parameter and moment a
+            // resumed segment read from its checkpoint (`training::memory`). In a segment that
+            // read none, it only returns the step's freed temporaries, which the next step
+            // maps in again: once per segment.
             memory::return_freed_memory();
         }
         let out = self.forward_loss(batch);

@@ -10,8 +10,8 @@
 /// burn-train reads a checkpoint on its checkpointer's thread, so those buffers belong to that
 /// thread's malloc arena, and when freed memory is kept for reuse (as the `multipl-moe`
 /// binary asks glibc to, `allocator::reuse_freed_memory`) the training thread never reuses
-/// them: on SmolLM2 with the paper preset, a resumed segment held 4.7 GiB more than the first
-/// (`scripts/train_memory.py`, BENCHMARKS.md).
+/// them: on SmolLM2 with the paper preset the second segment trained at 22.3 GiB where the first
+/// had trained at 17.5 (`scripts/train_memory.py`; BENCHMARKS.md, "How it got there").
 pub fn return_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free memory to the kernel; any thread may call it.
