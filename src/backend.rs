@@ -43,8 +43,18 @@ mod chosen {
 
 pub use chosen::{Backend, NAME};
 
-/// The training backend: autodiff over [`Backend`].
+/// The training backend: autodiff over [`Backend`]. With the `activation-checkpointing` feature,
+/// burn's `BalancedCheckpointing`: the outputs of memory-bound operations (element-wise ops,
+/// activations) are recomputed in the backward pass instead of kept from the forward pass.
+#[cfg(not(feature = "activation-checkpointing"))]
 pub type TrainBackend = burn::backend::Autodiff<Backend>;
+/// The training backend: autodiff over [`Backend`], recomputing memory-bound operations in the
+/// backward pass (burn's `BalancedCheckpointing`; the `activation-checkpointing` feature).
+#[cfg(feature = "activation-checkpointing")]
+pub type TrainBackend = burn::backend::Autodiff<
+    Backend,
+    burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing,
+>;
 
 /// The default device of [`Backend`].
 pub fn device() -> burn::tensor::Device<Backend> {
