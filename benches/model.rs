@@ -275,14 +275,14 @@ fn train_row(
         .map_err(|e| println!("(PyTorch comparison skipped: {e})"))
         .is_ok();
     // f32 weights, gradients and AdamW's two moments: can PyTorch's copy run beside ours?
-    let state = 4.0 * params + 12.0 * trainable;
-    let alone = torch && available_bytes().is_some_and(|free| 2.0 * state > free);
+    let state_bytes = 4.0 * params + 12.0 * trainable;
+    let alone = torch && available_bytes().is_some_and(|free| 2.0 * state_bytes > free);
     if alone {
         println!(
             "({}: two training states of {:.1} GiB do not fit in the available memory: our \
              model is dropped for each PyTorch round and rebuilt after it)",
             bench.name,
-            state / f64::from(1u32 << 30)
+            state_bytes / f64::from(1u32 << 30)
         );
     }
     reset_peak(); // the export's host copies are not part of training

@@ -3,7 +3,7 @@
 //! computes.
 #![cfg(all(feature = "ndarray", not(feature = "openblas")))]
 
-use crate::common::{randn, tensor, values};
+use crate::common::{first_element, randn, tensor, values};
 use burn::backend::NdArray;
 use burn::tensor::Tensor;
 use burn_ndarray::{
@@ -162,13 +162,6 @@ fn every_shape_class_computes_the_plain_loop_product() {
 }
 
 /// Address of a float tensor's first element on the ndarray backend.
-fn first_element(t: &Tensor<NdArray, 3>) -> *const f32 {
-    match t.clone().into_primitive().tensor() {
-        burn_ndarray::NdArrayTensor::F32(storage) => storage.view().as_ptr(),
-        other => panic!("not f32: {other:?}"),
-    }
-}
-
 /// Fix 6: adding or removing axes of length 1 keeps a strided layout (no copy), so `linear`
 /// reads an imported `[out, in]` weight through its transposed view; other reshapes still
 /// reorder elements as before.

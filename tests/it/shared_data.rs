@@ -5,16 +5,9 @@
 //! other side.
 #![cfg(feature = "ndarray")]
 
-use crate::common::{randn, tensor, values};
+use crate::common::{first_element, randn, tensor, values};
 use burn::backend::NdArray;
 use burn::tensor::{AllocationProperty, Bytes, DType, Tensor, TensorData};
-
-fn first_element<const D: usize>(t: &Tensor<NdArray, D>) -> *const u8 {
-    match t.clone().into_primitive().tensor() {
-        burn_ndarray::NdArrayTensor::F32(storage) => storage.view().as_ptr().cast(),
-        other => panic!("not f32: {other:?}"),
-    }
-}
 
 fn data_values(d: &TensorData) -> Vec<f32> {
     d.as_slice::<f32>().expect("f32 data").to_vec()
@@ -26,8 +19,16 @@ fn reading_a_shared_tensor_shares_its_buffer_and_writes_copy_first() {
     let w = randn(2 * 5 * 3, 41, 1.0);
     let param = tensor::<NdArray, 3>(w.clone(), [2, 5, 3], &device);
     let (a, b) = (param.to_data(), param.to_data());
-    assert_eq!(a.as_bytes().as_ptr(), first_element(&param), "copied");
-    assert_eq!(b.as_bytes().as_ptr(), first_element(&param), "copied");
+    assert_eq!(
+        a.as_bytes().as_ptr(),
+        first_element(&param).cast(),
+        "copied"
+    );
+    assert_eq!(
+        b.as_bytes().as_ptr(),
+        first_element(&param).cast(),
+        "copied"
+    );
     assert_eq!((a.shape.to_vec(), a.dtype), (vec![2, 5, 3], DType::F32));
     assert_eq!(data_values(&a), w);
 
@@ -75,7 +76,11 @@ fn every_layout_reads_in_row_major_order() {
     let mapped = Tensor::<NdArray, 2>::from_data(data, &device);
     assert!(mapped.clone().into_primitive().tensor().is_borrowed());
     let read = mapped.to_data();
-    assert_eq!(read.as_bytes().as_ptr(), first_element(&mapped), "copied");
+    assert_eq!(
+        read.as_bytes().as_ptr(),
+        first_element(&mapped).cast(),
+        "copied"
+    );
     assert_eq!(data_values(&read), w);
     assert_eq!(values(mapped.clone().transpose()), transposed);
 
@@ -84,7 +89,11 @@ fn every_layout_reads_in_row_major_order() {
     let weight = mapped.transpose();
     let updated = weight.sub_scalar(0.5);
     let read = updated.to_data();
-    assert_eq!(read.as_bytes().as_ptr(), first_element(&updated), "copied");
+    assert_eq!(
+        read.as_bytes().as_ptr(),
+        first_element(&updated).cast(),
+        "copied"
+    );
     let expected: Vec<f32> = transposed.iter().map(|v| v - 0.5).collect();
     assert_eq!(data_values(&read), expected);
 }

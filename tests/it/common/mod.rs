@@ -23,6 +23,16 @@ pub fn run_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// The address of `t`'s first element on ndarray: equal addresses mean a shared buffer (the
+/// vendored burn-ndarray's copy-free reshapes, slices and reads, vendor/README.md).
+#[cfg(feature = "ndarray")]
+pub fn first_element<const D: usize>(t: &Tensor<burn::backend::NdArray, D>) -> *const f32 {
+    match t.clone().into_primitive().tensor() {
+        burn_ndarray::NdArrayTensor::F32(storage) => storage.view().as_ptr(),
+        other => panic!("not f32: {other:?}"),
+    }
+}
+
 /// Autodiff over the backend under test.
 pub type TestAutodiff = burn::backend::Autodiff<TestBackend>;
 

@@ -242,13 +242,7 @@ impl<E: Element> NdArrayStorage<E> {
             {
                 TensorData::from_bytes(bytes, shape, E::dtype())
             }
-            borrowed @ Self::Borrowed { .. } => {
-                TensorData::new(borrowed.view().iter().copied().collect(), shape)
-            }
-            Self::Owned(array) if !array.is_standard_layout() => {
-                TensorData::new(array.iter().copied().collect(), shape)
-            }
-            Self::Owned(array) => match array.try_into_owned_nocopy() {
+            Self::Owned(array) if array.is_standard_layout() => match array.try_into_owned_nocopy() {
                 Ok(owned) => {
                     let (mut vec, offset) = owned.into_raw_vec_and_offset();
                     if let Some(offset) = offset {
@@ -263,6 +257,7 @@ impl<E: Element> NdArrayStorage<E> {
                     TensorData::from_bytes(bytes, shape, E::dtype())
                 }
             },
+            other => TensorData::new(other.view().iter().copied().collect(), shape),
         }
     }
 
